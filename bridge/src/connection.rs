@@ -44,6 +44,8 @@ const WRITE_READ_LIMIT: usize = 1024 * 1024;
 /// Read buffer growth step, and the capacity above which an empty buffer is released.
 const READ_CHUNK: usize = 4 * 1024;
 const BUFFER_KEEP: usize = 64 * 1024;
+/// Stands in for "never" where a deadline is required (adding `Duration::MAX` overflows).
+const NO_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
 /// MQTT 3.1 limits client identifiers to 23 characters.
 const MQTT31_MAX_CLIENT_ID: usize = 23;
 
@@ -228,7 +230,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         // MQTT-3.1.2-24: one and a half times the keep-alive; 0 turns it off.
         let keep_alive = (connect.keep_alive > 0)
             .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
-        let deadline = sleep_until(Instant::now() + keep_alive.unwrap_or(Duration::MAX / 4));
+        // Without a keep-alive the timer is never polled; it still needs a valid instant.
+        let deadline = sleep_until(Instant::now() + keep_alive.unwrap_or(NO_DEADLINE));
         tokio::pin!(deadline);
         let mut unflushed = false;
 
