@@ -1,0 +1,646 @@
+//! The MQTT client protocol as a sans-IO state machine.
+//!
+//! [`Client`] never touches a socket or a clock. Its driver (the browser's WebSocket in
+//! [`crate::browser`], or a test) feeds it what happened — the transport opened, bytes
+//! arrived, the transport closed, time passed — and asks it what to do: bytes to send
+//! ([`Client::poll_transmit`]), things to tell the application ([`Client::poll_event`]),
+//! whether to open or close the transport, and when to call again
+//! ([`Client::next_timeout`]). So the whole protocol — connect, keep-alive, QoS 1/2 flows,
+//! subscription bookkeeping, reconnect with back-off and resubscribe — is tested natively.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use bytes::{Bytes, BytesMut};
+use protocol::topic::{validate_topic_filter, validate_topic_name, TopicError};
+use protocol::{
+    encode, encode_publish, ConnAck, Connect, ConnectReturnCode, Decoder, EncodeError, Packet,
+    Publish, PublishRef, QoS, Subscribe, SubscribeFilter, SubscribeReturnCode, Unsubscribe, Will,
+};
+
+use crate::options::Options;
+
+/// Milliseconds on a monotonic clock chosen by the driver.
+pub type Millis = u64;
+
+/// Largest packet the client accepts from a broker.
+const MAX_INCOMING_PACKET: usize = 16 * 1024 * 1024;
+
+/// Where the connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Never asked to connect.
+    Idle,
+    /// The driver should open the transport ([`Client::poll_open`] says so once).
+    OpenRequested,
+    /// The driver is opening the transport.
+    Opening,
+    /// CONNECT sent, waiting for CONNACK.
+    Connecting,
+    Connected,
+    /// The connection was lost; a new attempt is due at the given time.
+    WaitingToReconnect {
+        at: Millis,
+    },
+    /// The application disconnected, the broker refused us, or reconnecting is off.
+    Closed,
+}
+
+/// What the client tells its application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Connected {
+        session_present: bool,
+    },
+    /// The broker answered CONNECT with a refusal; the client stays closed.
+    Refused {
+        code: ConnectReturnCode,
+    },
+    /// The connection ended without the application asking. `reconnect_in` is the delay
+    /// before the next attempt, if there is one.
+    ConnectionLost {
+        reason: String,
+        reconnect_in: Option<Millis>,
+    },
+    /// The application's [`Client::disconnect`] completed.
+    Closed,
+    Message(Publish),
+    /// A QoS 1 or 2 publish of ours is acknowledged end to end.
+    PublishComplete {
+        pkid: u16,
+    },
+    /// A QoS 1 or 2 publish of ours was abandoned: a clean session reconnect discards it.
+    PublishAbandoned {
+        pkid: u16,
+    },
+    Subscribed {
+        pkid: u16,
+        results: Vec<(String, SubscribeReturnCode)>,
+    },
+    Unsubscribed {
+        pkid: u16,
+        filters: Vec<String>,
+    },
+}
+
+/// Why an application request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    #[error("not connected")]
+    NotConnected,
+    #[error("invalid topic: {0}")]
+    InvalidTopic(TopicError),
+    #[error("invalid topic filter {0:?}: {1}")]
+    InvalidFilter(String, TopicError),
+    #[error("no topic filters given")]
+    NoFilters,
+    #[error("every packet identifier is in use")]
+    NoPacketIdentifier,
+    #[error("{0}")]
+    Encode(#[from] EncodeError),
+}
+
+#[derive(Debug, Clone)]
+enum OutStage {
+    /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    Published(Publish),
+    /// PUBREL sent, waiting for PUBCOMP.
+    Released,
+}
+
+/// The client state machine. See the module documentation.
+#[derive(Debug)]
+pub struct Client {
+    options: Options,
+    state: State,
+    decoder: Decoder,
+    inbuf: BytesMut,
+    out: BytesMut,
+    events: VecDeque<Event>,
+    /// The transport should be closed (set once, taken by [`Client::poll_close`]).
+    close_requested: bool,
+    /// Whether the close in progress was asked for by the application.
+    closing_by_request: bool,
+    /// Why the client itself gave up on the connection, if it did.
+    failure: Option<String>,
+    next_pkid: u16,
+    /// Our QoS 1/2 publishes in flight, by packet identifier, in send order.
+    outgoing: BTreeMap<u16, (u64, OutStage)>,
+    send_seq: u64,
+    /// Incoming QoS 2 identifiers delivered to the application, awaiting PUBREL.
+    incoming_qos2: HashSet<u16>,
+    /// Filters the application wants, with their QoS: re-subscribed after a reconnect
+    /// that found no session.
+    subscriptions: BTreeMap<String, QoS>,
+    pending_subscribe: HashMap<u16, Vec<SubscribeFilter>>,
+    pending_unsubscribe: HashMap<u16, Vec<String>>,
+    connect_sent_at: Millis,
+    last_sent: Millis,
+    ping_sent_at: Option<Millis>,
+    reconnect_attempt: u32,
+}
+
+impl Client {
+    pub fn new(options: Options) -> Client {
+        let mut decoder = Decoder::new(MAX_INCOMING_PACKET);
+        decoder.set_version(options.version);
+        Client {
+            options,
+            state: State::Idle,
+            decoder,
+            inbuf: BytesMut::new(),
+            out: BytesMut::new(),
+            events: VecDeque::new(),
+            close_requested: false,
+            closing_by_request: false,
+            failure: None,
+            next_pkid: 1,
+            outgoing: BTreeMap::new(),
+            send_seq: 0,
+            incoming_qos2: HashSet::new(),
+            subscriptions: BTreeMap::new(),
+            pending_subscribe: HashMap::new(),
+            pending_unsubscribe: HashMap::new(),
+            connect_sent_at: 0,
+            last_sent: 0,
+            ping_sent_at: None,
+            reconnect_attempt: 0,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Filters the client is (or will be, after a reconnect) subscribed to.
+    pub fn subscriptions(&self) -> impl Iterator<Item = (&str, QoS)> {
+        self.subscriptions.iter().map(|(f, q)| (f.as_str(), *q))
+    }
+
+    /// Our publishes not yet acknowledged.
+    pub fn in_flight(&self) -> usize {
+        self.outgoing.len()
+    }
+
+    // ---- application requests ----
+
+    /// Asks for a connection: the driver will see [`Client::poll_open`] return true.
+    pub fn connect(&mut self) {
+        if matches!(
+            self.state,
+            State::Idle | State::Closed | State::WaitingToReconnect { .. }
+        ) {
+            self.state = State::OpenRequested;
+            self.closing_by_request = false;
+        }
+    }
+
+    /// Sends DISCONNECT (if connected) and closes; no reconnect follows.
+    pub fn disconnect(&mut self) {
+        match self.state {
+            State::Connected => {
+                self.write(&Packet::Disconnect);
+                self.request_close(true);
+            }
+            State::Connecting | State::Opening => self.request_close(true),
+            State::OpenRequested | State::WaitingToReconnect { .. } | State::Idle => {
+                self.state = State::Closed;
+                self.events.push_back(Event::Closed);
+            }
+            State::Closed => {}
+        }
+    }
+
+    /// Publishes a message. Returns the packet identifier for QoS 1/2 (completion is
+    /// reported by [`Event::PublishComplete`]).
+    pub fn publish(
+        &mut self,
+        topic: &str,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+    ) -> Result<Option<u16>, ClientError> {
+        validate_topic_name(topic).map_err(ClientError::InvalidTopic)?;
+        if self.state != State::Connected {
+            return Err(ClientError::NotConnected);
+        }
+        let pkid = if qos == QoS::AtMostOnce {
+            0
+        } else {
+            self.allocate_pkid()?
+        };
+        let publish = Publish {
+            dup: false,
+            qos,
+            retain,
+            topic: topic.to_owned(),
+            pkid,
+            payload,
+        };
+        encode_publish(publish.as_ref(), &mut self.out)?;
+        if qos == QoS::AtMostOnce {
+            return Ok(None);
+        }
+        self.send_seq += 1;
+        self.outgoing
+            .insert(pkid, (self.send_seq, OutStage::Published(publish)));
+        Ok(Some(pkid))
+    }
+
+    /// Subscribes to one or more filters. Remembered for resubscribing after a reconnect.
+    pub fn subscribe(&mut self, filters: &[(&str, QoS)]) -> Result<u16, ClientError> {
+        if filters.is_empty() {
+            return Err(ClientError::NoFilters);
+        }
+        for (filter, _) in filters {
+            validate_topic_filter(filter)
+                .map_err(|e| ClientError::InvalidFilter((*filter).to_owned(), e))?;
+        }
+        if self.state != State::Connected {
+            return Err(ClientError::NotConnected);
+        }
+        let filters: Vec<SubscribeFilter> = filters
+            .iter()
+            .map(|(filter, qos)| SubscribeFilter {
+                filter: (*filter).to_owned(),
+                qos: *qos,
+            })
+            .collect();
+        for f in &filters {
+            self.subscriptions.insert(f.filter.clone(), f.qos);
+        }
+        self.send_subscribe(filters)
+    }
+
+    /// Unsubscribes from one or more filters.
+    pub fn unsubscribe(&mut self, filters: &[&str]) -> Result<u16, ClientError> {
+        if filters.is_empty() {
+            return Err(ClientError::NoFilters);
+        }
+        for filter in filters {
+            validate_topic_filter(filter)
+                .map_err(|e| ClientError::InvalidFilter((*filter).to_owned(), e))?;
+        }
+        if self.state != State::Connected {
+            return Err(ClientError::NotConnected);
+        }
+        let filters: Vec<String> = filters.iter().map(|f| (*f).to_owned()).collect();
+        for filter in &filters {
+            self.subscriptions.remove(filter);
+        }
+        let pkid = self.allocate_pkid()?;
+        self.write(&Packet::Unsubscribe(Unsubscribe {
+            pkid,
+            filters: filters.clone(),
+        }));
+        self.pending_unsubscribe.insert(pkid, filters);
+        Ok(pkid)
+    }
+
+    // ---- driver inputs ----
+
+    /// True once when the driver should open the transport.
+    pub fn poll_open(&mut self, now: Millis) -> bool {
+        match self.state {
+            State::OpenRequested => {}
+            State::WaitingToReconnect { at } if now >= at => {}
+            _ => return false,
+        }
+        self.state = State::Opening;
+        true
+    }
+
+    /// The transport is open: send CONNECT.
+    pub fn handle_transport_open(&mut self, now: Millis) {
+        if self.state != State::Opening {
+            return;
+        }
+        let o = &self.options;
+        let connect = Connect {
+            version: o.version,
+            client_id: o.client_id.clone(),
+            clean_session: o.clean_session,
+            keep_alive: o.keep_alive,
+            will: o.will.as_ref().map(|w| Will {
+                topic: w.topic.clone(),
+                payload: w.payload.clone(),
+                qos: w.qos,
+                retain: w.retain,
+            }),
+            username: o.username.clone(),
+            password: o.password.clone(),
+        };
+        self.inbuf.clear();
+        self.decoder = Decoder::new(MAX_INCOMING_PACKET);
+        self.decoder.set_version(self.options.version);
+        self.out.clear();
+        self.write(&Packet::Connect(connect));
+        self.state = State::Connecting;
+        self.connect_sent_at = now;
+        self.last_sent = now;
+        self.ping_sent_at = None;
+    }
+
+    /// Bytes arrived from the broker.
+    pub fn handle_input(&mut self, now: Millis, bytes: &[u8]) {
+        if !matches!(self.state, State::Connecting | State::Connected) {
+            return;
+        }
+        self.inbuf.extend_from_slice(bytes);
+        loop {
+            match self.decoder.decode(&mut self.inbuf) {
+                Ok(Some(packet)) => {
+                    if let Err(reason) = self.handle_packet(now, packet) {
+                        self.fail(reason);
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.fail(format!("malformed data from the broker: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The transport closed (by either side, or failed to open).
+    pub fn handle_transport_closed(&mut self, now: Millis, reason: &str) {
+        self.close_requested = false;
+        self.ping_sent_at = None;
+        let reason = self.failure.take().unwrap_or_else(|| reason.to_owned());
+        if self.closing_by_request || self.state == State::Closed {
+            if self.state != State::Closed {
+                self.state = State::Closed;
+                self.events.push_back(Event::Closed);
+            }
+            self.closing_by_request = false;
+            return;
+        }
+        let reconnect_in = self.options.reconnect.then(|| self.backoff());
+        self.state = match reconnect_in {
+            Some(delay) => {
+                self.reconnect_attempt += 1;
+                State::WaitingToReconnect { at: now + delay }
+            }
+            None => State::Closed,
+        };
+        self.events.push_back(Event::ConnectionLost {
+            reason,
+            reconnect_in,
+        });
+    }
+
+    /// Time passed: send a PINGREQ when due, give up on a silent broker.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        match self.state {
+            State::Connecting => {
+                if now >= self.connect_sent_at + self.options.response_timeout_ms {
+                    self.fail("no CONNACK from the broker".into());
+                }
+            }
+            State::Connected if self.options.keep_alive > 0 => {
+                if let Some(sent) = self.ping_sent_at {
+                    if now >= sent + self.options.response_timeout_ms {
+                        self.fail("no PINGRESP from the broker".into());
+                    }
+                } else if now >= self.last_sent + self.keep_alive_ms() {
+                    self.write(&Packet::PingReq);
+                    self.ping_sent_at = Some(now);
+                    self.last_sent = now;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // ---- driver outputs ----
+
+    /// Bytes to send now, if any. Everything written since the last call comes as one
+    /// buffer, so the driver sends one WebSocket frame per turn.
+    pub fn poll_transmit(&mut self, now: Millis) -> Option<Bytes> {
+        if self.out.is_empty() {
+            return None;
+        }
+        self.last_sent = now;
+        Some(self.out.split().freeze())
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// True once when the driver should close the transport (then call
+    /// [`Client::handle_transport_closed`]).
+    pub fn poll_close(&mut self) -> bool {
+        std::mem::take(&mut self.close_requested)
+    }
+
+    /// When [`Client::handle_timeout`] (or [`Client::poll_open`]) next has work to do.
+    pub fn next_timeout(&self) -> Option<Millis> {
+        match self.state {
+            State::Connecting => Some(self.connect_sent_at + self.options.response_timeout_ms),
+            State::Connected if self.options.keep_alive > 0 => Some(match self.ping_sent_at {
+                Some(sent) => sent + self.options.response_timeout_ms,
+                None => self.last_sent + self.keep_alive_ms(),
+            }),
+            State::WaitingToReconnect { at } => Some(at),
+            _ => None,
+        }
+    }
+
+    // ---- internals ----
+
+    fn keep_alive_ms(&self) -> Millis {
+        u64::from(self.options.keep_alive) * 1000
+    }
+
+    /// Exponential back-off: min, 2×min, 4×min … capped at max.
+    fn backoff(&self) -> Millis {
+        let factor = 1u64 << self.reconnect_attempt.min(16);
+        (self.options.reconnect_min_ms.saturating_mul(factor)).min(self.options.reconnect_max_ms)
+    }
+
+    fn request_close(&mut self, by_request: bool) {
+        self.close_requested = true;
+        self.closing_by_request = by_request;
+    }
+
+    /// Gives up on the current connection; the driver closes it and reports back, and
+    /// `reason` is what [`Event::ConnectionLost`] then says.
+    fn fail(&mut self, reason: String) {
+        self.request_close(false);
+        self.failure = Some(reason);
+    }
+
+    fn write(&mut self, packet: &Packet) {
+        let result = encode(packet, &mut self.out);
+        debug_assert!(result.is_ok(), "{result:?}");
+    }
+
+    fn allocate_pkid(&mut self) -> Result<u16, ClientError> {
+        for _ in 0..u16::MAX {
+            let pkid = self.next_pkid;
+            self.next_pkid = if pkid == u16::MAX { 1 } else { pkid + 1 };
+            if !self.outgoing.contains_key(&pkid)
+                && !self.pending_subscribe.contains_key(&pkid)
+                && !self.pending_unsubscribe.contains_key(&pkid)
+            {
+                return Ok(pkid);
+            }
+        }
+        Err(ClientError::NoPacketIdentifier)
+    }
+
+    fn send_subscribe(&mut self, filters: Vec<SubscribeFilter>) -> Result<u16, ClientError> {
+        let pkid = self.allocate_pkid()?;
+        self.write(&Packet::Subscribe(Subscribe {
+            pkid,
+            filters: filters.clone(),
+        }));
+        self.pending_subscribe.insert(pkid, filters);
+        Ok(pkid)
+    }
+
+    fn handle_packet(&mut self, now: Millis, packet: Packet) -> Result<(), String> {
+        if self.state == State::Connecting {
+            let Packet::ConnAck(ack) = packet else {
+                return Err(format!("expected CONNACK, got {}", packet.name()));
+            };
+            self.on_connack(now, ack);
+            return Ok(());
+        }
+        match packet {
+            Packet::Publish(publish) => match publish.qos {
+                QoS::AtMostOnce => self.events.push_back(Event::Message(publish)),
+                QoS::AtLeastOnce => {
+                    self.write(&Packet::PubAck(publish.pkid));
+                    self.events.push_back(Event::Message(publish));
+                }
+                QoS::ExactlyOnce => {
+                    self.write(&Packet::PubRec(publish.pkid));
+                    // Delivered once; a duplicate before PUBREL is only acknowledged.
+                    if self.incoming_qos2.insert(publish.pkid) {
+                        self.events.push_back(Event::Message(publish));
+                    }
+                }
+            },
+            Packet::PubRel(pkid) => {
+                self.incoming_qos2.remove(&pkid);
+                self.write(&Packet::PubComp(pkid));
+            }
+            Packet::PubAck(pkid) => {
+                if let Some((_, OutStage::Published(p))) = self.outgoing.get(&pkid) {
+                    if p.qos == QoS::AtLeastOnce {
+                        self.outgoing.remove(&pkid);
+                        self.events.push_back(Event::PublishComplete { pkid });
+                    }
+                }
+            }
+            Packet::PubRec(pkid) => {
+                if let Some((_, stage)) = self.outgoing.get_mut(&pkid) {
+                    *stage = OutStage::Released;
+                    self.write(&Packet::PubRel(pkid));
+                }
+            }
+            Packet::PubComp(pkid) => {
+                if let Some((_, OutStage::Released)) = self.outgoing.get(&pkid) {
+                    self.outgoing.remove(&pkid);
+                    self.events.push_back(Event::PublishComplete { pkid });
+                }
+            }
+            Packet::SubAck(ack) => {
+                let Some(filters) = self.pending_subscribe.remove(&ack.pkid) else {
+                    return Ok(());
+                };
+                let results: Vec<(String, SubscribeReturnCode)> = filters
+                    .into_iter()
+                    .zip(ack.return_codes)
+                    .map(|(f, code)| (f.filter, code))
+                    .collect();
+                for (filter, code) in &results {
+                    if *code == SubscribeReturnCode::Failure {
+                        self.subscriptions.remove(filter);
+                    }
+                }
+                self.events.push_back(Event::Subscribed {
+                    pkid: ack.pkid,
+                    results,
+                });
+            }
+            Packet::UnsubAck(pkid) => {
+                if let Some(filters) = self.pending_unsubscribe.remove(&pkid) {
+                    self.events.push_back(Event::Unsubscribed { pkid, filters });
+                }
+            }
+            Packet::PingResp => self.ping_sent_at = None,
+            other => return Err(format!("unexpected {} from the broker", other.name())),
+        }
+        Ok(())
+    }
+
+    fn on_connack(&mut self, _now: Millis, ack: ConnAck) {
+        if ack.code != ConnectReturnCode::Accepted {
+            self.events.push_back(Event::Refused { code: ack.code });
+            self.state = State::Closed;
+            self.request_close(true);
+            return;
+        }
+        self.state = State::Connected;
+        self.reconnect_attempt = 0;
+        let session_present = ack.session_present && !self.options.clean_session;
+        if !session_present {
+            // A new session on the broker: what the old one was doing is gone there.
+            self.incoming_qos2.clear();
+            self.pending_subscribe.clear();
+            self.pending_unsubscribe.clear();
+        }
+        if self.options.clean_session {
+            // MQTT-3.1.2-6: a clean session discards the client's in-flight state too.
+            for pkid in std::mem::take(&mut self.outgoing).into_keys() {
+                self.events.push_back(Event::PublishAbandoned { pkid });
+            }
+        } else {
+            // MQTT-4.4.0-1: re-send unacknowledged PUBLISH (with DUP) and PUBREL, in order.
+            let mut resend: Vec<_> = self.outgoing.iter().collect();
+            resend.sort_by_key(|(_, (seq, _))| *seq);
+            let mut out = BytesMut::new();
+            for (pkid, (_, stage)) in resend {
+                let result = match stage {
+                    OutStage::Published(p) => encode_publish(
+                        PublishRef {
+                            dup: true,
+                            ..p.as_ref()
+                        },
+                        &mut out,
+                    ),
+                    OutStage::Released => encode(&Packet::PubRel(*pkid), &mut out),
+                };
+                debug_assert!(result.is_ok());
+            }
+            self.out.extend_from_slice(&out);
+        }
+        if session_present {
+            let subscribes: Vec<_> = self.pending_subscribe.drain().collect();
+            for (_, filters) in subscribes {
+                let _ = self.send_subscribe(filters);
+            }
+        } else if !self.subscriptions.is_empty() {
+            let filters = self
+                .subscriptions
+                .iter()
+                .map(|(filter, qos)| SubscribeFilter {
+                    filter: filter.clone(),
+                    qos: *qos,
+                })
+                .collect();
+            let _ = self.send_subscribe(filters);
+        }
+        self.events.push_back(Event::Connected {
+            session_present: ack.session_present,
+        });
+    }
+}
