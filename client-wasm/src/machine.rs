@@ -397,10 +397,8 @@ impl Client {
     /// Time passed: send a PINGREQ when due, give up on a silent broker.
     pub fn handle_timeout(&mut self, now: Millis) {
         match self.state {
-            State::Connecting => {
-                if now >= self.connect_sent_at + self.options.response_timeout_ms {
-                    self.fail("no CONNACK from the broker".into());
-                }
+            State::Connecting if now >= self.connect_sent_at + self.options.response_timeout_ms => {
+                self.fail("no CONNACK from the broker".into());
             }
             State::Connected if self.options.keep_alive > 0 => {
                 if let Some(sent) = self.ping_sent_at {
