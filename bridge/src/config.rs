@@ -1,1 +1,642 @@
-//! (being written)
+//! Configuration: an optional TOML file, overridden by command-line flags.
+//!
+//! Every key has a default, so the broker runs with no file at all. The file is strict:
+//! an unknown key, a wrong type or an out-of-range value is an error that names the file
+//! and the key, because a silently ignored typo in a broker config is worse than a refusal.
+//!
+//! ```toml
+//! [listeners]
+//! tcp = "0.0.0.0:1883"      # or "off"
+//! ws = "0.0.0.0:8083"       # or "off"
+//! ws_path = "/mqtt"
+//! http = "0.0.0.0:18083"    # or "off"
+//!
+//! [limits]
+//! max_packet_size = 1048576
+//! max_inflight = 32
+//! max_queued_messages = 1000
+//! queue_qos0_messages = false
+//!
+//! [web]
+//! root = "www/dist"
+//!
+//! [log]
+//! level = "info"
+//! ```
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::broker::BrokerSettings;
+
+/// Smallest packet MQTT has: a fixed header with a zero remaining length (PINGREQ).
+pub const MIN_PACKET_SIZE: u32 = 2;
+/// Largest packet MQTT can encode: 268,435,455 bytes of remaining length plus a 5-byte
+/// fixed header.
+pub const MAX_PACKET_SIZE: u32 = 268_435_460;
+
+/// The command line. Every flag but `--config` overrides the matching key of the file.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(
+    name = "bridge",
+    version,
+    about = "An MQTT 3.1.1 / 5 broker with TCP and WebSocket listeners and a web app.",
+    long_about = "An MQTT 3.1.1 / 5 broker with TCP and WebSocket listeners and a web app.\n\n\
+        Settings come from built-in defaults, then the TOML file given by --config, then the \
+        flags below. On start, one line per enabled listener is printed to stdout:\n\n    \
+        listening tcp 127.0.0.1:1883\n    listening ws 127.0.0.1:8083\n    \
+        listening http 127.0.0.1:18083\n\n\
+        Logs go to stderr; RUST_LOG (e.g. RUST_LOG=bridge=debug) overrides --log.\n\
+        Exit codes: 0 after Ctrl-C or SIGTERM, 1 if a listener cannot be bound, \
+        2 for a bad command line or configuration file."
+)]
+pub struct Cli {
+    /// TOML configuration file (keys: [listeners] tcp, ws, ws_path, http; [limits]
+    /// max_packet_size, max_inflight, max_queued_messages, queue_qos0_messages; [web] root;
+    /// [log] level).
+    #[arg(long, short = 'c', value_name = "FILE", env = "BRIDGE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// MQTT over TCP: IP:PORT to listen on, or "off" [default: 0.0.0.0:1883]
+    #[arg(long, value_name = "ADDR|off")]
+    pub tcp: Option<Listen>,
+
+    /// MQTT over WebSocket: IP:PORT to listen on, or "off" [default: 0.0.0.0:8083]
+    #[arg(long, value_name = "ADDR|off")]
+    pub ws: Option<Listen>,
+
+    /// HTTP path of the WebSocket endpoint [default: /mqtt]
+    #[arg(long, value_name = "PATH", value_parser = parse_ws_path)]
+    pub ws_path: Option<String>,
+
+    /// HTTP, serving the web app: IP:PORT to listen on, or "off" [default: 0.0.0.0:18083]
+    #[arg(long, value_name = "ADDR|off")]
+    pub http: Option<Listen>,
+
+    /// Directory of the built web app, served over HTTP [default: www/dist]
+    #[arg(long, value_name = "DIR")]
+    pub web_root: Option<PathBuf>,
+
+    /// Largest MQTT packet accepted from a client, in bytes [default: 1048576]
+    #[arg(
+        long,
+        value_name = "BYTES",
+        value_parser = clap::value_parser!(u32).range(MIN_PACKET_SIZE as i64..=MAX_PACKET_SIZE as i64)
+    )]
+    pub max_packet_size: Option<u32>,
+
+    /// Log filter: a level (error, warn, info, debug, trace) or directives such as
+    /// "info,bridge=debug" [default: info]; RUST_LOG, if set, wins
+    #[arg(long, value_name = "LEVEL", value_parser = parse_log_filter)]
+    pub log: Option<String>,
+}
+
+/// Where a listener binds, or that it is disabled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Listen {
+    /// The listener is not started.
+    Off,
+    /// Bind this address; port 0 picks a free port.
+    On(SocketAddr),
+}
+
+impl Listen {
+    /// The address to bind, if the listener is enabled.
+    pub fn addr(self) -> Option<SocketAddr> {
+        match self {
+            Listen::Off => None,
+            Listen::On(addr) => Some(addr),
+        }
+    }
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listen::Off => f.write_str("off"),
+            Listen::On(addr) => addr.fmt(f),
+        }
+    }
+}
+
+impl FromStr for Listen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(Listen::Off);
+        }
+        // Only literal IPs: resolving a host name at bind time would make the bound address
+        // depend on DNS, and "localhost" can mean ::1 or 127.0.0.1 depending on the machine.
+        s.parse().map(Listen::On).map_err(|_| {
+            format!("invalid listener address {s:?}: expected IP:PORT (e.g. 0.0.0.0:1883, [::]:1883) or \"off\"")
+        })
+    }
+}
+
+impl TryFrom<String> for Listen {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+/// The whole configuration; see the module docs for the file format.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[listeners]`: which sockets the broker binds.
+    pub listeners: Listeners,
+    /// `[limits]`: per-client limits of the broker core.
+    pub limits: Limits,
+    /// `[web]`: the web app served over HTTP.
+    pub web: Web,
+    /// `[log]`: logging.
+    pub log: Log,
+}
+
+/// `[listeners]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listeners {
+    /// MQTT over plain TCP (`"IP:PORT"` or `"off"`); default `0.0.0.0:1883`.
+    pub tcp: Listen,
+    /// MQTT over WebSocket (`"IP:PORT"` or `"off"`); default `0.0.0.0:8083`.
+    pub ws: Listen,
+    /// HTTP path on which the WebSocket listener accepts upgrades; default `/mqtt`.
+    /// Requests for any other path are answered 404.
+    pub ws_path: String,
+    /// HTTP for the web app (`"IP:PORT"` or `"off"`); default `0.0.0.0:18083`.
+    pub http: Listen,
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        Listeners {
+            tcp: Listen::On(SocketAddr::from(([0, 0, 0, 0], 1883))),
+            ws: Listen::On(SocketAddr::from(([0, 0, 0, 0], 8083))),
+            ws_path: "/mqtt".to_owned(),
+            http: Listen::On(SocketAddr::from(([0, 0, 0, 0], 18083))),
+        }
+    }
+}
+
+/// `[limits]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest packet a client may send, fixed header included, in bytes
+    /// (2..=268435460); default 1048576 (1 MiB). A larger packet closes the connection.
+    pub max_packet_size: u32,
+    /// QoS 1/2 messages sent to one client and not yet acknowledged (1..=65535); default 32.
+    pub max_inflight: u16,
+    /// QoS 1/2 messages queued per session beyond the in-flight window, for offline or
+    /// slow clients; further messages are dropped. Default 1000.
+    pub max_queued_messages: usize,
+    /// Whether QoS 0 messages are also queued for offline persistent sessions; default false.
+    pub queue_qos0_messages: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let core = BrokerSettings::default();
+        Limits {
+            max_packet_size: core.max_packet_size as u32,
+            max_inflight: core.max_inflight as u16,
+            max_queued_messages: core.max_queued_messages,
+            queue_qos0_messages: core.queue_qos0_messages,
+        }
+    }
+}
+
+/// `[web]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Web {
+    /// Directory of the built web app (holding `index.html`); default `www/dist`.
+    /// A relative path is taken from the current directory, not from the config file.
+    pub root: PathBuf,
+}
+
+impl Default for Web {
+    fn default() -> Self {
+        Web {
+            root: PathBuf::from("www/dist"),
+        }
+    }
+}
+
+/// `[log]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// Log filter: a level (`error`, `warn`, `info`, `debug`, `trace`) or
+    /// `tracing` directives such as `"info,bridge=debug"`; default `info`.
+    /// The `RUST_LOG` environment variable and `--log` override it.
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// Why the configuration could not be loaded. Each variant displays as one line that names
+/// the file and, where there is one, the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a key is unknown or of the wrong type.
+    #[error("config file {}{}{}: {message}", path.display(), key_part(key), location_part(*location))]
+    Parse {
+        path: PathBuf,
+        /// Dotted key such as `limits.max_inflight`; empty for a TOML syntax error.
+        key: String,
+        /// 1-based line and column, when the parser knows them.
+        location: Option<(usize, usize)>,
+        message: String,
+    },
+    /// A key parsed but its value is out of range.
+    #[error("config file {}, key {key}: {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+fn key_part(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!(", key {key}")
+    }
+}
+
+fn location_part(location: Option<(usize, usize)>) -> String {
+    match location {
+        Some((line, column)) => format!(" (line {line}, column {column})"),
+        None => String::new(),
+    }
+}
+
+impl Config {
+    /// Defaults, then the file named by `--config` (if any), then the other flags.
+    pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+        let mut config = match &cli.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        config.apply(cli);
+        config.web.root = absolute(&config.web.root);
+        Ok(config)
+    }
+
+    /// Reads and validates one TOML file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text, path)
+    }
+
+    /// Parses and validates TOML text; `path` is only used in error messages.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let parse_error = |key: String, error: &toml::de::Error| ConfigError::Parse {
+            path: path.to_owned(),
+            key,
+            location: error.span().map(|span| line_column(text, span.start)),
+            // toml's Display adds a multi-line source excerpt; the message alone is one line.
+            message: error.message().trim().replace('\n', " "),
+        };
+        let deserializer =
+            toml::Deserializer::parse(text).map_err(|e| parse_error(String::new(), &e))?;
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = e.path().to_string();
+            // serde_path_to_error writes "." for the root.
+            let key = if key == "." { String::new() } else { key };
+            parse_error(key, e.inner())
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Range checks that the types alone do not express.
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        let size = self.limits.max_packet_size;
+        if !(MIN_PACKET_SIZE..=MAX_PACKET_SIZE).contains(&size) {
+            return Err(invalid(
+                "limits.max_packet_size",
+                format!("{size} is out of range {MIN_PACKET_SIZE}..={MAX_PACKET_SIZE}"),
+            ));
+        }
+        if self.limits.max_inflight == 0 {
+            return Err(invalid(
+                "limits.max_inflight",
+                "0 is out of range 1..=65535".to_owned(),
+            ));
+        }
+        parse_ws_path(&self.listeners.ws_path).map_err(|m| invalid("listeners.ws_path", m))?;
+        parse_log_filter(&self.log.level).map_err(|m| invalid("log.level", m))?;
+        Ok(())
+    }
+
+    /// Overrides keys with the flags that were given (clap has already validated them).
+    fn apply(&mut self, cli: &Cli) {
+        if let Some(tcp) = cli.tcp {
+            self.listeners.tcp = tcp;
+        }
+        if let Some(ws) = cli.ws {
+            self.listeners.ws = ws;
+        }
+        if let Some(http) = cli.http {
+            self.listeners.http = http;
+        }
+        if let Some(path) = &cli.ws_path {
+            self.listeners.ws_path = path.clone();
+        }
+        if let Some(root) = &cli.web_root {
+            self.web.root = root.clone();
+        }
+        if let Some(size) = cli.max_packet_size {
+            self.limits.max_packet_size = size;
+        }
+        if let Some(level) = &cli.log {
+            self.log.level = level.clone();
+        }
+    }
+
+    /// The broker core's share of the configuration.
+    pub fn broker_settings(&self) -> BrokerSettings {
+        BrokerSettings {
+            max_packet_size: self.limits.max_packet_size as usize,
+            max_inflight: usize::from(self.limits.max_inflight),
+            max_queued_messages: self.limits.max_queued_messages,
+            queue_qos0_messages: self.limits.queue_qos0_messages,
+        }
+    }
+}
+
+/// A WebSocket path is matched exactly against the request path, so it must look like one.
+fn parse_ws_path(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') {
+        return Err(format!("{s:?} must start with '/'"));
+    }
+    if s.contains(['?', '#']) || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "{s:?} must be a plain path (no query, fragment or spaces)"
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+/// Accepts what `tracing_subscriber::EnvFilter` accepts, so a typo fails at load time
+/// rather than silently logging nothing.
+fn parse_log_filter(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("invalid log filter {s:?}: {e}"))
+}
+
+/// Relative paths are resolved once, at load, so that logs and the operator hint page show
+/// the directory actually looked at.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("bridge.toml"))
+    }
+
+    fn error(text: &str) -> String {
+        let e = parse(text).expect_err("config should be rejected");
+        let line = e.to_string();
+        assert!(!line.contains('\n'), "error is not one line: {line}");
+        assert!(
+            line.contains("bridge.toml"),
+            "error does not name the file: {line}"
+        );
+        line
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let config = parse("").unwrap();
+        assert_eq!(config.listeners.tcp.to_string(), "0.0.0.0:1883");
+        assert_eq!(config.listeners.ws.to_string(), "0.0.0.0:8083");
+        assert_eq!(config.listeners.http.to_string(), "0.0.0.0:18083");
+        assert_eq!(config.listeners.ws_path, "/mqtt");
+        assert_eq!(config.web.root, PathBuf::from("www/dist"));
+        assert_eq!(config.log.level, "info");
+        let settings = config.broker_settings();
+        let core = BrokerSettings::default();
+        assert_eq!(settings.max_packet_size, core.max_packet_size);
+        assert_eq!(settings.max_inflight, core.max_inflight);
+        assert_eq!(settings.max_queued_messages, core.max_queued_messages);
+        assert_eq!(settings.queue_qos0_messages, core.queue_qos0_messages);
+    }
+
+    #[test]
+    fn full_file_is_read() {
+        let config = parse(
+            r#"
+            [listeners]
+            tcp = "127.0.0.1:1884"
+            ws = "off"
+            ws_path = "/ws"
+            http = "[::1]:8080"
+            [limits]
+            max_packet_size = 4096
+            max_inflight = 65535
+            max_queued_messages = 0
+            queue_qos0_messages = true
+            [web]
+            root = "/srv/www"
+            [log]
+            level = "warn,bridge=debug"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.listeners.tcp,
+            Listen::On("127.0.0.1:1884".parse().unwrap())
+        );
+        assert_eq!(config.listeners.ws, Listen::Off);
+        assert_eq!(config.listeners.ws_path, "/ws");
+        assert_eq!(
+            config.listeners.http.addr(),
+            Some("[::1]:8080".parse().unwrap())
+        );
+        let settings = config.broker_settings();
+        assert_eq!(settings.max_packet_size, 4096);
+        assert_eq!(settings.max_inflight, 65535);
+        assert_eq!(settings.max_queued_messages, 0);
+        assert!(settings.queue_qos0_messages);
+        assert_eq!(config.web.root, PathBuf::from("/srv/www"));
+        assert_eq!(config.log.level, "warn,bridge=debug");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let line = error("[limits]\nmax_inflight = 4\nmax_inflite = 5\n");
+        assert!(line.contains("max_inflite"), "{line}");
+        assert!(line.contains("line 3"), "{line}");
+        let line = error("[listener]\ntcp = \"off\"\n");
+        assert!(line.contains("listener"), "{line}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_key() {
+        let line = error("[limits]\nmax_inflight = \"many\"\n");
+        assert!(line.contains("key limits.max_inflight"), "{line}");
+        assert!(line.contains("line 2"), "{line}");
+        let line = error("[listeners]\ntcp = 1883\n");
+        assert!(line.contains("key listeners.tcp"), "{line}");
+        let line = error("[limits]\nmax_queued_messages = -1\n");
+        assert!(line.contains("key limits.max_queued_messages"), "{line}");
+    }
+
+    #[test]
+    fn bad_addresses_name_the_key() {
+        let line = error("[listeners]\nws = \"localhost:8083\"\n");
+        assert!(line.contains("key listeners.ws"), "{line}");
+        assert!(line.contains("localhost:8083"), "{line}");
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_key() {
+        let line = error("[limits]\nmax_packet_size = 1\n");
+        assert!(line.contains("key limits.max_packet_size"), "{line}");
+        let line = error("[limits]\nmax_packet_size = 268435461\n");
+        assert!(line.contains("key limits.max_packet_size"), "{line}");
+        let line = error("[limits]\nmax_inflight = 0\n");
+        assert!(line.contains("key limits.max_inflight"), "{line}");
+        let line = error("[limits]\nmax_inflight = 65536\n");
+        assert!(line.contains("key limits.max_inflight"), "{line}");
+        let line = error("[listeners]\nws_path = \"mqtt\"\n");
+        assert!(line.contains("key listeners.ws_path"), "{line}");
+        let line = error("[log]\nlevel = \"info,=[\"\n");
+        assert!(line.contains("key log.level"), "{line}");
+        assert!(parse("[limits]\nmax_packet_size = 268435460\n").is_ok());
+        assert!(parse("[limits]\nmax_packet_size = 2\n").is_ok());
+    }
+
+    #[test]
+    fn syntax_errors_give_a_location() {
+        let line = error("[limits\n");
+        assert!(line.contains("line 1"), "{line}");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let e = Config::from_file(Path::new("/nonexistent/bridge.toml")).unwrap_err();
+        let line = e.to_string();
+        assert!(line.contains("/nonexistent/bridge.toml"), "{line}");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = std::env::temp_dir().join(format!("bridge-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bridge.toml");
+        std::fs::write(
+            &file,
+            "[listeners]\ntcp = \"127.0.0.1:1000\"\nws = \"127.0.0.1:1001\"\n[limits]\nmax_packet_size = 100\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "bridge",
+            "--config",
+            file.to_str().unwrap(),
+            "--tcp",
+            "off",
+            "--http",
+            "127.0.0.1:0",
+            "--ws-path",
+            "/other",
+            "--web-root",
+            "relative/dir",
+            "--log",
+            "debug",
+        ])
+        .unwrap();
+        let config = Config::load(&cli).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(config.listeners.tcp, Listen::Off);
+        assert_eq!(config.listeners.ws.to_string(), "127.0.0.1:1001");
+        assert_eq!(config.listeners.http.to_string(), "127.0.0.1:0");
+        assert_eq!(config.listeners.ws_path, "/other");
+        assert_eq!(config.limits.max_packet_size, 100);
+        assert_eq!(config.log.level, "debug");
+        assert!(config.web.root.is_absolute());
+        assert!(config.web.root.ends_with("relative/dir"));
+    }
+
+    #[test]
+    fn bad_flags_are_rejected() {
+        for args in [
+            &["bridge", "--tcp", "nowhere"][..],
+            &["bridge", "--max-packet-size", "1"],
+            &["bridge", "--max-packet-size", "268435461"],
+            &["bridge", "--ws-path", "mqtt"],
+            &["bridge", "--log", "info,=["],
+            &["bridge", "--no-such-flag"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?} accepted");
+        }
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn listen_parses() {
+        assert_eq!("off".parse::<Listen>().unwrap(), Listen::Off);
+        assert_eq!("OFF".parse::<Listen>().unwrap(), Listen::Off);
+        assert_eq!(
+            "127.0.0.1:0".parse::<Listen>().unwrap().addr(),
+            Some("127.0.0.1:0".parse().unwrap())
+        );
+        assert!("1883".parse::<Listen>().is_err());
+        assert!("".parse::<Listen>().is_err());
+    }
+}

@@ -1,1 +1,65 @@
-fn main() {}
+//! The `bridge` binary: parses the command line, loads the configuration, sets up logging
+//! and runs the server until Ctrl-C or SIGTERM.
+//!
+//! Stdout carries only the `listening KIND ADDR` lines (see [`bridge::server::run`]);
+//! everything else goes to stderr. Exit codes: 0 after a signal, 1 when the server cannot
+//! start (a listener cannot be bound), 2 for a bad command line or configuration.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use bridge::config::{Cli, Config};
+
+fn main() -> ExitCode {
+    // clap prints its own message and exits with 2 on a bad command line.
+    let cli = Cli::parse();
+    let config = match Config::load(&cli) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("bridge: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config.log.level);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("bridge: error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(bridge::server::run(config));
+    // Client connections still open are dropped here; do not wait on them for long.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bridge: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// RUST_LOG, when set, wins over `--log` / `[log] level` (already validated at load).
+fn init_logging(level: &str) {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(env) if !env.trim().is_empty() => EnvFilter::try_new(&env).unwrap_or_else(|e| {
+            eprintln!("bridge: warning: ignoring RUST_LOG={env:?} ({e}); using {level:?}");
+            EnvFilter::new(level)
+        }),
+        _ => EnvFilter::new(level),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

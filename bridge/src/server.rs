@@ -1,1 +1,444 @@
-//! (being written)
+//! The listeners: binds TCP, WebSocket and HTTP sockets and feeds accepted connections to
+//! [`connection::serve`] (MQTT) or axum (HTTP).
+//!
+//! [`Server::start`] is what tests use (port 0, bound addresses returned); [`run`] is the
+//! binary's whole life: start, announce, wait for Ctrl-C or SIGTERM, stop.
+
+use std::io::{self, Write as _};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Extension;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+use crate::config::{Config, Listen};
+use crate::connection::{self, Transport};
+use crate::http::{self, Endpoints};
+use crate::ws;
+
+/// A client that connects to the WebSocket port must finish the HTTP upgrade within this
+/// time; otherwise idle sockets would pile up before any MQTT keep-alive applies.
+const WS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// After a failed `accept` that is not the client's fault (EMFILE, ENOBUFS…), wait this
+/// long before trying again instead of spinning on the same error.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How long [`Server::shutdown`] lets HTTP requests in progress finish.
+const HTTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Running listeners. Dropping it leaves them running; call [`Server::shutdown`].
+pub struct Server {
+    /// Bound address of the MQTT-over-TCP listener, if enabled.
+    pub tcp: Option<SocketAddr>,
+    /// Bound address of the MQTT-over-WebSocket listener, if enabled.
+    pub ws: Option<SocketAddr>,
+    /// Bound address of the HTTP listener, if enabled.
+    pub http: Option<SocketAddr>,
+    /// The broker core every connection of this server shares.
+    pub broker: Arc<Broker>,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds every enabled listener (port 0 allowed), spawns the accept loops on the
+    /// current tokio runtime and returns the bound addresses.
+    ///
+    /// All sockets are bound before anything is spawned, so an error (which names the
+    /// listener and address) leaves nothing running.
+    pub async fn start(config: &Config) -> io::Result<Server> {
+        let tcp = bind("tcp", config.listeners.tcp).await?;
+        let ws = bind("ws", config.listeners.ws).await?;
+        let http = bind("http", config.listeners.http).await?;
+
+        let broker = Broker::new(config.broker_settings());
+        let stop = CancellationToken::new();
+        let mut server = Server {
+            tcp: local_addr(&tcp)?,
+            ws: local_addr(&ws)?,
+            http: local_addr(&http)?,
+            broker: broker.clone(),
+            stop: stop.clone(),
+            tasks: Vec::new(),
+        };
+
+        if let Some(listener) = tcp {
+            let broker = broker.clone();
+            server.tasks.push(tokio::spawn(accept_loop(
+                "tcp",
+                listener,
+                stop.clone(),
+                move |stream, peer| {
+                    tokio::spawn(connection::serve(
+                        stream,
+                        peer,
+                        Transport::Tcp,
+                        broker.clone(),
+                    ));
+                },
+            )));
+        }
+
+        if let Some(listener) = ws {
+            let broker = broker.clone();
+            let path: Arc<str> = config.listeners.ws_path.as_str().into();
+            server.tasks.push(tokio::spawn(accept_loop(
+                "ws",
+                listener,
+                stop.clone(),
+                move |stream, peer| {
+                    tokio::spawn(serve_websocket(stream, peer, path.clone(), broker.clone()));
+                },
+            )));
+        }
+
+        if let Some(listener) = http {
+            let app = http::router(config.web.root.clone()).layer(Extension(Endpoints {
+                tcp: server.tcp,
+                ws: server.ws,
+                ws_path: config.listeners.ws_path.clone(),
+            }));
+            let stop = stop.clone();
+            server.tasks.push(tokio::spawn(async move {
+                // axum::serve retries failed accepts itself and, on the signal, stops
+                // accepting and waits for requests in progress.
+                let served = axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "HTTP listener failed");
+                }
+            }));
+        }
+
+        Ok(server)
+    }
+
+    /// Stops accepting and ends the accept loops; the listening sockets are closed when it
+    /// returns. Connections already established are not touched.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        for task in self.tasks {
+            let abort = task.abort_handle();
+            // The MQTT loops end at once; only HTTP may wait for requests in progress,
+            // and a stuck client must not hold up the exit.
+            if tokio::time::timeout(HTTP_DRAIN_TIMEOUT, task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+    }
+}
+
+async fn bind(name: &str, listen: Listen) -> io::Result<Option<TcpListener>> {
+    let Some(addr) = listen.addr() else {
+        return Ok(None);
+    };
+    match TcpListener::bind(addr).await {
+        Ok(listener) => Ok(Some(listener)),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("cannot bind the {name} listener to {addr}: {e}"),
+        )),
+    }
+}
+
+fn local_addr(listener: &Option<TcpListener>) -> io::Result<Option<SocketAddr>> {
+    listener.as_ref().map(TcpListener::local_addr).transpose()
+}
+
+/// Accepts connections until `stop` is cancelled, handing each to `on_accept`.
+///
+/// A failed accept never ends the loop: errors caused by one client (it reset the
+/// connection before we got to it) are skipped, others (out of file descriptors or
+/// memory) are logged and retried after a short pause, so the broker recovers once
+/// connections close.
+async fn accept_loop(
+    name: &'static str,
+    listener: TcpListener,
+    stop: CancellationToken,
+    mut on_accept: impl FnMut(TcpStream, SocketAddr) + Send + 'static,
+) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                // MQTT packets are small and latency-sensitive (PUBACKs, PINGRESPs).
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(listener = name, %peer, error = %e, "cannot set TCP_NODELAY");
+                }
+                on_accept(stream, peer);
+            }
+            Err(e) if is_per_connection(&e) => {
+                tracing::debug!(listener = name, error = %e, "accept failed for one connection");
+            }
+            Err(e) => {
+                tracing::warn!(listener = name, error = %e, "accept failed; retrying shortly");
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(ACCEPT_ERROR_BACKOFF) => {}
+                }
+            }
+        }
+    }
+    tracing::debug!(listener = name, "accept loop ended");
+}
+
+fn is_per_connection(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+    )
+}
+
+async fn serve_websocket(stream: TcpStream, peer: SocketAddr, path: Arc<str>, broker: Arc<Broker>) {
+    match tokio::time::timeout(WS_HANDSHAKE_TIMEOUT, ws::accept(stream, &path)).await {
+        Ok(Ok(ws_stream)) => {
+            connection::serve(ws_stream, peer, Transport::WebSocket, broker).await;
+        }
+        // Failed handshakes are the client's business (port scanners, wrong URLs); they
+        // are worth seeing when debugging a client, not in normal operation.
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "WebSocket handshake failed"),
+        Err(_) => tracing::debug!(%peer, "WebSocket handshake timed out"),
+    }
+}
+
+/// The binary's life: starts the listeners, prints one `listening KIND ADDR` line per
+/// enabled listener to stdout, waits for Ctrl-C or SIGTERM, then stops them.
+///
+/// Fails if a listener cannot be bound (the error names it and its address) or if the
+/// signal handlers cannot be installed.
+pub async fn run(config: Config) -> io::Result<()> {
+    // Install the handlers before announcing: whoever reads the `listening` lines may
+    // send SIGTERM right away, and it must cause a clean exit, not the default death.
+    let mut signals = Signals::new()?;
+    let server = Server::start(&config).await?;
+
+    announce(&server);
+    let url_host = |addr: SocketAddr| {
+        if addr.ip().is_unspecified() {
+            format!("localhost:{}", addr.port())
+        } else {
+            addr.to_string()
+        }
+    };
+    tracing::info!(
+        tcp = server
+            .tcp
+            .map(|a| format!("mqtt://{}", url_host(a)))
+            .as_deref()
+            .unwrap_or("off"),
+        ws = server
+            .ws
+            .map(|a| format!("ws://{}{}", url_host(a), config.listeners.ws_path))
+            .as_deref()
+            .unwrap_or("off"),
+        http = server
+            .http
+            .map(|a| format!("http://{}", url_host(a)))
+            .as_deref()
+            .unwrap_or("off"),
+        "broker ready"
+    );
+    if server.http.is_some() && !config.web.root.join("index.html").is_file() {
+        tracing::warn!(
+            root = %config.web.root.display(),
+            "the web app is not built (no index.html); ./scripts/run builds it"
+        );
+    }
+
+    let signal = signals.recv().await;
+    tracing::info!(signal, "shutting down");
+    server.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Prints the bound addresses in the fixed `listening KIND ADDR` format that scripts and
+/// tests parse, and flushes: stdout is a pipe there, and a buffered line would never come.
+fn announce(server: &Server) {
+    let mut out = io::stdout().lock();
+    for (kind, addr) in [
+        ("tcp", server.tcp),
+        ("ws", server.ws),
+        ("http", server.http),
+    ] {
+        if let Some(addr) = addr {
+            // A closed stdout must not stop the broker; the log says the same thing.
+            let _ = writeln!(out, "listening {kind} {addr}");
+        }
+    }
+    let _ = out.flush();
+}
+
+/// Ctrl-C and SIGTERM (how service managers and `docker stop` ask for an exit).
+struct Signals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    /// Waits for the first signal and names it.
+    async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => "SIGINT",
+                _ = self.terminate.recv() => "SIGTERM",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use futures_util::StreamExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::{header, HeaderValue};
+
+    const LIMIT: Duration = Duration::from_secs(20);
+
+    fn loopback_config() -> Config {
+        let mut config = Config::default();
+        let any = Listen::On("127.0.0.1:0".parse().unwrap());
+        config.listeners.tcp = any;
+        config.listeners.ws = any;
+        config.listeners.http = any;
+        config.web.root = std::env::temp_dir().join("bridge-server-test-no-such-dir");
+        config
+    }
+
+    async fn http_get(addr: SocketAddr, path: &str) -> String {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        tcp.read_to_string(&mut response).await.unwrap();
+        response
+    }
+
+    #[tokio::test]
+    async fn all_listeners_serve_then_stop() {
+        tokio::time::timeout(LIMIT, async {
+            let server = Server::start(&loopback_config()).await.unwrap();
+            let (tcp, ws, http) = (
+                server.tcp.unwrap(),
+                server.ws.unwrap(),
+                server.http.unwrap(),
+            );
+            for addr in [tcp, ws, http] {
+                assert_ne!(addr.port(), 0);
+            }
+
+            TcpStream::connect(tcp).await.unwrap();
+
+            let mut request = format!("ws://{ws}/mqtt").into_client_request().unwrap();
+            request.headers_mut().insert(
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static("mqtt"),
+            );
+            let (_client, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+            assert_eq!(response.headers()[header::SEC_WEBSOCKET_PROTOCOL], "mqtt");
+
+            let response = http_get(http, "/").await;
+            assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+            assert!(response.contains("./scripts/run"), "{response}");
+            // The hint page lists the real MQTT endpoints.
+            assert!(response.contains(&format!("ws://{ws}/mqtt")), "{response}");
+
+            server.shutdown().await;
+            for addr in [tcp, ws, http] {
+                let refused = TcpStream::connect(addr).await.unwrap_err();
+                assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused, "{addr}");
+            }
+        })
+        .await
+        .expect("timed out");
+    }
+
+    #[tokio::test]
+    async fn disabled_listeners_are_not_bound() {
+        let mut config = loopback_config();
+        config.listeners.tcp = Listen::Off;
+        config.listeners.http = Listen::Off;
+        let server = Server::start(&config).await.unwrap();
+        assert!(server.tcp.is_none());
+        assert!(server.http.is_none());
+        assert!(server.ws.is_some());
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn websocket_on_a_wrong_path_is_refused() {
+        tokio::time::timeout(LIMIT, async {
+            let server = Server::start(&loopback_config()).await.unwrap();
+            let url = format!("ws://{}/other", server.ws.unwrap());
+            match tokio_tungstenite::connect_async(url).await {
+                Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                    assert_eq!(response.status(), 404)
+                }
+                Err(other) => panic!("expected HTTP 404, got {other}"),
+                Ok((mut ws, _)) => panic!("expected HTTP 404, got {:?}", ws.next().await),
+            }
+            server.shutdown().await;
+        })
+        .await
+        .expect("timed out");
+    }
+
+    #[tokio::test]
+    async fn bind_failure_names_listener_and_address() {
+        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = taken.local_addr().unwrap();
+        let mut config = loopback_config();
+        config.listeners.ws = Listen::On(addr);
+        let error = Server::start(&config)
+            .await
+            .err()
+            .expect("bind should fail");
+        let message = error.to_string();
+        assert!(message.contains("ws listener"), "{message}");
+        assert!(message.contains(&addr.to_string()), "{message}");
+        assert_eq!(error.kind(), io::ErrorKind::AddrInUse);
+    }
+}
