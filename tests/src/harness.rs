@@ -529,3 +529,16 @@ pub fn run_ok(program: &Path, args: &[&str], timeout: Duration) -> String {
     );
     out
 }
+
+/// Spawns `tool args...` with its stdout line-buffered (through coreutils `stdbuf -oL`), so
+/// C programs such as mosquitto_sub, whose stdout is a pipe here, print each line at once.
+pub fn spawn_line_buffered<I, S>(tool: &str, args: I) -> Proc
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let tool = which(tool);
+    let mut all: Vec<std::ffi::OsString> = vec!["-oL".into(), tool.into_os_string()];
+    all.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+    Proc::spawn(&which("stdbuf"), all)
+}

@@ -13,7 +13,7 @@ pub mod harness;
 pub mod rumq;
 pub mod wire;
 
-pub use harness::{py_script, require_paho, run, run_ok, which, Bridge, Proc};
+pub use harness::{py_script, require_paho, run, run_ok, spawn_line_buffered, which, Bridge, Proc};
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
