@@ -15,8 +15,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use protocol::topic::{validate_topic_filter, validate_topic_name};
 use protocol::{
-    encode, ConnAck, Connect, ConnectReturnCode, DecodeError, Decoder, Packet, ProtocolVersion,
-    Publish, QoS, SubAck, Subscribe, SubscribeReturnCode, Unsubscribe,
+    encode, reason, Ack, ConnAck, Connect, DecodeError, Decoder, Packet, Properties,
+    ProtocolVersion, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::Notify;
@@ -84,6 +84,7 @@ where
             rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
             decoder: Decoder::new(broker.settings.max_packet_size),
+            version: ProtocolVersion::V3_1_1,
             broker,
             id,
         };
@@ -103,6 +104,8 @@ struct Connection<S> {
     rbuf: BytesMut,
     wbuf: BytesMut,
     decoder: Decoder,
+    /// What the client announced in CONNECT; packets to it are written for this version.
+    version: ProtocolVersion,
     broker: Arc<Broker>,
     id: u64,
 }
@@ -120,8 +123,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Err(_) => return Err("no CONNECT within the connect timeout".into()),
             Ok(Err(ReadError::Decode(DecodeError::UnsupportedProtocolLevel(level)))) => {
                 info!("unsupported protocol level {level}: CONNACK 0x01");
-                self.refuse(ConnectReturnCode::UnacceptableProtocolVersion)
-                    .await;
+                self.refuse(reason::UNSUPPORTED_PROTOCOL_VERSION).await;
                 return Ok(None);
             }
             Ok(Err(e)) => return Err(e.to_string()),
@@ -133,12 +135,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 first.name()
             ));
         };
+        self.version = connect.version;
+        if connect.version == ProtocolVersion::V5 {
+            info!("MQTT 5.0 is not enabled: CONNACK 0x84");
+            self.refuse(reason::UNSUPPORTED_PROTOCOL_VERSION).await;
+            return Ok(None);
+        }
 
         if connect.client_id.is_empty() {
             if !connect.clean_session {
                 // MQTT-3.1.3-8: no identifier and a persistent session cannot be resumed.
                 info!("empty client id without clean session: CONNACK 0x02");
-                self.refuse(ConnectReturnCode::IdentifierRejected).await;
+                self.refuse(reason::CLIENT_IDENTIFIER_NOT_VALID).await;
                 return Ok(None);
             }
             connect.client_id = self.broker.generate_client_id(self.id);
@@ -146,7 +154,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             && connect.client_id.chars().count() > MQTT31_MAX_CLIENT_ID
         {
             info!("MQTT 3.1 client id longer than 23 characters: CONNACK 0x02");
-            self.refuse(ConnectReturnCode::IdentifierRejected).await;
+            self.refuse(reason::CLIENT_IDENTIFIER_NOT_VALID).await;
             return Ok(None);
         }
         if let Some(will) = &connect.will {
@@ -159,6 +167,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             connect.clean_session,
             Owner {
                 connection_id: self.id,
+                version: connect.version,
                 kick: kick.clone(),
             },
         );
@@ -170,12 +179,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             session_present = opened.session_present,
             "connected"
         );
-        self.queue(&Packet::ConnAck(ConnAck {
-            session_present: opened.session_present,
-            code: ConnectReturnCode::Accepted,
-        }));
+        self.queue(&Packet::ConnAck(ConnAck::new(
+            reason::SUCCESS,
+            opened.session_present,
+        )));
         Ok(Some((
-            connect,
+            *connect,
             Opened {
                 session: opened.session,
                 kick,
@@ -184,11 +193,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// Sends a refusing CONNACK and lets the connection close (MQTT-3.2.2-5).
-    async fn refuse(&mut self, code: ConnectReturnCode) {
-        self.queue(&Packet::ConnAck(ConnAck {
-            session_present: false,
-            code,
-        }));
+    async fn refuse(&mut self, code: u8) {
+        self.queue(&Packet::ConnAck(ConnAck::new(code, false)));
         let _ = self.write_all().await;
     }
 
@@ -300,32 +306,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     fn handle(&mut self, packet: Packet, session: &Arc<Session>) -> Option<End> {
         match packet {
             Packet::Publish(publish) => return self.on_publish(publish, session),
-            Packet::PubAck(pkid) => {
-                session.on_puback(pkid);
+            Packet::PubAck(ack) => {
+                session.on_puback(ack.pkid);
             }
-            Packet::PubRec(pkid) => {
-                session.on_pubrec(pkid, &mut self.wbuf);
+            Packet::PubRec(ack) => {
+                session.on_pubrec(ack.pkid, &mut self.wbuf);
             }
-            Packet::PubRel(pkid) => {
+            Packet::PubRel(ack) => {
                 // Answered even for an unknown identifier: the client may be retrying after
                 // losing our PUBCOMP.
-                session.complete_incoming_qos2(pkid);
-                self.queue(&Packet::PubComp(pkid));
+                session.complete_incoming_qos2(ack.pkid);
+                self.queue(&Packet::PubComp(Ack::new(ack.pkid)));
             }
-            Packet::PubComp(pkid) => {
-                session.on_pubcomp(pkid);
+            Packet::PubComp(ack) => {
+                session.on_pubcomp(ack.pkid);
             }
             Packet::Subscribe(subscribe) => return self.on_subscribe(subscribe, session),
             Packet::Unsubscribe(unsubscribe) => return self.on_unsubscribe(unsubscribe, session),
             Packet::PingReq => self.queue(&Packet::PingResp),
-            Packet::Disconnect => return Some(End::Disconnected),
+            Packet::Disconnect(_) => return Some(End::Disconnected),
             Packet::Connect(_) => {
                 return Some(End::Violation("second CONNECT (MQTT-3.1.0-2)".into()));
             }
             other @ (Packet::ConnAck(_)
             | Packet::SubAck(_)
             | Packet::UnsubAck(_)
-            | Packet::PingResp) => {
+            | Packet::PingResp
+            | Packet::Auth(_)) => {
                 return Some(End::Violation(format!(
                     "{} is a server-to-client packet",
                     other.name()
@@ -362,7 +369,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
             QoS::AtLeastOnce => {
                 self.broker.publish(message);
-                self.queue(&Packet::PubAck(pkid));
+                self.queue(&Packet::PubAck(Ack::new(pkid)));
             }
             QoS::ExactlyOnce => {
                 // Routed on first receipt; a re-sent duplicate before PUBREL is only
@@ -370,7 +377,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 if session.begin_incoming_qos2(pkid) {
                     self.broker.publish(message);
                 }
-                self.queue(&Packet::PubRec(pkid));
+                self.queue(&Packet::PubRec(Ack::new(pkid)));
             }
         }
         None
@@ -388,14 +395,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             )));
         }
         // The SUBACK goes out before the retained messages the subscriptions queue.
-        let return_codes = subscribe
-            .filters
-            .iter()
-            .map(|f| SubscribeReturnCode::Success(f.qos))
-            .collect();
+        let return_codes = subscribe.filters.iter().map(|f| f.qos as u8).collect();
         self.queue(&Packet::SubAck(SubAck {
             pkid: subscribe.pkid,
             return_codes,
+            properties: Properties::default(),
         }));
         for filter in &subscribe.filters {
             self.broker.subscribe(session, &filter.filter, filter.qos);
@@ -415,13 +419,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.broker.unsubscribe(session, filter);
         }
         // MQTT-3.10.4-5: UNSUBACK even when nothing was subscribed.
-        self.queue(&Packet::UnsubAck(unsubscribe.pkid));
+        self.queue(&Packet::UnsubAck(UnsubAck {
+            pkid: unsubscribe.pkid,
+            reasons: Vec::new(),
+            properties: Properties::default(),
+        }));
         None
     }
 
     /// Appends a packet to the write buffer; it goes out with the rest of this turn's.
     fn queue(&mut self, packet: &Packet) {
-        if let Err(e) = encode(packet, &mut self.wbuf) {
+        if let Err(e) = encode(packet, self.version, &mut self.wbuf) {
             // Only packets we built ourselves land here, all well within limits.
             debug!("could not encode {}: {e}", packet.name());
         }

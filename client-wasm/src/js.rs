@@ -22,7 +22,7 @@ use wasm_bindgen::prelude::*;
 use crate::browser::BrowserClient;
 use crate::machine::{Event, State};
 use crate::options::{LastWill, Options};
-use protocol::{ProtocolVersion, QoS, SubscribeReturnCode};
+use protocol::{ProtocolVersion, QoS};
 
 /// Event name → listeners.
 type Listeners = Rc<RefCell<HashMap<String, Vec<Function>>>>;
@@ -119,7 +119,10 @@ fn qos_from(value: u8) -> Result<QoS, JsError> {
 fn emit(listeners: &Listeners, event: Event) {
     let (name, args): (&str, Vec<JsValue>) = match event {
         Event::Connected { session_present } => ("connect", vec![session_present.into()]),
-        Event::Refused { code } => ("refused", vec![(code as u8).into()]),
+        Event::Refused { code } => (
+            "refused",
+            vec![code.into(), protocol::reason::describe(code).into()],
+        ),
         Event::ConnectionLost {
             reason,
             reconnect_in: Some(delay),
@@ -150,9 +153,10 @@ fn emit(listeners: &Listeners, event: Event) {
             for (filter, code) in results {
                 let entry = Object::new();
                 let _ = Reflect::set(&entry, &"filter".into(), &filter.into());
-                let qos = match code {
-                    SubscribeReturnCode::Success(qos) => JsValue::from(qos as u8),
-                    SubscribeReturnCode::Failure => JsValue::NULL,
+                let qos = if code < protocol::reason::UNSPECIFIED_ERROR {
+                    JsValue::from(code)
+                } else {
+                    JsValue::NULL
                 };
                 let _ = Reflect::set(&entry, &"qos".into(), &qos);
                 list.push(&entry);

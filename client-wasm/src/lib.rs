@@ -19,4 +19,4 @@ pub use browser::BrowserClient;
 pub use js::MqttClient;
 pub use machine::{Client, ClientError, Event, Millis, State};
 pub use options::{LastWill, Options};
-pub use protocol::{ConnectReturnCode, ProtocolVersion, Publish, QoS, SubscribeReturnCode};
+pub use protocol::{reason, ProtocolVersion, Publish, QoS};

@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use bytes::{Bytes, BytesMut};
 use protocol::topic::{validate_topic_filter, validate_topic_name, TopicError};
 use protocol::{
-    encode, encode_publish, ConnAck, Connect, ConnectReturnCode, Decoder, EncodeError, Packet,
-    Publish, PublishRef, QoS, Subscribe, SubscribeFilter, SubscribeReturnCode, Unsubscribe, Will,
+    encode, encode_publish, reason, Ack, ConnAck, Connect, Decoder, Disconnect, EncodeError,
+    Packet, Properties, Publish, PublishRef, QoS, Subscribe, SubscribeFilter, Unsubscribe, Will,
 };
 
 use crate::options::Options;
@@ -51,9 +51,10 @@ pub enum Event {
     Connected {
         session_present: bool,
     },
-    /// The broker answered CONNECT with a refusal; the client stays closed.
+    /// The broker answered CONNECT with a refusal (an MQTT 5.0 reason code, see
+    /// [`protocol::reason::describe`]); the client stays closed.
     Refused {
-        code: ConnectReturnCode,
+        code: u8,
     },
     /// The connection ended without the application asking. `reconnect_in` is the delay
     /// before the next attempt, if there is one.
@@ -63,7 +64,7 @@ pub enum Event {
     },
     /// The application's [`Client::disconnect`] completed.
     Closed,
-    Message(Publish),
+    Message(Box<Publish>),
     /// A QoS 1 or 2 publish of ours is acknowledged end to end.
     PublishComplete {
         pkid: u16,
@@ -72,9 +73,10 @@ pub enum Event {
     PublishAbandoned {
         pkid: u16,
     },
+    /// Each filter with its SUBACK code: the granted QoS (0–2) or a failure (0x80+).
     Subscribed {
         pkid: u16,
-        results: Vec<(String, SubscribeReturnCode)>,
+        results: Vec<(String, u8)>,
     },
     Unsubscribed {
         pkid: u16,
@@ -102,7 +104,7 @@ pub enum ClientError {
 #[derive(Debug, Clone)]
 enum OutStage {
     /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
-    Published(Publish),
+    Published(Box<Publish>),
     /// PUBREL sent, waiting for PUBCOMP.
     Released,
 }
@@ -202,7 +204,9 @@ impl Client {
     pub fn disconnect(&mut self) {
         match self.state {
             State::Connected => {
-                self.write(&Packet::Disconnect);
+                self.write(&Packet::Disconnect(Disconnect::new(
+                    reason::NORMAL_DISCONNECTION,
+                )));
                 self.request_close(true);
             }
             State::Connecting | State::Opening => self.request_close(true),
@@ -239,14 +243,17 @@ impl Client {
             topic: topic.to_owned(),
             pkid,
             payload,
+            properties: Properties::default(),
         };
-        encode_publish(publish.as_ref(), &mut self.out)?;
+        encode_publish(publish.borrowed(), self.options.version, &mut self.out)?;
         if qos == QoS::AtMostOnce {
             return Ok(None);
         }
         self.send_seq += 1;
-        self.outgoing
-            .insert(pkid, (self.send_seq, OutStage::Published(publish)));
+        self.outgoing.insert(
+            pkid,
+            (self.send_seq, OutStage::Published(Box::new(publish))),
+        );
         Ok(Some(pkid))
     }
 
@@ -264,10 +271,7 @@ impl Client {
         }
         let filters: Vec<SubscribeFilter> = filters
             .iter()
-            .map(|(filter, qos)| SubscribeFilter {
-                filter: (*filter).to_owned(),
-                qos: *qos,
-            })
+            .map(|(filter, qos)| SubscribeFilter::new(*filter, *qos))
             .collect();
         for f in &filters {
             self.subscriptions.insert(f.filter.clone(), f.qos);
@@ -295,6 +299,7 @@ impl Client {
         self.write(&Packet::Unsubscribe(Unsubscribe {
             pkid,
             filters: filters.clone(),
+            properties: Properties::default(),
         }));
         self.pending_unsubscribe.insert(pkid, filters);
         Ok(pkid)
@@ -329,15 +334,17 @@ impl Client {
                 payload: w.payload.clone(),
                 qos: w.qos,
                 retain: w.retain,
+                properties: Properties::default(),
             }),
             username: o.username.clone(),
             password: o.password.clone(),
+            properties: Properties::default(),
         };
         self.inbuf.clear();
         self.decoder = Decoder::new(MAX_INCOMING_PACKET);
         self.decoder.set_version(self.options.version);
         self.out.clear();
-        self.write(&Packet::Connect(connect));
+        self.write(&Packet::Connect(Box::new(connect)));
         self.state = State::Connecting;
         self.connect_sent_at = now;
         self.last_sent = now;
@@ -475,7 +482,7 @@ impl Client {
     }
 
     fn write(&mut self, packet: &Packet) {
-        let result = encode(packet, &mut self.out);
+        let result = encode(packet, self.options.version, &mut self.out);
         debug_assert!(result.is_ok(), "{result:?}");
     }
 
@@ -498,6 +505,7 @@ impl Client {
         self.write(&Packet::Subscribe(Subscribe {
             pkid,
             filters: filters.clone(),
+            properties: Properties::default(),
         }));
         self.pending_subscribe.insert(pkid, filters);
         Ok(pkid)
@@ -513,24 +521,24 @@ impl Client {
         }
         match packet {
             Packet::Publish(publish) => match publish.qos {
-                QoS::AtMostOnce => self.events.push_back(Event::Message(publish)),
+                QoS::AtMostOnce => self.events.push_back(Event::Message(Box::new(publish))),
                 QoS::AtLeastOnce => {
-                    self.write(&Packet::PubAck(publish.pkid));
-                    self.events.push_back(Event::Message(publish));
+                    self.write(&Packet::PubAck(Ack::new(publish.pkid)));
+                    self.events.push_back(Event::Message(Box::new(publish)));
                 }
                 QoS::ExactlyOnce => {
-                    self.write(&Packet::PubRec(publish.pkid));
+                    self.write(&Packet::PubRec(Ack::new(publish.pkid)));
                     // Delivered once; a duplicate before PUBREL is only acknowledged.
                     if self.incoming_qos2.insert(publish.pkid) {
-                        self.events.push_back(Event::Message(publish));
+                        self.events.push_back(Event::Message(Box::new(publish)));
                     }
                 }
             },
-            Packet::PubRel(pkid) => {
+            Packet::PubRel(Ack { pkid, .. }) => {
                 self.incoming_qos2.remove(&pkid);
-                self.write(&Packet::PubComp(pkid));
+                self.write(&Packet::PubComp(Ack::new(pkid)));
             }
-            Packet::PubAck(pkid) => {
+            Packet::PubAck(Ack { pkid, .. }) => {
                 if let Some((_, OutStage::Published(p))) = self.outgoing.get(&pkid) {
                     if p.qos == QoS::AtLeastOnce {
                         self.outgoing.remove(&pkid);
@@ -538,13 +546,13 @@ impl Client {
                     }
                 }
             }
-            Packet::PubRec(pkid) => {
+            Packet::PubRec(Ack { pkid, .. }) => {
                 if let Some((_, stage)) = self.outgoing.get_mut(&pkid) {
                     *stage = OutStage::Released;
-                    self.write(&Packet::PubRel(pkid));
+                    self.write(&Packet::PubRel(Ack::new(pkid)));
                 }
             }
-            Packet::PubComp(pkid) => {
+            Packet::PubComp(Ack { pkid, .. }) => {
                 if let Some((_, OutStage::Released)) = self.outgoing.get(&pkid) {
                     self.outgoing.remove(&pkid);
                     self.events.push_back(Event::PublishComplete { pkid });
@@ -554,13 +562,13 @@ impl Client {
                 let Some(filters) = self.pending_subscribe.remove(&ack.pkid) else {
                     return Ok(());
                 };
-                let results: Vec<(String, SubscribeReturnCode)> = filters
+                let results: Vec<(String, u8)> = filters
                     .into_iter()
                     .zip(ack.return_codes)
                     .map(|(f, code)| (f.filter, code))
                     .collect();
                 for (filter, code) in &results {
-                    if *code == SubscribeReturnCode::Failure {
+                    if *code >= reason::UNSPECIFIED_ERROR {
                         self.subscriptions.remove(filter);
                     }
                 }
@@ -569,9 +577,12 @@ impl Client {
                     results,
                 });
             }
-            Packet::UnsubAck(pkid) => {
-                if let Some(filters) = self.pending_unsubscribe.remove(&pkid) {
-                    self.events.push_back(Event::Unsubscribed { pkid, filters });
+            Packet::UnsubAck(ack) => {
+                if let Some(filters) = self.pending_unsubscribe.remove(&ack.pkid) {
+                    self.events.push_back(Event::Unsubscribed {
+                        pkid: ack.pkid,
+                        filters,
+                    });
                 }
             }
             Packet::PingResp => self.ping_sent_at = None,
@@ -581,7 +592,7 @@ impl Client {
     }
 
     fn on_connack(&mut self, _now: Millis, ack: ConnAck) {
-        if ack.code != ConnectReturnCode::Accepted {
+        if ack.code != reason::SUCCESS {
             self.events.push_back(Event::Refused { code: ack.code });
             self.state = State::Closed;
             self.request_close(true);
@@ -607,15 +618,19 @@ impl Client {
             resend.sort_by_key(|(_, (seq, _))| *seq);
             let mut out = BytesMut::new();
             for (pkid, (_, stage)) in resend {
+                let version = self.options.version;
                 let result = match stage {
                     OutStage::Published(p) => encode_publish(
                         PublishRef {
                             dup: true,
-                            ..p.as_ref()
+                            ..p.borrowed()
                         },
+                        version,
                         &mut out,
                     ),
-                    OutStage::Released => encode(&Packet::PubRel(*pkid), &mut out),
+                    OutStage::Released => {
+                        encode(&Packet::PubRel(Ack::new(*pkid)), version, &mut out)
+                    }
                 };
                 debug_assert!(result.is_ok());
             }
@@ -630,10 +645,7 @@ impl Client {
             let filters = self
                 .subscriptions
                 .iter()
-                .map(|(filter, qos)| SubscribeFilter {
-                    filter: filter.clone(),
-                    qos: *qos,
-                })
+                .map(|(filter, qos)| SubscribeFilter::new(filter.clone(), *qos))
                 .collect();
             let _ = self.send_subscribe(filters);
         }

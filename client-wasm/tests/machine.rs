@@ -4,7 +4,8 @@
 use bytes::{Bytes, BytesMut};
 use client_wasm::{Client, Event, Options, State};
 use protocol::{
-    encode, ConnAck, ConnectReturnCode, Decoder, Packet, Publish, QoS, SubAck, SubscribeReturnCode,
+    encode, reason, Ack, ConnAck, Decoder, Disconnect, Packet, Properties, ProtocolVersion,
+    Publish, QoS, SubAck, UnsubAck,
 };
 
 /// The broker side of the conversation.
@@ -36,7 +37,7 @@ impl Broker {
 fn send(client: &mut Client, now: u64, packets: &[Packet]) {
     let mut buf = BytesMut::new();
     for packet in packets {
-        encode(packet, &mut buf).unwrap();
+        encode(packet, ProtocolVersion::V3_1_1, &mut buf).unwrap();
     }
     client.handle_input(now, &buf);
 }
@@ -46,10 +47,11 @@ fn events(client: &mut Client) -> Vec<Event> {
 }
 
 fn connack(session_present: bool) -> Packet {
-    Packet::ConnAck(ConnAck {
-        session_present,
-        code: ConnectReturnCode::Accepted,
-    })
+    Packet::ConnAck(ConnAck::new(reason::SUCCESS, session_present))
+}
+
+fn pubrel(pkid: u16) -> Packet {
+    Packet::PubRel(Ack::new(pkid))
 }
 
 fn options(clean: bool) -> Options {
@@ -136,15 +138,12 @@ fn refused_connection_stays_closed() {
     send(
         &mut client,
         1,
-        &[Packet::ConnAck(ConnAck {
-            session_present: false,
-            code: ConnectReturnCode::NotAuthorized,
-        })],
+        &[Packet::ConnAck(ConnAck::new(reason::NOT_AUTHORIZED, false))],
     );
     assert_eq!(
         events(&mut client),
         vec![Event::Refused {
-            code: ConnectReturnCode::NotAuthorized
+            code: reason::NOT_AUTHORIZED
         }]
     );
     assert!(client.poll_close());
@@ -223,7 +222,7 @@ fn qos1_publish_completes_on_puback() {
     assert!(
         matches!(&sent[..], [Packet::Publish(p)] if p.pkid == pkid && p.qos == QoS::AtLeastOnce)
     );
-    send(&mut client, 3, &[Packet::PubAck(pkid)]);
+    send(&mut client, 3, &[Packet::PubAck(Ack::new(pkid))]);
     assert_eq!(events(&mut client), vec![Event::PublishComplete { pkid }]);
     assert_eq!(client.in_flight(), 0);
 }
@@ -236,10 +235,10 @@ fn qos2_publish_flow() {
         .unwrap()
         .unwrap();
     broker.receive(&mut client, 2);
-    send(&mut client, 3, &[Packet::PubRec(pkid)]);
-    assert_eq!(broker.receive(&mut client, 3), vec![Packet::PubRel(pkid)]);
+    send(&mut client, 3, &[Packet::PubRec(Ack::new(pkid))]);
+    assert_eq!(broker.receive(&mut client, 3), vec![pubrel(pkid)]);
     assert!(events(&mut client).is_empty());
-    send(&mut client, 4, &[Packet::PubComp(pkid)]);
+    send(&mut client, 4, &[Packet::PubComp(Ack::new(pkid))]);
     assert_eq!(events(&mut client), vec![Event::PublishComplete { pkid }]);
 }
 
@@ -259,20 +258,14 @@ fn qos2_publish_survives_two_reconnects_with_a_persistent_session() {
         matches!(&sent[..], [Packet::Publish(p)] if p.pkid == pkid && p.dup && &p.payload[..] == b"m"),
         "{sent:?}"
     );
-    send(&mut client, 5_001, &[Packet::PubRec(pkid)]);
-    assert_eq!(
-        broker.receive(&mut client, 5_001),
-        vec![Packet::PubRel(pkid)]
-    );
+    send(&mut client, 5_001, &[Packet::PubRec(Ack::new(pkid))]);
+    assert_eq!(broker.receive(&mut client, 5_001), vec![pubrel(pkid)]);
 
     // Lost before PUBCOMP: the PUBREL is re-sent, not the PUBLISH.
     events(&mut client);
     reconnect(&mut client, &mut broker, 5_002, true);
-    assert_eq!(
-        broker.receive(&mut client, 10_000),
-        vec![Packet::PubRel(pkid)]
-    );
-    send(&mut client, 10_001, &[Packet::PubComp(pkid)]);
+    assert_eq!(broker.receive(&mut client, 10_000), vec![pubrel(pkid)]);
+    send(&mut client, 10_001, &[Packet::PubComp(Ack::new(pkid))]);
     let done = events(&mut client);
     assert!(done.contains(&Event::PublishComplete { pkid }), "{done:?}");
 }
@@ -304,19 +297,29 @@ fn incoming_qos2_is_delivered_once() {
         topic: "t".into(),
         pkid: 9,
         payload: Bytes::from_static(b"once"),
+        properties: Properties::default(),
     };
     send(&mut client, 2, &[Packet::Publish(publish.clone())]);
-    assert_eq!(broker.receive(&mut client, 2), vec![Packet::PubRec(9)]);
+    assert_eq!(
+        broker.receive(&mut client, 2),
+        vec![Packet::PubRec(Ack::new(9))]
+    );
     // The broker re-sends it (it lost our PUBREC): acknowledged again, not delivered again.
     let duplicate = Publish {
         dup: true,
         ..publish.clone()
     };
     send(&mut client, 3, &[Packet::Publish(duplicate)]);
-    assert_eq!(broker.receive(&mut client, 3), vec![Packet::PubRec(9)]);
-    send(&mut client, 4, &[Packet::PubRel(9)]);
-    assert_eq!(broker.receive(&mut client, 4), vec![Packet::PubComp(9)]);
-    assert_eq!(events(&mut client), vec![Event::Message(publish)]);
+    assert_eq!(
+        broker.receive(&mut client, 3),
+        vec![Packet::PubRec(Ack::new(9))]
+    );
+    send(&mut client, 4, &[pubrel(9)]);
+    assert_eq!(
+        broker.receive(&mut client, 4),
+        vec![Packet::PubComp(Ack::new(9))]
+    );
+    assert_eq!(events(&mut client), vec![Event::Message(Box::new(publish))]);
 }
 
 #[test]
@@ -332,9 +335,13 @@ fn incoming_qos1_is_acknowledged() {
             topic: "t".into(),
             pkid: 4,
             payload: Bytes::from_static(b"r"),
+            properties: Properties::default(),
         })],
     );
-    assert_eq!(broker.receive(&mut client, 2), vec![Packet::PubAck(4)]);
+    assert_eq!(
+        broker.receive(&mut client, 2),
+        vec![Packet::PubAck(Ack::new(4))]
+    );
     assert!(matches!(&events(&mut client)[..], [Event::Message(p)] if p.retain));
 }
 
@@ -351,10 +358,8 @@ fn subscriptions_are_restored_after_a_reconnect_without_session() {
         3,
         &[Packet::SubAck(SubAck {
             pkid,
-            return_codes: vec![
-                SubscribeReturnCode::Success(QoS::AtLeastOnce),
-                SubscribeReturnCode::Failure,
-            ],
+            return_codes: vec![1, reason::UNSPECIFIED_ERROR],
+            properties: Properties::default(),
         })],
     );
     let subscribed = events(&mut client);
@@ -382,7 +387,15 @@ fn unsubscribe_is_acknowledged_and_forgotten() {
     assert!(
         matches!(&broker.receive(&mut client, 3)[..], [Packet::Unsubscribe(u)] if u.pkid == pkid)
     );
-    send(&mut client, 4, &[Packet::UnsubAck(pkid)]);
+    send(
+        &mut client,
+        4,
+        &[Packet::UnsubAck(UnsubAck {
+            pkid,
+            reasons: vec![],
+            properties: Properties::default(),
+        })],
+    );
     assert!(events(&mut client).contains(&Event::Unsubscribed {
         pkid,
         filters: vec!["x".into()]
@@ -413,7 +426,10 @@ fn requests_need_a_connection() {
 fn disconnect_sends_disconnect_and_closes_without_reconnect() {
     let (mut client, mut broker) = connected(options(true));
     client.disconnect();
-    assert_eq!(broker.receive(&mut client, 2), vec![Packet::Disconnect]);
+    assert_eq!(
+        broker.receive(&mut client, 2),
+        vec![Packet::Disconnect(Disconnect::new(0))]
+    );
     assert!(client.poll_close());
     client.handle_transport_closed(3, "closed");
     assert_eq!(events(&mut client), vec![Event::Closed]);

@@ -11,3 +11,4 @@ pub mod codec;
 pub mod topic;
 
 pub use codec::*;
+pub mod reason;

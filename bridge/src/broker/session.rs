@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use parking_lot::Mutex;
-use protocol::{encode, encode_publish, Packet, PublishRef, QoS};
+use protocol::{encode, encode_publish, Ack, Packet, ProtocolVersion, PublishRef, QoS};
+
+use protocol::Properties;
 use tokio::sync::Notify;
 
 use super::message::Message;
@@ -47,6 +49,8 @@ struct InFlight {
 #[derive(Debug, Clone)]
 pub struct Owner {
     pub connection_id: u64,
+    /// The protocol version the owning connection speaks: what it is sent is written so.
+    pub version: ProtocolVersion,
     /// Notified when another connection takes the session over.
     pub kick: Arc<Notify>,
 }
@@ -205,13 +209,15 @@ impl Session {
     /// over can never move messages it will not send.
     pub fn write_resend(&self, connection_id: u64, out: &mut BytesMut) {
         let state = self.state.lock();
-        if !state.is_owned_by(connection_id) {
+        let Some(version) = state.version_for(connection_id) else {
             return;
-        }
+        };
         for entry in &state.in_flight {
             match entry.stage {
-                Stage::Published => write_publish(out, &entry.queued, entry.pkid, true),
-                Stage::Released => write_packet(out, &Packet::PubRel(entry.pkid)),
+                Stage::Published => write_publish(out, &entry.queued, entry.pkid, true, version),
+                Stage::Released => {
+                    write_packet(out, &Packet::PubRel(Ack::new(entry.pkid)), version)
+                }
             }
         }
     }
@@ -221,23 +227,23 @@ impl Session {
     pub fn write_queued(&self, connection_id: u64, out: &mut BytesMut, max_bytes: usize) -> usize {
         let mut state = self.state.lock();
         let mut written = 0;
-        if !state.is_owned_by(connection_id) {
+        let Some(version) = state.version_for(connection_id) else {
             return 0;
-        }
+        };
         while out.len() < max_bytes {
             let Some(front) = state.queue.front() else {
                 break;
             };
             if front.qos == QoS::AtMostOnce {
                 let queued = state.queue.pop_front().expect("front exists");
-                write_publish(out, &queued, 0, false);
+                write_publish(out, &queued, 0, false, version);
             } else {
                 if state.in_flight.len() >= self.limits.max_inflight {
                     break;
                 }
                 let queued = state.queue.pop_front().expect("front exists");
                 let pkid = state.allocate_pkid();
-                write_publish(out, &queued, pkid, false);
+                write_publish(out, &queued, pkid, false, version);
                 state.in_flight.push_back(InFlight {
                     pkid,
                     queued,
@@ -259,6 +265,10 @@ impl Session {
     /// identifier already released is answered again (the client may have lost our PUBREL).
     pub fn on_pubrec(&self, pkid: u16, out: &mut BytesMut) -> bool {
         let mut state = self.state.lock();
+        let version = state
+            .owner
+            .as_ref()
+            .map_or(ProtocolVersion::V3_1_1, |o| o.version);
         let Some(entry) = state
             .in_flight
             .iter_mut()
@@ -267,7 +277,7 @@ impl Session {
             return false;
         };
         entry.stage = Stage::Released;
-        write_packet(out, &Packet::PubRel(pkid));
+        write_packet(out, &Packet::PubRel(Ack::new(pkid)), version);
         true
     }
 
@@ -292,6 +302,14 @@ impl Session {
 impl State {
     fn is_owned_by(&self, connection_id: u64) -> bool {
         self.owner.as_ref().map(|o| o.connection_id) == Some(connection_id)
+    }
+
+    /// The owner's protocol version, if `connection_id` is the owner.
+    fn version_for(&self, connection_id: u64) -> Option<ProtocolVersion> {
+        self.owner
+            .as_ref()
+            .filter(|o| o.connection_id == connection_id)
+            .map(|o| o.version)
     }
 
     /// The next packet identifier not in flight. The window is far smaller than 65535, so
@@ -321,7 +339,16 @@ impl State {
     }
 }
 
-fn write_publish(out: &mut BytesMut, queued: &Queued, pkid: u16, dup: bool) {
+/// Properties of messages that carry none (3.1.1 publishers).
+static NO_PROPERTIES: Properties = Properties::EMPTY;
+
+fn write_publish(
+    out: &mut BytesMut,
+    queued: &Queued,
+    pkid: u16,
+    dup: bool,
+    version: ProtocolVersion,
+) {
     let message = &queued.message;
     let result = encode_publish(
         PublishRef {
@@ -331,14 +358,16 @@ fn write_publish(out: &mut BytesMut, queued: &Queued, pkid: u16, dup: bool) {
             topic: &message.topic,
             pkid,
             payload: &message.payload,
+            properties: &NO_PROPERTIES,
         },
+        version,
         out,
     );
     // The message was decoded from a packet no larger than this, so it always fits.
     debug_assert!(result.is_ok(), "{result:?}");
 }
 
-fn write_packet(out: &mut BytesMut, packet: &Packet) {
-    let result = encode(packet, out);
+fn write_packet(out: &mut BytesMut, packet: &Packet, version: ProtocolVersion) {
+    let result = encode(packet, version, out);
     debug_assert!(result.is_ok(), "{result:?}");
 }

@@ -2,10 +2,13 @@
 //! refuses MQTT 3.1 (`MQIsdp`, level 3), conflates an absent username with an empty one,
 //! insists the password be UTF-8 (the spec makes it binary data) and ignores the reserved
 //! flag and the will/username flag rules of MQTT-3.1.2-3, -11, -13, -15 and -22.
+//! One reader serves every version: 5.0 adds properties in two places and allows a
+//! password without a username.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::frame::{remaining_length_len, write_remaining_length};
+use super::properties::{Context, Properties};
 use super::{read_binary, read_string, DecodeError, EncodeError};
 use crate::codec::packet::{Connect, ProtocolVersion, QoS, Will};
 
@@ -46,14 +49,11 @@ pub fn read(mut body: Bytes) -> Result<Connect, DecodeError> {
     }
     let level = body.get_u8();
     let version = detect_version(&name, level)?;
-    if version == ProtocolVersion::V5 {
-        // MQTT 5.0 properties are not decoded yet: answer as a 3.1.1 server must.
-        return Err(DecodeError::UnsupportedProtocolLevel(level));
-    }
+    let v5 = version == ProtocolVersion::V5;
 
     let flags = body.get_u8();
     let keep_alive = body.get_u16();
-    if version == ProtocolVersion::V3_1_1 && flags & FLAG_RESERVED != 0 {
+    if version != ProtocolVersion::V3_1 && flags & FLAG_RESERVED != 0 {
         return Err(DecodeError::malformed(
             CONNECT,
             "reserved flag is set (MQTT-3.1.2-3)",
@@ -66,17 +66,27 @@ pub fn read(mut body: Bytes) -> Result<Connect, DecodeError> {
             "will QoS or retain set without the will flag (MQTT-3.1.2-13, -15)",
         ));
     }
-    if flags & FLAG_PASSWORD != 0 && flags & FLAG_USERNAME == 0 {
+    if !v5 && flags & FLAG_PASSWORD != 0 && flags & FLAG_USERNAME == 0 {
         return Err(DecodeError::malformed(
             CONNECT,
             "password flag set without the username flag (MQTT-3.1.2-22)",
         ));
     }
 
+    let properties = if v5 {
+        Properties::read(&mut body, Context::Connect)?
+    } else {
+        Properties::default()
+    };
     let client_id = read_string(&mut body, CONNECT, "client identifier")?;
     let will = if flags & FLAG_WILL != 0 {
         let qos = QoS::from_u8(will_qos)
             .ok_or_else(|| DecodeError::malformed(CONNECT, "will QoS 3 (MQTT-3.1.2-14)"))?;
+        let properties = if v5 {
+            Properties::read(&mut body, Context::Will)?
+        } else {
+            Properties::default()
+        };
         let topic = read_string(&mut body, CONNECT, "will topic")?;
         let payload = read_binary(&mut body, CONNECT, "will message")?;
         Some(Will {
@@ -84,6 +94,7 @@ pub fn read(mut body: Bytes) -> Result<Connect, DecodeError> {
             payload,
             qos,
             retain: flags & FLAG_WILL_RETAIN != 0,
+            properties,
         })
     } else {
         None
@@ -113,20 +124,22 @@ pub fn read(mut body: Bytes) -> Result<Connect, DecodeError> {
         will,
         username,
         password,
+        properties,
     })
 }
 
 /// Writes a CONNECT for `connect.version`.
 pub fn write(connect: &Connect, buf: &mut BytesMut) -> Result<(), EncodeError> {
-    if connect.version == ProtocolVersion::V5 {
-        return Err(EncodeError::Unsupported("MQTT 5.0 CONNECT"));
-    }
-    if connect.password.is_some() && connect.username.is_none() {
+    let v5 = connect.version == ProtocolVersion::V5;
+    if !v5 && connect.password.is_some() && connect.username.is_none() {
         return Err(EncodeError::Invalid("a password needs a username"));
     }
     let name = connect.version.protocol_name();
     let field = |s: usize| 2 + s;
     let mut len = field(name.len()) + 1 + 1 + 2 + field(connect.client_id.len());
+    if v5 {
+        len += connect.properties.encoded_len();
+    }
     let mut flags = 0u8;
     if connect.clean_session {
         flags |= FLAG_CLEAN_SESSION;
@@ -137,6 +150,9 @@ pub fn write(connect: &Connect, buf: &mut BytesMut) -> Result<(), EncodeError> {
             flags |= FLAG_WILL_RETAIN;
         }
         len += field(will.topic.len()) + field(will.payload.len());
+        if v5 {
+            len += will.properties.encoded_len();
+        }
     }
     if let Some(username) = &connect.username {
         flags |= FLAG_USERNAME;
@@ -154,8 +170,14 @@ pub fn write(connect: &Connect, buf: &mut BytesMut) -> Result<(), EncodeError> {
     buf.put_u8(connect.version.level());
     buf.put_u8(flags);
     buf.put_u16(connect.keep_alive);
+    if v5 {
+        connect.properties.write(buf)?;
+    }
     put_field(buf, connect.client_id.as_bytes())?;
     if let Some(will) = &connect.will {
+        if v5 {
+            will.properties.write(buf)?;
+        }
         put_field(buf, will.topic.as_bytes())?;
         put_field(buf, &will.payload)?;
     }

@@ -40,11 +40,12 @@ impl FixedHeader {
 pub fn parse_fixed_header(
     buf: &[u8],
     max_packet_size: usize,
+    v5: bool,
 ) -> Result<Option<FixedHeader>, DecodeError> {
     let Some(&byte1) = buf.first() else {
         return Ok(None);
     };
-    check_type_and_flags(byte1)?;
+    check_type_and_flags(byte1, v5)?;
 
     let mut remaining_len = 0usize;
     let mut shift = 0;
@@ -76,10 +77,12 @@ pub fn parse_fixed_header(
     Ok(None)
 }
 
-fn check_type_and_flags(byte1: u8) -> Result<(), DecodeError> {
+fn check_type_and_flags(byte1: u8, v5: bool) -> Result<(), DecodeError> {
     let packet_type = byte1 >> 4;
     let flags = byte1 & 0x0F;
     let (name, required) = match packet_type {
+        // 15 is AUTH from 5.0 on, reserved before.
+        15 if v5 => ("AUTH", 0),
         0 | 15 => return Err(DecodeError::ReservedPacketType(packet_type)),
         // PUBLISH flags are DUP, QoS and RETAIN; QoS 3 is checked when the packet is read.
         3 => return Ok(()),
@@ -114,6 +117,7 @@ pub fn type_name(packet_type: u8) -> &'static str {
         12 => "PINGREQ",
         13 => "PINGRESP",
         14 => "DISCONNECT",
+        15 => "AUTH",
         _ => "reserved",
     }
 }
@@ -144,4 +148,31 @@ pub fn remaining_length_len(len: usize) -> usize {
         16_384..=2_097_151 => 3,
         _ => 4,
     }
+}
+
+/// Reads a variable byte integer (MQTT 5.0 §1.5.5) off the front of `buf`.
+pub fn read_vbi(buf: &mut bytes::Bytes) -> Result<u32, &'static str> {
+    use bytes::Buf;
+    let mut value = 0u32;
+    for i in 0..4 {
+        if !buf.has_remaining() {
+            return Err("variable byte integer is truncated");
+        }
+        let byte = buf.get_u8();
+        value |= u32::from(byte & 0x7F) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err("variable byte integer longer than 4 bytes")
+}
+
+/// Appends a variable byte integer (the same encoding as the remaining length).
+pub fn write_vbi(buf: &mut bytes::BytesMut, value: usize) {
+    write_remaining_length(buf, value)
+}
+
+/// Bytes a variable byte integer takes.
+pub fn vbi_len(value: usize) -> usize {
+    remaining_length_len(value)
 }

@@ -1,35 +1,45 @@
 //! The one adapter over the wire codec.
 //!
 //! Everything in the workspace that reads or writes MQTT bytes goes through [`Decoder`],
-//! [`encode`] and [`encode_publish`]. Underneath, `mqttbytes-ng` (v4 module) reads and
-//! writes most packets; this module owns what the codec gets wrong or does not do:
+//! [`encode`] and [`encode_publish`]. Underneath, for MQTT 3.1 and 3.1.1, `mqttbytes-ng`
+//! (v4 module) reads and writes most packets; this module owns what the codec gets wrong
+//! or does not do:
 //!
 //! * framing and the fixed-header flag rules ([`frame`]): the codec ignores reserved
 //!   flags, and we must refuse an oversized packet before buffering its body;
-//! * CONNECT ([`connect`]): version detection, MQTT 3.1 (`MQIsdp`), binary passwords,
+//! * CONNECT (`connect`): version detection, MQTT 3.1 (`MQIsdp`), binary passwords,
 //!   the connect-flag rules;
 //! * SUBSCRIBE: the codec ignores the reserved bits of the subscription options
 //!   (MQTT-3.8.3-4) and accepts packet identifier 0;
 //! * UNSUBSCRIBE: the codec accepts one with no filters (MQTT-3.10.3-2);
 //! * U+0000 in any string (MQTT-1.5.3-2), exact remaining lengths of the fixed-size packets;
 //! * PUBLISH encoding, on the broker's hot path: written from borrowed parts so fan-out to
-//!   many subscribers allocates nothing per subscriber.
+//!   many subscribers allocates nothing per subscriber;
+//! * MQTT 5.0 (`v5`, `properties`): the codec's v5 module does not check that a PUBLISH
+//!   topic is UTF-8, reads a property that overruns the property length on into the
+//!   payload, accepts duplicate properties and forces passwords into strings, so 5.0 is
+//!   read and written here; the tests check our bytes against the codec's reader.
 //!
 //! Each of these has a regression test in `tests.rs`.
 
 mod connect;
 pub mod frame;
 mod packet;
+pub mod properties;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_v5;
+mod v4;
+mod v5;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use mqttbytes_ng::v4 as codec;
 
 pub use connect::detect_version;
 pub use packet::*;
+pub use properties::Properties;
 
-use frame::{parse_fixed_header, remaining_length_len, write_remaining_length, FixedHeader};
+use frame::{parse_fixed_header, remaining_length_len, write_remaining_length};
 
 /// Why bytes from a peer could not be read as a packet. Every variant means the
 /// connection must be closed; [`DecodeError::UnsupportedProtocolLevel`] first earns a
@@ -108,14 +118,19 @@ impl Decoder {
     /// Takes the next whole packet off the front of `buf`. `Ok(None)` means more bytes are
     /// needed (nothing is consumed). On error the stream is unusable and must be closed.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
-        let Some(header) = parse_fixed_header(buf, self.max_packet_size)? else {
+        let v5 = self.version == Some(ProtocolVersion::V5);
+        let Some(header) = parse_fixed_header(buf, self.max_packet_size, v5)? else {
             return Ok(None);
         };
         if buf.len() < header.frame_len() {
             return Ok(None);
         }
         let frame = buf.split_to(header.frame_len()).freeze();
-        let packet = read_packet(header, frame)?;
+        let packet = if v5 {
+            v5::read_packet(header, frame)?
+        } else {
+            v4::read_packet(header, frame)?
+        };
         if let Packet::Connect(connect) = &packet {
             self.version = Some(connect.version);
         }
@@ -125,199 +140,15 @@ impl Decoder {
     /// Bytes still missing for the packet at the front of `buf`, when its fixed header is
     /// complete: lets a reader grow its buffer once instead of in small steps.
     pub fn missing_bytes(&self, buf: &[u8]) -> usize {
-        match parse_fixed_header(buf, self.max_packet_size) {
+        let v5 = self.version == Some(ProtocolVersion::V5);
+        match parse_fixed_header(buf, self.max_packet_size, v5) {
             Ok(Some(header)) => header.frame_len().saturating_sub(buf.len()),
             _ => 0,
         }
     }
 }
 
-fn read_packet(header: FixedHeader, frame: Bytes) -> Result<Packet, DecodeError> {
-    let name = frame::type_name(header.packet_type());
-    let body = frame.slice(header.header_len..);
-    let exact_len = |expected: usize| {
-        if header.remaining_len == expected {
-            Ok(())
-        } else {
-            Err(DecodeError::malformed(
-                name,
-                format!(
-                    "remaining length {} where {expected} is required",
-                    header.remaining_len
-                ),
-            ))
-        }
-    };
-    let codec_header =
-        mqttbytes_ng::FixedHeader::new(header.byte1, header.header_len - 1, header.remaining_len);
-    let codec_err = |e: mqttbytes_ng::Error| DecodeError::malformed(name, e.to_string());
-
-    Ok(match header.packet_type() {
-        1 => Packet::Connect(connect::read(body)?),
-        2 => {
-            exact_len(2)?;
-            if body[0] & 0xFE != 0 {
-                return Err(DecodeError::malformed(
-                    name,
-                    "reserved acknowledge flags set",
-                ));
-            }
-            let ack = codec::ConnAck::read(codec_header, frame).map_err(codec_err)?;
-            Packet::ConnAck(ConnAck {
-                session_present: ack.session_present,
-                code: ConnectReturnCode::from_u8(ack.code as u8)
-                    .ok_or_else(|| DecodeError::malformed(name, "unknown return code"))?,
-            })
-        }
-        3 => Packet::Publish(read_publish(codec_header, frame)?),
-        4 => {
-            exact_len(2)?;
-            Packet::PubAck(
-                codec::PubAck::read(codec_header, frame)
-                    .map_err(codec_err)?
-                    .pkid,
-            )
-        }
-        5 => {
-            exact_len(2)?;
-            Packet::PubRec(
-                codec::PubRec::read(codec_header, frame)
-                    .map_err(codec_err)?
-                    .pkid,
-            )
-        }
-        6 => {
-            exact_len(2)?;
-            Packet::PubRel(
-                codec::PubRel::read(codec_header, frame)
-                    .map_err(codec_err)?
-                    .pkid,
-            )
-        }
-        7 => {
-            exact_len(2)?;
-            Packet::PubComp(
-                codec::PubComp::read(codec_header, frame)
-                    .map_err(codec_err)?
-                    .pkid,
-            )
-        }
-        8 => Packet::Subscribe(read_subscribe(body)?),
-        9 => {
-            let ack = codec::SubAck::read(codec_header, frame).map_err(codec_err)?;
-            Packet::SubAck(SubAck {
-                pkid: ack.pkid,
-                return_codes: ack
-                    .return_codes
-                    .into_iter()
-                    .map(|code| match code {
-                        codec::SubscribeReasonCode::Success(qos) => {
-                            SubscribeReturnCode::Success(from_codec_qos(qos))
-                        }
-                        codec::SubscribeReasonCode::Failure => SubscribeReturnCode::Failure,
-                    })
-                    .collect(),
-            })
-        }
-        10 => {
-            let unsubscribe = codec::Unsubscribe::read(codec_header, frame).map_err(codec_err)?;
-            non_zero_pkid(name, unsubscribe.pkid)?;
-            if unsubscribe.topics.is_empty() {
-                return Err(DecodeError::malformed(
-                    name,
-                    "no topic filters (MQTT-3.10.3-2)",
-                ));
-            }
-            for filter in &unsubscribe.topics {
-                no_null(name, "topic filter", filter)?;
-            }
-            Packet::Unsubscribe(Unsubscribe {
-                pkid: unsubscribe.pkid,
-                filters: unsubscribe.topics,
-            })
-        }
-        11 => {
-            exact_len(2)?;
-            Packet::UnsubAck(
-                codec::UnsubAck::read(codec_header, frame)
-                    .map_err(codec_err)?
-                    .pkid,
-            )
-        }
-        12 => {
-            exact_len(0)?;
-            Packet::PingReq
-        }
-        13 => {
-            exact_len(0)?;
-            Packet::PingResp
-        }
-        14 => {
-            exact_len(0)?;
-            Packet::Disconnect
-        }
-        other => return Err(DecodeError::ReservedPacketType(other)),
-    })
-}
-
-fn read_publish(header: mqttbytes_ng::FixedHeader, frame: Bytes) -> Result<Publish, DecodeError> {
-    const NAME: &str = "PUBLISH";
-    let publish = codec::Publish::read(header, frame).map_err(|e| match e {
-        mqttbytes_ng::Error::InvalidQoS(_) => DecodeError::malformed(NAME, "QoS 3 (MQTT-3.3.1-4)"),
-        mqttbytes_ng::Error::PacketIdZero => {
-            DecodeError::malformed(NAME, "packet identifier 0 (MQTT-2.3.1-1)")
-        }
-        mqttbytes_ng::Error::TopicNotUtf8 => {
-            DecodeError::malformed(NAME, "topic is not valid UTF-8 (MQTT-1.5.3-1)")
-        }
-        other => DecodeError::malformed(NAME, other.to_string()),
-    })?;
-    no_null(NAME, "topic", &publish.topic)?;
-    Ok(Publish {
-        dup: publish.dup,
-        qos: from_codec_qos(publish.qos),
-        retain: publish.retain,
-        topic: publish.topic,
-        pkid: publish.pkid,
-        payload: publish.payload,
-    })
-}
-
-/// SUBSCRIBE is read here: the codec drops the reserved option bits unchecked.
-fn read_subscribe(mut body: Bytes) -> Result<Subscribe, DecodeError> {
-    const NAME: &str = "SUBSCRIBE";
-    if body.remaining() < 2 {
-        return Err(DecodeError::malformed(NAME, "missing packet identifier"));
-    }
-    let pkid = body.get_u16();
-    non_zero_pkid(NAME, pkid)?;
-    let mut filters = Vec::new();
-    while body.has_remaining() {
-        let filter = read_string(&mut body, NAME, "topic filter")?;
-        if !body.has_remaining() {
-            return Err(DecodeError::malformed(NAME, "topic filter without options"));
-        }
-        let options = body.get_u8();
-        if options & 0b1111_1100 != 0 {
-            return Err(DecodeError::malformed(
-                NAME,
-                "reserved subscription option bits set (MQTT-3.8.3-4)",
-            ));
-        }
-        let qos = QoS::from_u8(options)
-            .ok_or_else(|| DecodeError::malformed(NAME, "requested QoS 3 (MQTT-3.8.3-4)"))?;
-        filters.push(SubscribeFilter { filter, qos });
-    }
-    if filters.is_empty() {
-        return Err(DecodeError::malformed(
-            NAME,
-            "no topic filters (MQTT-3.8.3-3)",
-        ));
-    }
-    Ok(Subscribe { pkid, filters })
-}
-
-fn non_zero_pkid(packet: &'static str, pkid: u16) -> Result<(), DecodeError> {
+pub(crate) fn non_zero_pkid(packet: &'static str, pkid: u16) -> Result<(), DecodeError> {
     if pkid == 0 {
         Err(DecodeError::malformed(
             packet,
@@ -328,7 +159,7 @@ fn non_zero_pkid(packet: &'static str, pkid: u16) -> Result<(), DecodeError> {
     }
 }
 
-fn no_null(packet: &'static str, field: &str, value: &str) -> Result<(), DecodeError> {
+pub(crate) fn no_null(packet: &'static str, field: &str, value: &str) -> Result<(), DecodeError> {
     if value.contains('\0') {
         Err(DecodeError::malformed(
             packet,
@@ -375,7 +206,7 @@ pub(crate) fn read_string(
     Ok(string)
 }
 
-fn from_codec_qos(qos: mqttbytes_ng::QoS) -> QoS {
+pub(crate) fn from_codec_qos(qos: mqttbytes_ng::QoS) -> QoS {
     match qos {
         mqttbytes_ng::QoS::AtMostOnce => QoS::AtMostOnce,
         mqttbytes_ng::QoS::AtLeastOnce => QoS::AtLeastOnce,
@@ -383,7 +214,7 @@ fn from_codec_qos(qos: mqttbytes_ng::QoS) -> QoS {
     }
 }
 
-fn to_codec_qos(qos: QoS) -> mqttbytes_ng::QoS {
+pub(crate) fn to_codec_qos(qos: QoS) -> mqttbytes_ng::QoS {
     match qos {
         QoS::AtMostOnce => mqttbytes_ng::QoS::AtMostOnce,
         QoS::AtLeastOnce => mqttbytes_ng::QoS::AtLeastOnce,
@@ -402,11 +233,13 @@ pub struct PublishRef<'a> {
     /// Ignored for QoS 0; must be non-zero otherwise.
     pub pkid: u16,
     pub payload: &'a [u8],
+    /// Written for 5.0 only.
+    pub properties: &'a Properties,
 }
 
 impl Publish {
     /// The borrowed view [`encode_publish`] takes.
-    pub fn as_ref(&self) -> PublishRef<'_> {
+    pub fn borrowed(&self) -> PublishRef<'_> {
         PublishRef {
             dup: self.dup,
             qos: self.qos,
@@ -414,18 +247,33 @@ impl Publish {
             topic: &self.topic,
             pkid: self.pkid,
             payload: &self.payload,
+            properties: &self.properties,
         }
     }
 }
 
 /// Bytes a PUBLISH takes on the wire, fixed header included.
-pub fn publish_size(topic_len: usize, payload_len: usize, qos: QoS) -> usize {
-    let body = 2 + topic_len + if qos == QoS::AtMostOnce { 0 } else { 2 } + payload_len;
+pub fn publish_size(publish: &PublishRef<'_>, version: ProtocolVersion) -> usize {
+    let body = publish_body_len(publish, version);
     1 + remaining_length_len(body) + body
 }
 
-/// Appends a PUBLISH to `buf`.
-pub fn encode_publish(publish: PublishRef<'_>, buf: &mut BytesMut) -> Result<(), EncodeError> {
+fn publish_body_len(publish: &PublishRef<'_>, version: ProtocolVersion) -> usize {
+    let pkid = if publish.qos == QoS::AtMostOnce { 0 } else { 2 };
+    let properties = if version == ProtocolVersion::V5 {
+        publish.properties.encoded_len()
+    } else {
+        0
+    };
+    2 + publish.topic.len() + pkid + properties + publish.payload.len()
+}
+
+/// Appends a PUBLISH to `buf`, with properties for 5.0 and without for 3.1.x.
+pub fn encode_publish(
+    publish: PublishRef<'_>,
+    version: ProtocolVersion,
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
     let has_pkid = publish.qos != QoS::AtMostOnce;
     if has_pkid && publish.pkid == 0 {
         return Err(EncodeError::Invalid(
@@ -434,7 +282,7 @@ pub fn encode_publish(publish: PublishRef<'_>, buf: &mut BytesMut) -> Result<(),
     }
     let topic_len = u16::try_from(publish.topic.len())
         .map_err(|_| EncodeError::FieldTooLong(publish.topic.len()))?;
-    let body = 2 + publish.topic.len() + if has_pkid { 2 } else { 0 } + publish.payload.len();
+    let body = publish_body_len(&publish, version);
     if body > frame::MAX_REMAINING_LENGTH {
         return Err(EncodeError::PacketTooLong(body));
     }
@@ -446,84 +294,24 @@ pub fn encode_publish(publish: PublishRef<'_>, buf: &mut BytesMut) -> Result<(),
     if has_pkid {
         buf.put_u16(publish.pkid);
     }
+    if version == ProtocolVersion::V5 {
+        publish.properties.write(buf)?;
+    }
     buf.put_slice(publish.payload);
     Ok(())
 }
 
-/// Appends `packet` to `buf`. PUBLISH and CONNECT are written here, the rest by the codec.
-pub fn encode(packet: &Packet, buf: &mut BytesMut) -> Result<(), EncodeError> {
-    let result = match packet {
-        Packet::Connect(connect) => return connect::write(connect, buf),
-        Packet::Publish(publish) => return encode_publish(publish.as_ref(), buf),
-        Packet::ConnAck(ack) => codec::ConnAck {
-            session_present: ack.session_present,
-            code: to_codec_return_code(ack.code),
-        }
-        .write(buf),
-        Packet::PubAck(pkid) => codec::PubAck::new(*pkid).write(buf),
-        Packet::PubRec(pkid) => codec::PubRec::new(*pkid).write(buf),
-        Packet::PubRel(pkid) => codec::PubRel::new(*pkid).write(buf),
-        Packet::PubComp(pkid) => codec::PubComp::new(*pkid).write(buf),
-        Packet::Subscribe(subscribe) => {
-            for filter in &subscribe.filters {
-                if filter.filter.len() > u16::MAX as usize {
-                    return Err(EncodeError::FieldTooLong(filter.filter.len()));
-                }
-            }
-            codec::Subscribe {
-                pkid: subscribe.pkid,
-                filters: subscribe
-                    .filters
-                    .iter()
-                    .map(|f| codec::SubscribeFilter::new(f.filter.clone(), to_codec_qos(f.qos)))
-                    .collect(),
-            }
-            .write(buf)
-        }
-        Packet::SubAck(ack) => codec::SubAck::new(
-            ack.pkid,
-            ack.return_codes
-                .iter()
-                .map(|code| match code {
-                    SubscribeReturnCode::Success(qos) => {
-                        codec::SubscribeReasonCode::Success(to_codec_qos(*qos))
-                    }
-                    SubscribeReturnCode::Failure => codec::SubscribeReasonCode::Failure,
-                })
-                .collect(),
-        )
-        .write(buf),
-        Packet::Unsubscribe(unsubscribe) => {
-            for filter in &unsubscribe.filters {
-                if filter.len() > u16::MAX as usize {
-                    return Err(EncodeError::FieldTooLong(filter.len()));
-                }
-            }
-            codec::Unsubscribe {
-                pkid: unsubscribe.pkid,
-                topics: unsubscribe.filters.clone(),
-            }
-            .write(buf)
-        }
-        Packet::UnsubAck(pkid) => codec::UnsubAck::new(*pkid).write(buf),
-        Packet::PingReq => codec::PingReq.write(buf),
-        Packet::PingResp => codec::PingResp.write(buf),
-        Packet::Disconnect => codec::Disconnect.write(buf),
-    };
-    result
-        .map(|_| ())
-        .map_err(|e| EncodeError::Codec(e.to_string()))
-}
-
-fn to_codec_return_code(code: ConnectReturnCode) -> codec::ConnectReturnCode {
-    match code {
-        ConnectReturnCode::Accepted => codec::ConnectReturnCode::Success,
-        ConnectReturnCode::UnacceptableProtocolVersion => {
-            codec::ConnectReturnCode::RefusedProtocolVersion
-        }
-        ConnectReturnCode::IdentifierRejected => codec::ConnectReturnCode::BadClientId,
-        ConnectReturnCode::ServerUnavailable => codec::ConnectReturnCode::ServiceUnavailable,
-        ConnectReturnCode::BadUserNameOrPassword => codec::ConnectReturnCode::BadUserNamePassword,
-        ConnectReturnCode::NotAuthorized => codec::ConnectReturnCode::NotAuthorized,
+/// Appends `packet` to `buf` as `version` writes it. 5.0-only parts (properties, reason
+/// codes of acks) are dropped for 3.1.x; CONNECT is written for its own version.
+pub fn encode(
+    packet: &Packet,
+    version: ProtocolVersion,
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    match packet {
+        Packet::Connect(connect) => connect::write(connect, buf),
+        Packet::Publish(publish) => encode_publish(publish.borrowed(), version, buf),
+        other if version == ProtocolVersion::V5 => v5::write(other, buf),
+        other => v4::write(other, buf),
     }
 }

@@ -6,6 +6,8 @@ use std::fmt;
 
 use bytes::Bytes;
 
+use super::properties::Properties;
+
 /// The MQTT protocol version a client announced in its CONNECT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ProtocolVersion {
@@ -81,6 +83,8 @@ pub struct Connect {
     pub username: Option<String>,
     /// Binary data, not a string: the spec allows any bytes here.
     pub password: Option<Bytes>,
+    /// MQTT 5.0 only; empty for earlier versions.
+    pub properties: Properties,
 }
 
 /// The Last Will a client leaves with the broker in its CONNECT.
@@ -90,40 +94,28 @@ pub struct Will {
     pub payload: Bytes,
     pub qos: QoS,
     pub retain: bool,
-}
-
-/// CONNACK return codes of MQTT 3.1 / 3.1.1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum ConnectReturnCode {
-    Accepted = 0,
-    UnacceptableProtocolVersion = 1,
-    IdentifierRejected = 2,
-    ServerUnavailable = 3,
-    BadUserNameOrPassword = 4,
-    NotAuthorized = 5,
-}
-
-impl ConnectReturnCode {
-    pub fn from_u8(value: u8) -> Option<ConnectReturnCode> {
-        use ConnectReturnCode::*;
-        Some(match value {
-            0 => Accepted,
-            1 => UnacceptableProtocolVersion,
-            2 => IdentifierRejected,
-            3 => ServerUnavailable,
-            4 => BadUserNameOrPassword,
-            5 => NotAuthorized,
-            _ => return None,
-        })
-    }
+    /// MQTT 5.0 will properties (delay interval, expiry, content type …).
+    pub properties: Properties,
 }
 
 /// CONNACK: the server's answer to CONNECT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnAck {
     pub session_present: bool,
-    pub code: ConnectReturnCode,
+    /// An MQTT 5.0 reason code (see [`crate::reason`]); written to 3.1.1 clients as the
+    /// nearest 3.1.1 return code.
+    pub code: u8,
+    pub properties: Properties,
+}
+
+impl ConnAck {
+    pub fn new(code: u8, session_present: bool) -> ConnAck {
+        ConnAck {
+            session_present,
+            code,
+            properties: Properties::default(),
+        }
+    }
 }
 
 /// PUBLISH, in either direction.
@@ -132,17 +124,61 @@ pub struct Publish {
     pub dup: bool,
     pub qos: QoS,
     pub retain: bool,
+    /// May be empty in MQTT 5.0 when a topic alias stands for it.
     pub topic: String,
     /// Packet identifier; 0 (absent) for QoS 0.
     pub pkid: u16,
     pub payload: Bytes,
+    pub properties: Properties,
 }
 
-/// One topic filter of a SUBSCRIBE with its requested QoS.
+/// PUBACK, PUBREC, PUBREL and PUBCOMP: a packet identifier, and in 5.0 a reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    pub pkid: u16,
+    pub reason: u8,
+    pub properties: Properties,
+}
+
+impl Ack {
+    /// A successful acknowledgement.
+    pub fn new(pkid: u16) -> Ack {
+        Ack::with_reason(pkid, crate::reason::SUCCESS)
+    }
+
+    pub fn with_reason(pkid: u16, reason: u8) -> Ack {
+        Ack {
+            pkid,
+            reason,
+            properties: Properties::default(),
+        }
+    }
+}
+
+/// One topic filter of a SUBSCRIBE with its options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscribeFilter {
     pub filter: String,
     pub qos: QoS,
+    /// 5.0: do not send the subscriber its own messages.
+    pub no_local: bool,
+    /// 5.0: keep the RETAIN flag of the publish on delivery.
+    pub retain_as_published: bool,
+    /// 5.0: 0 send retained messages on subscribe, 1 only if the subscription is new,
+    /// 2 never.
+    pub retain_handling: u8,
+}
+
+impl SubscribeFilter {
+    pub fn new(filter: impl Into<String>, qos: QoS) -> SubscribeFilter {
+        SubscribeFilter {
+            filter: filter.into(),
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: 0,
+        }
+    }
 }
 
 /// SUBSCRIBE: one or more filters.
@@ -150,20 +186,16 @@ pub struct SubscribeFilter {
 pub struct Subscribe {
     pub pkid: u16,
     pub filters: Vec<SubscribeFilter>,
+    pub properties: Properties,
 }
 
-/// The outcome of one filter of a SUBSCRIBE, in the SUBACK.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubscribeReturnCode {
-    Success(QoS),
-    Failure,
-}
-
-/// SUBACK: one return code per filter, in order.
+/// SUBACK: one reason code per filter, in order: 0, 1, 2 for the granted QoS, 0x80 and
+/// above for a failure (3.1.1 knows only 0x80).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubAck {
     pub pkid: u16,
-    pub return_codes: Vec<SubscribeReturnCode>,
+    pub return_codes: Vec<u8>,
+    pub properties: Properties,
 }
 
 /// UNSUBSCRIBE: one or more filters.
@@ -171,25 +203,59 @@ pub struct SubAck {
 pub struct Unsubscribe {
     pub pkid: u16,
     pub filters: Vec<String>,
+    pub properties: Properties,
 }
 
-/// Every MQTT 3.1 / 3.1.1 control packet. Acks carry their packet identifier.
+/// UNSUBACK; the reason codes (one per filter) exist in 5.0 only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsubAck {
+    pub pkid: u16,
+    pub reasons: Vec<u8>,
+    pub properties: Properties,
+}
+
+/// DISCONNECT; reason and properties exist in 5.0 only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disconnect {
+    pub reason: u8,
+    pub properties: Properties,
+}
+
+impl Disconnect {
+    pub fn new(reason: u8) -> Disconnect {
+        Disconnect {
+            reason,
+            properties: Properties::default(),
+        }
+    }
+}
+
+/// AUTH (5.0 only): a step of enhanced authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Auth {
+    pub reason: u8,
+    pub properties: Properties,
+}
+
+/// Every MQTT control packet, whatever the version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
-    Connect(Connect),
+    /// Boxed: by far the largest packet, and one per connection.
+    Connect(Box<Connect>),
     ConnAck(ConnAck),
     Publish(Publish),
-    PubAck(u16),
-    PubRec(u16),
-    PubRel(u16),
-    PubComp(u16),
+    PubAck(Ack),
+    PubRec(Ack),
+    PubRel(Ack),
+    PubComp(Ack),
     Subscribe(Subscribe),
     SubAck(SubAck),
     Unsubscribe(Unsubscribe),
-    UnsubAck(u16),
+    UnsubAck(UnsubAck),
     PingReq,
     PingResp,
-    Disconnect,
+    Disconnect(Disconnect),
+    Auth(Auth),
 }
 
 impl Packet {
@@ -209,7 +275,8 @@ impl Packet {
             Packet::UnsubAck(_) => "UNSUBACK",
             Packet::PingReq => "PINGREQ",
             Packet::PingResp => "PINGRESP",
-            Packet::Disconnect => "DISCONNECT",
+            Packet::Disconnect(_) => "DISCONNECT",
+            Packet::Auth(_) => "AUTH",
         }
     }
 }

@@ -5,6 +5,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use proptest::prelude::*;
 
 use super::*;
+use crate::reason;
 
 fn decode_all(bytes: &[u8]) -> Result<Vec<Packet>, DecodeError> {
     let mut decoder = Decoder::new(1024 * 1024);
@@ -24,8 +25,12 @@ fn decode_one(bytes: &[u8]) -> Result<Packet, DecodeError> {
 }
 
 fn encoded(packet: &Packet) -> Vec<u8> {
+    encoded_as(packet, ProtocolVersion::V3_1_1)
+}
+
+fn encoded_as(packet: &Packet, version: ProtocolVersion) -> Vec<u8> {
     let mut buf = BytesMut::new();
-    encode(packet, &mut buf).unwrap();
+    encode(packet, version, &mut buf).unwrap();
     buf.to_vec()
 }
 
@@ -154,12 +159,14 @@ fn connect_with_will_round_trips() {
             payload: Bytes::from_static(b"offline"),
             qos: QoS::ExactlyOnce,
             retain: true,
+            properties: Properties::default(),
         }),
         username: Some("u".into()),
         password: Some(Bytes::from_static(b"p")),
+        properties: Properties::default(),
     };
-    let bytes = encoded(&Packet::Connect(connect.clone()));
-    assert_eq!(decode_one(&bytes), Ok(Packet::Connect(connect)));
+    let bytes = encoded(&Packet::Connect(Box::new(connect.clone())));
+    assert_eq!(decode_one(&bytes), Ok(Packet::Connect(Box::new(connect))));
 }
 
 #[test]
@@ -286,14 +293,17 @@ fn fixed_size_packets_need_exact_lengths() {
     assert!(malformed(decode_one(&[0x40, 0x03, 0x00, 0x01, 0x00])));
     assert!(malformed(decode_one(&[0xc0, 0x01, 0x00])));
     assert!(malformed(decode_one(&[0xe0, 0x01, 0x00])));
-    assert_eq!(decode_one(&[0xe0, 0x00]), Ok(Packet::Disconnect));
+    assert_eq!(
+        decode_one(&[0xe0, 0x00]),
+        Ok(Packet::Disconnect(Disconnect::new(0)))
+    );
     assert_eq!(decode_one(&[0xc0, 0x00]), Ok(Packet::PingReq));
 }
 
 #[test]
 fn several_packets_in_one_buffer_and_one_packet_across_reads() {
     let mut bytes = encoded(&Packet::PingReq);
-    bytes.extend(encoded(&Packet::PubAck(7)));
+    bytes.extend(encoded(&Packet::PubAck(Ack::new(7))));
     bytes.extend(encoded(&Packet::Publish(Publish {
         dup: false,
         qos: QoS::AtLeastOnce,
@@ -301,6 +311,7 @@ fn several_packets_in_one_buffer_and_one_packet_across_reads() {
         topic: "a/b".into(),
         pkid: 9,
         payload: Bytes::from_static(b"hello"),
+        properties: Properties::default(),
     })));
     assert_eq!(decode_all(&bytes).unwrap().len(), 3);
 
@@ -320,41 +331,35 @@ fn several_packets_in_one_buffer_and_one_packet_across_reads() {
 #[test]
 fn acks_round_trip() {
     let packets = [
-        Packet::ConnAck(ConnAck {
-            session_present: true,
-            code: ConnectReturnCode::Accepted,
-        }),
-        Packet::ConnAck(ConnAck {
-            session_present: false,
-            code: ConnectReturnCode::NotAuthorized,
-        }),
-        Packet::PubAck(1),
-        Packet::PubRec(2),
-        Packet::PubRel(3),
-        Packet::PubComp(65535),
+        Packet::ConnAck(ConnAck::new(reason::SUCCESS, true)),
+        Packet::ConnAck(ConnAck::new(reason::NOT_AUTHORIZED, false)),
+        Packet::PubAck(Ack::new(1)),
+        Packet::PubRec(Ack::new(2)),
+        Packet::PubRel(Ack::new(3)),
+        Packet::PubComp(Ack::new(65535)),
         Packet::SubAck(SubAck {
             pkid: 4,
-            return_codes: vec![
-                SubscribeReturnCode::Success(QoS::AtMostOnce),
-                SubscribeReturnCode::Success(QoS::ExactlyOnce),
-                SubscribeReturnCode::Failure,
-            ],
+            return_codes: vec![0, 2, 0x80],
+            properties: Properties::default(),
         }),
         Packet::Subscribe(Subscribe {
             pkid: 5,
-            filters: vec![SubscribeFilter {
-                filter: "a/+/#".into(),
-                qos: QoS::AtLeastOnce,
-            }],
+            filters: vec![SubscribeFilter::new("a/+/#", QoS::AtLeastOnce)],
+            properties: Properties::default(),
         }),
         Packet::Unsubscribe(Unsubscribe {
             pkid: 6,
             filters: vec!["a/+/#".into(), "b".into()],
+            properties: Properties::default(),
         }),
-        Packet::UnsubAck(7),
+        Packet::UnsubAck(UnsubAck {
+            pkid: 7,
+            reasons: vec![],
+            properties: Properties::default(),
+        }),
         Packet::PingReq,
         Packet::PingResp,
-        Packet::Disconnect,
+        Packet::Disconnect(Disconnect::new(0)),
     ];
     for packet in packets {
         assert_eq!(
@@ -366,27 +371,52 @@ fn acks_round_trip() {
 }
 
 #[test]
+fn v5_only_codes_map_to_the_nearest_v3_return_code() {
+    assert_eq!(
+        encoded(&Packet::ConnAck(ConnAck::new(
+            reason::BAD_AUTHENTICATION_METHOD,
+            false
+        ))),
+        vec![0x20, 0x02, 0x00, 0x05]
+    );
+    assert_eq!(
+        encoded(&Packet::ConnAck(ConnAck::new(reason::SERVER_BUSY, false))),
+        vec![0x20, 0x02, 0x00, 0x03]
+    );
+    // Any SUBACK failure is 0x80 in 3.1.1.
+    let suback = Packet::SubAck(SubAck {
+        pkid: 1,
+        return_codes: vec![reason::NOT_AUTHORIZED],
+        properties: Properties::default(),
+    });
+    assert_eq!(encoded(&suback), vec![0x90, 0x03, 0x00, 0x01, 0x80]);
+}
+
+#[test]
 fn publish_size_matches_encoding() {
-    for (topic, payload, qos) in [
-        ("a", 0, QoS::AtMostOnce),
-        ("a/b/c", 200, QoS::AtLeastOnce),
-        ("t", 20_000, QoS::ExactlyOnce),
-    ] {
-        let payload = vec![7u8; payload];
-        let mut buf = BytesMut::new();
-        encode_publish(
-            PublishRef {
+    let mut properties = Properties::default();
+    properties.user_properties.push(("k".into(), "v".into()));
+    properties.message_expiry_interval = Some(30);
+    for version in [ProtocolVersion::V3_1_1, ProtocolVersion::V5] {
+        for (topic, payload, qos) in [
+            ("a", 0, QoS::AtMostOnce),
+            ("a/b/c", 200, QoS::AtLeastOnce),
+            ("t", 20_000, QoS::ExactlyOnce),
+        ] {
+            let payload = vec![7u8; payload];
+            let publish = PublishRef {
                 dup: false,
                 qos,
                 retain: false,
                 topic,
                 pkid: 1,
                 payload: &payload,
-            },
-            &mut buf,
-        )
-        .unwrap();
-        assert_eq!(buf.len(), publish_size(topic.len(), payload.len(), qos));
+                properties: &properties,
+            };
+            let mut buf = BytesMut::new();
+            encode_publish(publish, version, &mut buf).unwrap();
+            assert_eq!(buf.len(), publish_size(&publish, version));
+        }
     }
 }
 
@@ -408,6 +438,7 @@ fn arb_publish() -> impl Strategy<Value = Publish> {
                 topic,
                 pkid: if qos == QoS::AtMostOnce { 0 } else { pkid },
                 payload: payload.into(),
+                properties: Properties::default(),
             }
         })
 }
