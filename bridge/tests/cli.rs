@@ -423,3 +423,61 @@ fn help_describes_flags_and_output() {
         assert!(stdout.contains(needle), "--help lacks {needle}:\n{stdout}");
     }
 }
+
+/// MQTT 3.1.1 CONNECT, clean session, keep-alive 60 s, client id "cli-test".
+const CONNECT: [u8; 22] = [
+    0x10, 20, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 8, b'c', b'l', b'i', b'-', b't',
+    b'e', b's', b't',
+];
+const CONNACK_ACCEPTED: [u8; 4] = [0x20, 0x02, 0x00, 0x00];
+
+#[test]
+fn listeners_carry_mqtt() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let dir = TempDir::new();
+    let web_root = dir.arg("no-app");
+    let bridge = Bridge::start(&all_loopback(&web_root));
+    let tcp = bridge.listening("tcp");
+    let ws = bridge.listening("ws");
+
+    let mut client = TcpStream::connect(tcp).unwrap();
+    client.set_read_timeout(Some(LIMIT)).unwrap();
+    client.write_all(&CONNECT).unwrap();
+    let mut connack = [0u8; 4];
+    client.read_exact(&mut connack).unwrap();
+    assert_eq!(connack, CONNACK_ACCEPTED, "over TCP");
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut request = format!("ws://{ws}/mqtt").into_client_request().unwrap();
+        request.headers_mut().insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("mqtt"),
+        );
+        let (mut client, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        // The CONNECT split over two frames, as MQTT-over-WebSocket allows.
+        client
+            .send(Message::binary(CONNECT[..7].to_vec()))
+            .await
+            .unwrap();
+        client
+            .send(Message::binary(CONNECT[7..].to_vec()))
+            .await
+            .unwrap();
+        let reply = tokio::time::timeout(LIMIT, client.next())
+            .await
+            .expect("no CONNACK over WebSocket")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            reply,
+            Message::binary(CONNACK_ACCEPTED.to_vec()),
+            "over WebSocket"
+        );
+    });
+}
