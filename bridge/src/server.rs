@@ -209,7 +209,9 @@ fn is_per_connection(error: &io::Error) -> bool {
 }
 
 async fn serve_websocket(stream: TcpStream, peer: SocketAddr, path: Arc<str>, broker: Arc<Broker>) {
-    match tokio::time::timeout(WS_HANDSHAKE_TIMEOUT, ws::accept(stream, &path)).await {
+    // One message may carry several packets: allow two maximum-size packets, at least 1 MiB.
+    let max_message = (2 * broker.settings.max_packet_size).max(1024 * 1024);
+    match tokio::time::timeout(WS_HANDSHAKE_TIMEOUT, ws::accept(stream, &path, max_message)).await {
         Ok(Ok(ws_stream)) => {
             connection::serve(ws_stream, peer, Transport::WebSocket, broker).await;
         }

@@ -45,7 +45,15 @@ pub enum WsAcceptError {
 /// answered 404. If the client offers subprotocols, one of [`SUBPROTOCOLS`] must be among
 /// them and is echoed back; otherwise the answer is 400. A client offering no subprotocol
 /// at all is accepted, as Mosquitto does, because some clients never send one.
-pub async fn accept(tcp: TcpStream, path: &str) -> Result<WsStream, WsAcceptError> {
+///
+/// `max_message_size` bounds one WebSocket message (and frame): tungstenite buffers a whole
+/// message before we see a byte of it, so without this a client could make us buffer far
+/// more than the MQTT maximum packet size.
+pub async fn accept(
+    tcp: TcpStream,
+    path: &str,
+    max_message_size: usize,
+) -> Result<WsStream, WsAcceptError> {
     let mut chosen: Option<&'static str> = None;
     // The error type is tungstenite's `ErrorResponse`, fixed by its `Callback` trait.
     #[allow(clippy::result_large_err)]
@@ -87,7 +95,10 @@ pub async fn accept(tcp: TcpStream, path: &str) -> Result<WsStream, WsAcceptErro
             )),
         }
     };
-    match tokio_tungstenite::accept_hdr_async(tcp, callback).await {
+    let config = tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(max_message_size))
+        .max_frame_size(Some(max_message_size));
+    match tokio_tungstenite::accept_hdr_async_with_config(tcp, callback, Some(config)).await {
         Ok(inner) => Ok(WsStream {
             inner,
             subprotocol: chosen,
@@ -251,7 +262,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
-            accept(tcp, "/mqtt").await
+            accept(tcp, "/mqtt", 1024 * 1024).await
         });
         (format!("ws://{addr}"), task)
     }
@@ -309,6 +320,22 @@ mod tests {
             let mut got = [0u8; 9];
             stream.read_exact(&mut got).await.unwrap();
             assert_eq!(got, packet);
+        })
+        .await;
+    }
+
+    /// A message over the limit is refused before it is handed on, not buffered whole.
+    #[tokio::test]
+    async fn message_over_the_size_limit_is_an_error() {
+        within(async {
+            let (mut client, mut stream) = connected().await;
+            // The client may fail to finish sending once the server gives up: ignore that.
+            let _ = client
+                .send(Message::binary(vec![0u8; 2 * 1024 * 1024]))
+                .await;
+            let mut got = Vec::new();
+            assert!(stream.read_to_end(&mut got).await.is_err());
+            assert!(got.is_empty());
         })
         .await;
     }
