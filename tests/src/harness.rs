@@ -183,7 +183,7 @@ impl Bridge {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file.try_clone().expect("clone log file")));
         if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "debug");
+            cmd.env("RUST_LOG", "info,bridge=debug");
         }
         let mut child = cmd
             .spawn()

@@ -692,6 +692,30 @@ impl RawClient {
         got
     }
 
+    /// Receives PUBLISHes (acknowledging them) until `done` says the expected ones are all
+    /// there (waiting up to [`WAIT`] for each), then keeps listening for `quiet` to catch any
+    /// extra or duplicate delivery. Returns everything received; the caller asserts on it.
+    pub fn receive_until(
+        &mut self,
+        done: impl Fn(&[Packet]) -> bool,
+        quiet: Duration,
+    ) -> Vec<Packet> {
+        let mut got = Vec::new();
+        while !done(&got) {
+            match self.recv(WAIT) {
+                Ok(p @ Packet::Publish { .. }) => {
+                    self.pending.push_front(p);
+                    got.push(self.receive(WAIT));
+                }
+                Ok(other) => panic!("{}: expected PUBLISH, got {other:?}", self.label),
+                Err(RecvError::Timeout) => return got,
+                Err(e) => panic!("{}: connection failed while receiving: {e:?}", self.label),
+            }
+        }
+        got.extend(self.receive_all(quiet, 1000));
+        got
+    }
+
     /// PINGREQ and expect PINGRESP: proves the connection is alive and served.
     pub fn ping(&mut self) {
         self.send_ok(&pingreq());

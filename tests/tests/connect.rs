@@ -153,8 +153,12 @@ async fn rumqttc_with_credentials_is_accepted() {
 #[test]
 fn keepalive_expiry_closes_the_connection() {
     let b = Bridge::start();
-    let (mut c, _) = RawClient::connect(b.tcp_port(), &connect("ka2").keep_alive(2));
+    // Timed from before the CONNECT is sent, so the measured time is never shorter than the
+    // broker's own (which starts when it reads the CONNECT).
+    let mut c = RawClient::open(b.tcp_port());
     let start = Instant::now();
+    c.send_ok(&connect("ka2").keep_alive(2).bytes());
+    assert!(matches!(c.expect(WAIT), Packet::Connack { code: 0, .. }));
     let got = c.expect_closed(Duration::from_secs(15));
     let elapsed = start.elapsed();
     assert!(got.is_empty(), "unexpected packets: {got:?}");

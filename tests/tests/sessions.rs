@@ -32,7 +32,9 @@ fn persistent_session_keeps_subscriptions_and_queues_qos1_and_qos2() {
     let (mut sub, sp) = RawClient::connect(port, &connect("keeper").clean(false));
     assert!(sp, "stored session: session present 1 (MQTT-3.2.2-2)");
     let mut got = BTreeMap::new();
-    for p in sub.receive_all(Duration::from_secs(3), 10) {
+    let has = |got: &[Packet], m: &[u8]| got.iter().any(|p| p.as_publish().unwrap().1 == m);
+    let received = sub.receive_until(|g| has(g, b"offline-1") && has(g, b"offline-2"), QUIET);
+    for p in received {
         let Packet::Publish {
             topic,
             payload,
@@ -152,7 +154,7 @@ fn many_queued_messages_are_delivered_in_order_after_reconnect() {
     let (mut sub, sp) = RawClient::connect(port, &connect("backlog").clean(false));
     assert!(sp);
     let got: Vec<u16> = sub
-        .receive_all(Duration::from_secs(3), N as usize + 10)
+        .receive_until(|g| g.len() >= N as usize, QUIET)
         .iter()
         .map(|p| {
             std::str::from_utf8(p.as_publish().unwrap().1)
