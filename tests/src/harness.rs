@@ -33,7 +33,8 @@ pub fn py_script(name: &str) -> PathBuf {
     p
 }
 
-/// The bridge binary: `$BRIDGE_BIN` if set, else `<target>/debug/bridge`, built once if missing.
+/// The bridge binary: `$BRIDGE_BIN` if set, else `<target>/debug/bridge`, built (once per test
+/// process) with `cargo build -p bridge` if it is missing or older than its sources.
 pub fn bridge_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -55,10 +56,17 @@ pub fn bridge_bin() -> &'static Path {
         let bin = target
             .join("debug")
             .join(format!("bridge{}", std::env::consts::EXE_SUFFIX));
-        if !bin.exists() {
+        let reason = if !bin.exists() {
+            Some("is missing")
+        } else if is_stale(&bin) {
+            Some("is older than the bridge/ or protocol/ sources")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             eprintln!(
-                "{} is missing: running `cargo build -p bridge`",
+                "{} {reason}: running `cargo build -p bridge`",
                 bin.display()
             );
             let status = Command::new(cargo)
@@ -75,6 +83,40 @@ pub fn bridge_bin() -> &'static Path {
         }
         bin
     })
+}
+
+/// Whether any source of the bridge (or the protocol crate it uses) changed after `bin` was
+/// built, so that `cargo test -p tests` alone never tests an old binary.
+fn is_stale(bin: &Path) -> bool {
+    fn newest(dir: &Path, acc: &mut Option<std::time::SystemTime>) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                newest(&path, acc);
+            } else if let Ok(m) = e.metadata().and_then(|m| m.modified()) {
+                if acc.is_none_or(|a| m > a) {
+                    *acc = Some(m);
+                }
+            }
+        }
+    }
+    let Ok(built) = fs::metadata(bin).and_then(|m| m.modified()) else {
+        return true;
+    };
+    let mut latest = None;
+    for krate in ["bridge", "protocol"] {
+        let dir = workspace_dir().join(krate);
+        newest(&dir.join("src"), &mut latest);
+        if let Ok(m) = fs::metadata(dir.join("Cargo.toml")).and_then(|m| m.modified()) {
+            if latest.is_none_or(|a| m > a) {
+                latest = Some(m);
+            }
+        }
+    }
+    latest.is_some_and(|l| l > built)
 }
 
 /// Panics unless `tool` is on PATH; returns its full path. Missing tools are failures, not skips.
