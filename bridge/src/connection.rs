@@ -19,11 +19,10 @@ use protocol::{
     ProtocolVersion, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::Notify;
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{debug, info, Instrument};
 
-use crate::broker::{Broker, Message, Owner, Session};
+use crate::broker::{Broker, ConnectionInfo, Kick, Message, Metrics, Owner, Session};
 
 /// How the client reached us; shown in logs and (later) the admin API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,9 +60,11 @@ enum End {
     /// Nothing arrived within 1.5 times the keep-alive (MQTT-3.1.2-24).
     #[error("keep-alive timeout")]
     KeepAliveTimeout,
-    /// Another connection with the same client identifier took the session (MQTT-3.1.4-2).
-    #[error("session taken over by a new connection")]
-    TakenOver,
+    /// Ended from outside: another connection with the same client identifier took the
+    /// session (MQTT-3.1.4-2), or an administrator kicked the client. The reason is an
+    /// MQTT 5.0 reason code.
+    #[error("ended by the broker: {}", reason::describe(*.0))]
+    Kicked(u8),
     /// The client broke the protocol; the spec says close the connection.
     #[error("protocol violation: {0}")]
     Violation(String),
@@ -87,7 +88,10 @@ where
             version: ProtocolVersion::V3_1_1,
             broker,
             id,
+            peer,
+            transport,
         };
+        Metrics::add(&conn.broker.metrics.connections_accepted, 1);
         match conn.handshake().await {
             Ok(Some((connect, opened))) => conn.run(connect, opened).await,
             Ok(None) => {}
@@ -108,12 +112,14 @@ struct Connection<S> {
     version: ProtocolVersion,
     broker: Arc<Broker>,
     id: u64,
+    peer: SocketAddr,
+    transport: Transport,
 }
 
 /// A session this connection owns, with the signal that it lost it.
 struct Opened {
     session: Arc<Session>,
-    kick: Arc<Notify>,
+    kick: Arc<Kick>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -161,13 +167,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             validate_topic_name(&will.topic).map_err(|e| format!("invalid will topic: {e}"))?;
         }
 
-        let kick = Arc::new(Notify::new());
+        let kick = Arc::new(Kick::default());
+        let info = Arc::new(ConnectionInfo {
+            connection_id: self.id,
+            client_id: Arc::from(connect.client_id.as_str()),
+            username: connect.username.clone(),
+            peer: self.peer,
+            transport: self.transport,
+            version: connect.version,
+            keep_alive: connect.keep_alive,
+            clean_start: connect.clean_session,
+            connected_at: std::time::SystemTime::now(),
+        });
         let opened = self.broker.open_session(
             &connect.client_id,
             connect.clean_session,
             Owner {
-                connection_id: self.id,
-                version: connect.version,
+                info,
                 kick: kick.clone(),
             },
         );
@@ -202,11 +218,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// the end was not a DISCONNECT and releases the session.
     async fn run(&mut self, connect: Connect, opened: Opened) {
         let Opened { session, kick } = opened;
-        session.write_resend(self.id, &mut self.wbuf);
+        let resent = session.write_resend(self.id, &mut self.wbuf);
+        self.count_publishes_out(resent);
         let end = self.serve_session(&connect, &session, &kick).await;
         match &end {
-            End::Disconnected | End::TakenOver | End::Lost(_) => debug!("connection ended: {end}"),
-            End::KeepAliveTimeout | End::Violation(_) => info!("closing connection: {end}"),
+            End::Disconnected | End::Kicked(_) | End::Lost(_) => debug!("connection ended: {end}"),
+            End::KeepAliveTimeout => {
+                Metrics::add(&self.broker.metrics.keep_alive_timeouts, 1);
+                info!("closing connection: {end}");
+            }
+            End::Violation(_) => {
+                Metrics::add(&self.broker.metrics.protocol_violations, 1);
+                info!("closing connection: {end}");
+            }
         }
         if !matches!(end, End::Disconnected) {
             if let Some(will) = connect.will {
@@ -231,7 +255,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         &mut self,
         connect: &Connect,
         session: &Arc<Session>,
-        kick: &Notify,
+        kick: &Kick,
     ) -> End {
         // MQTT-3.1.2-24: one and a half times the keep-alive; 0 turns it off.
         let keep_alive = (connect.keep_alive > 0)
@@ -243,7 +267,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
         loop {
             if self.wbuf.len() < WRITE_HIGH_WATER {
-                session.write_queued(self.id, &mut self.wbuf, WRITE_HIGH_WATER);
+                let sent = session.write_queued(self.id, &mut self.wbuf, WRITE_HIGH_WATER);
+                self.count_publishes_out(sent);
             }
             unflushed |= !self.wbuf.is_empty();
             if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK {
@@ -251,16 +276,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 self.rbuf.reserve(missing.clamp(READ_CHUNK, BUFFER_KEEP));
             }
             let reading = self.wbuf.len() < WRITE_READ_LIMIT;
+            // Counted when the write completes; a failed write ends the connection anyway.
+            let pending_out = self.wbuf.len();
             let mail_room = self.wbuf.len() < WRITE_HIGH_WATER;
 
             tokio::select! {
                 biased;
-                _ = kick.notified() => return End::TakenOver,
+                reason = kick.kicked() => return End::Kicked(reason),
                 read = self.reader.read_buf(&mut self.rbuf), if reading => {
                     match read {
                         Ok(0) => return End::Lost("closed by the client without DISCONNECT".into()),
                         Err(e) => return End::Lost(e.to_string()),
-                        Ok(_) => {}
+                        Ok(n) => Metrics::add(&self.broker.metrics.bytes_in, n as u64),
                     }
                     if let Some(keep_alive) = keep_alive {
                         deadline.as_mut().reset(Instant::now() + keep_alive);
@@ -270,6 +297,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     }
                 }
                 written = flush(&mut self.writer, &mut self.wbuf), if unflushed => {
+                    Metrics::add(&self.broker.metrics.bytes_out, pending_out as u64);
                     if let Err(e) = written {
                         return End::Lost(e.to_string());
                     }
@@ -289,6 +317,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         loop {
             match self.decoder.decode(&mut self.rbuf) {
                 Ok(Some(packet)) => {
+                    self.broker.metrics.packet_in(packet.packet_type());
                     if let Some(end) = self.handle(packet, session) {
                         return Some(end);
                     }
@@ -310,7 +339,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 session.on_puback(ack.pkid);
             }
             Packet::PubRec(ack) => {
-                session.on_pubrec(ack.pkid, &mut self.wbuf);
+                if session.on_pubrec(ack.pkid, &mut self.wbuf) {
+                    self.broker.metrics.packet_out(6);
+                }
             }
             Packet::PubRel(ack) => {
                 // Answered even for an unknown identifier: the client may be retrying after
@@ -427,8 +458,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         None
     }
 
+    /// Counts PUBLISH packets the session wrote into our buffer.
+    fn count_publishes_out(&self, n: usize) {
+        if n > 0 {
+            Metrics::add(&self.broker.metrics.messages_sent, n as u64);
+            for _ in 0..n {
+                self.broker.metrics.packet_out(3);
+            }
+        }
+    }
+
     /// Appends a packet to the write buffer; it goes out with the rest of this turn's.
     fn queue(&mut self, packet: &Packet) {
+        self.broker.metrics.packet_out(packet.packet_type());
         if let Err(e) = encode(packet, self.version, &mut self.wbuf) {
             // Only packets we built ourselves land here, all well within limits.
             debug!("could not encode {}: {e}", packet.name());
@@ -436,10 +478,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     async fn write_all(&mut self) -> io::Result<()> {
-        while !self.wbuf.is_empty() {
-            flush(&mut self.writer, &mut self.wbuf).await?;
-        }
-        Ok(())
+        let len = self.wbuf.len();
+        let result = flush(&mut self.writer, &mut self.wbuf).await;
+        Metrics::add(
+            &self.broker.metrics.bytes_out,
+            (len - self.wbuf.len()) as u64,
+        );
+        result
     }
 
     /// Reads until one whole packet is decoded.

@@ -6,21 +6,26 @@
 //! subscriber's session lock: publishers on different connections run in parallel.
 
 pub mod message;
+pub mod metrics;
 pub mod retained;
 pub mod session;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
-use protocol::QoS;
+use protocol::topic::validate_topic_filter;
+use protocol::{reason, ProtocolVersion, QoS};
 
+use crate::connection::Transport;
 use crate::router::Router;
 pub use message::Message;
+pub use metrics::Metrics;
 use retained::RetainedStore;
-pub use session::{Delivery, Owner, Session};
+pub use session::{Delivery, Kick, Owner, Session};
 
 /// Limits and policies of the broker core, filled from [`crate::config::Config`].
 #[derive(Debug, Clone)]
@@ -57,12 +62,41 @@ pub struct Subscription {
     pub session: Arc<Session>,
 }
 
-/// Broker-wide counters.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub messages_received: AtomicU64,
-    pub messages_routed: AtomicU64,
-    pub messages_dropped: AtomicU64,
+/// Who is behind a connection: what the admin API lists, and what the session writes for.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    pub connection_id: u64,
+    pub client_id: Arc<str>,
+    pub username: Option<String>,
+    pub peer: SocketAddr,
+    pub transport: Transport,
+    pub version: ProtocolVersion,
+    pub keep_alive: u16,
+    pub clean_start: bool,
+    pub connected_at: SystemTime,
+}
+
+/// A session as listings show it.
+#[derive(Debug, Clone)]
+pub struct SessionSnapshot {
+    pub client_id: Arc<str>,
+    /// The live connection, if the client is online.
+    pub connection: Option<Arc<ConnectionInfo>>,
+    /// Whether the session ends with its connection.
+    pub clean: bool,
+    pub subscriptions: usize,
+    pub queued: usize,
+    pub in_flight: usize,
+    pub dropped: u64,
+}
+
+/// Why an admin request about a client failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    #[error("no client with id {0:?}")]
+    UnknownClient(String),
+    #[error("invalid topic filter: {0}")]
+    InvalidFilter(String),
 }
 
 /// The result of [`Broker::open_session`].
@@ -79,7 +113,8 @@ pub struct Broker {
     retained: RwLock<RetainedStore>,
     next_connection_id: AtomicU64,
     id_prefix: String,
-    pub counters: Counters,
+    pub metrics: Metrics,
+    started: Instant,
 }
 
 impl Broker {
@@ -95,7 +130,8 @@ impl Broker {
             retained: RwLock::new(RetainedStore::default()),
             next_connection_id: AtomicU64::new(1),
             id_prefix: format!("bridge-{:x}", nanos & 0xffff_ffff),
-            counters: Counters::default(),
+            metrics: Metrics::default(),
+            started: Instant::now(),
         })
     }
 
@@ -127,7 +163,7 @@ impl Broker {
             Some(session) if !clean && !session.clean => (session, true),
             Some(old) => {
                 if let Some(previous) = old.evict() {
-                    previous.kick.notify_one();
+                    previous.kick.kick(reason::SESSION_TAKEN_OVER);
                 }
                 self.remove_all_subscriptions(&old);
                 (self.insert_new(&mut sessions, client_id, clean), false)
@@ -135,7 +171,7 @@ impl Broker {
             None => (self.insert_new(&mut sessions, client_id, clean), false),
         };
         if let Some(previous) = session.take_ownership(owner) {
-            previous.kick.notify_one();
+            previous.kick.kick(reason::SESSION_TAKEN_OVER);
         }
         Opened {
             session,
@@ -207,15 +243,13 @@ impl Broker {
     /// Returns the number of subscriptions it was queued for.
     pub fn publish(&self, message: Message) -> usize {
         let message = Arc::new(message);
-        self.counters
-            .messages_received
-            .fetch_add(1, Ordering::Relaxed);
+        Metrics::add(&self.metrics.messages_received, 1);
         if message.retain {
             self.retained.write().update(&message);
         }
-        let mut queued = 0;
-        let mut dropped = 0;
+        let (mut matched, mut queued, mut dropped, mut skipped) = (0, 0, 0, 0);
         self.router.read().for_each_match(&message.topic, |_, sub| {
+            matched += 1;
             // Live deliveries carry RETAIN 0 (MQTT-3.3.1-9).
             match sub
                 .session
@@ -223,17 +257,14 @@ impl Broker {
             {
                 Delivery::Queued => queued += 1,
                 Delivery::Dropped => dropped += 1,
-                Delivery::Skipped => {}
+                Delivery::Skipped => skipped += 1,
             }
         });
-        self.counters
-            .messages_routed
-            .fetch_add(queued as u64, Ordering::Relaxed);
-        if dropped > 0 {
-            self.counters
-                .messages_dropped
-                .fetch_add(dropped, Ordering::Relaxed);
+        if matched == 0 {
+            Metrics::add(&self.metrics.messages_unrouted, 1);
         }
+        Metrics::add(&self.metrics.dropped_queue_full, dropped);
+        Metrics::add(&self.metrics.dropped_offline_qos0, skipped);
         queued
     }
 
@@ -242,11 +273,151 @@ impl Broker {
         self.sessions.lock().len()
     }
 
+    /// Number of clients connected now.
+    pub fn connection_count(&self) -> usize {
+        self.sessions
+            .lock()
+            .values()
+            .filter(|s| s.connection().is_some())
+            .count()
+    }
+
+    /// Distinct subscribed topic filters.
+    pub fn topic_count(&self) -> usize {
+        self.router.read().filter_count()
+    }
+
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    /// Every session, online or not, sorted by client id.
+    pub fn sessions(&self) -> Vec<SessionSnapshot> {
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        let mut list: Vec<SessionSnapshot> = sessions.iter().map(|s| snapshot(s)).collect();
+        list.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        list
+    }
+
+    /// One session by client id.
+    pub fn session(&self, client_id: &str) -> Option<SessionSnapshot> {
+        let session = self.sessions.lock().get(client_id).cloned()?;
+        Some(snapshot(&session))
+    }
+
+    /// One client's subscriptions, sorted by filter.
+    pub fn client_subscriptions(&self, client_id: &str) -> Option<Vec<(String, QoS)>> {
+        let session = self.sessions.lock().get(client_id).cloned()?;
+        let mut subscriptions = session.subscriptions();
+        subscriptions.sort();
+        Some(subscriptions)
+    }
+
+    /// Every (filter, client id, QoS), sorted by filter then client.
+    pub fn subscriptions(&self) -> Vec<(String, Arc<str>, QoS)> {
+        let mut list: Vec<(String, Arc<str>, QoS)> = self
+            .router
+            .read()
+            .subscriptions()
+            .into_iter()
+            .map(|(filter, client, sub)| (filter, client, sub.qos))
+            .collect();
+        list.sort();
+        list
+    }
+
+    /// Every retained message, sorted by topic.
+    pub fn retained_messages(&self) -> Vec<Arc<Message>> {
+        let mut list = self.retained.read().all();
+        list.sort_by(|a, b| a.topic.cmp(&b.topic));
+        list
+    }
+
+    /// Deletes the retained message of `topic`; returns whether there was one.
+    pub fn delete_retained(&self, topic: &str) -> bool {
+        self.retained.write().remove(topic)
+    }
+
+    /// Disconnects a client (the session stays, as after any disconnect). 5.0 clients are
+    /// told "administrative action".
+    pub fn kick(&self, client_id: &str) -> Result<(), ClientError> {
+        let session = self
+            .sessions
+            .lock()
+            .get(client_id)
+            .cloned()
+            .ok_or_else(|| ClientError::UnknownClient(client_id.to_owned()))?;
+        match session.evict() {
+            Some(owner) => {
+                owner.kick.kick(reason::ADMINISTRATIVE_ACTION);
+                Ok(())
+            }
+            None => Err(ClientError::UnknownClient(client_id.to_owned())),
+        }
+    }
+
+    /// Ends a session: disconnects its client if online and forgets its subscriptions and
+    /// queued messages.
+    pub fn remove_session(&self, client_id: &str) -> Result<(), ClientError> {
+        let session = self
+            .sessions
+            .lock()
+            .remove(client_id)
+            .ok_or_else(|| ClientError::UnknownClient(client_id.to_owned()))?;
+        if let Some(owner) = session.evict() {
+            owner.kick.kick(reason::ADMINISTRATIVE_ACTION);
+        }
+        self.remove_all_subscriptions(&session);
+        Ok(())
+    }
+
+    /// Subscribes an existing session to `filter` on its behalf (as EMQX's API does).
+    pub fn subscribe_for(
+        &self,
+        client_id: &str,
+        filter: &str,
+        qos: QoS,
+    ) -> Result<(), ClientError> {
+        validate_topic_filter(filter).map_err(|e| ClientError::InvalidFilter(e.to_string()))?;
+        let session = self
+            .sessions
+            .lock()
+            .get(client_id)
+            .cloned()
+            .ok_or_else(|| ClientError::UnknownClient(client_id.to_owned()))?;
+        self.subscribe(&session, filter, qos);
+        Ok(())
+    }
+
+    /// Unsubscribes an existing session from `filter` on its behalf.
+    pub fn unsubscribe_for(&self, client_id: &str, filter: &str) -> Result<bool, ClientError> {
+        let session = self
+            .sessions
+            .lock()
+            .get(client_id)
+            .cloned()
+            .ok_or_else(|| ClientError::UnknownClient(client_id.to_owned()))?;
+        Ok(self.unsubscribe(&session, filter))
+    }
+
     pub fn subscription_count(&self) -> usize {
         self.router.read().subscription_count()
     }
 
     pub fn retained_count(&self) -> usize {
         self.retained.read().len()
+    }
+}
+
+fn snapshot(session: &Session) -> SessionSnapshot {
+    let (queued, in_flight) = session.backlog();
+    SessionSnapshot {
+        client_id: session.client_id.clone(),
+        connection: session.connection(),
+        clean: session.clean,
+        subscriptions: session.subscriptions().len(),
+        queued,
+        in_flight,
+        dropped: session.dropped(),
     }
 }

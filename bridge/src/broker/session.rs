@@ -8,7 +8,7 @@
 //! acknowledged can be lost in between.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -19,6 +19,7 @@ use protocol::Properties;
 use tokio::sync::Notify;
 
 use super::message::Message;
+use super::ConnectionInfo;
 
 /// A message waiting in a session's queue, with the QoS it will be delivered at.
 #[derive(Debug, Clone)]
@@ -48,11 +49,38 @@ struct InFlight {
 /// The connection currently driving a session.
 #[derive(Debug, Clone)]
 pub struct Owner {
-    pub connection_id: u64,
-    /// The protocol version the owning connection speaks: what it is sent is written so.
-    pub version: ProtocolVersion,
-    /// Notified when another connection takes the session over.
-    pub kick: Arc<Notify>,
+    /// Who is connected, from where, speaking which version: what it is sent is written
+    /// for `info.version`.
+    pub info: Arc<ConnectionInfo>,
+    /// Tells the connection to end.
+    pub kick: Arc<Kick>,
+}
+
+impl Owner {
+    fn connection_id(&self) -> u64 {
+        self.info.connection_id
+    }
+}
+
+/// The signal that ends a connection from outside, with the reason it is given (an MQTT
+/// 5.0 reason code, sent in a DISCONNECT to 5.0 clients).
+#[derive(Debug, Default)]
+pub struct Kick {
+    notify: Notify,
+    reason: AtomicU8,
+}
+
+impl Kick {
+    pub fn kick(&self, reason: u8) {
+        self.reason.store(reason, Ordering::Relaxed);
+        self.notify.notify_one();
+    }
+
+    /// Resolves once kicked; returns the reason.
+    pub async fn kicked(&self) -> u8 {
+        self.notify.notified().await;
+        self.reason.load(Ordering::Relaxed)
+    }
 }
 
 /// Outcome of routing one message to one session.
@@ -172,6 +200,11 @@ impl Session {
         Delivery::Queued
     }
 
+    /// The connection driving the session, if it is online.
+    pub fn connection(&self) -> Option<Arc<ConnectionInfo>> {
+        self.state.lock().owner.as_ref().map(|o| o.info.clone())
+    }
+
     /// Messages dropped because the queue was full, since the session began.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
@@ -207,10 +240,10 @@ impl Session {
     /// with its original packet identifier, in the original order (MQTT-4.4.0-1).
     /// Writes nothing unless `connection_id` owns the session, so a connection being taken
     /// over can never move messages it will not send.
-    pub fn write_resend(&self, connection_id: u64, out: &mut BytesMut) {
+    pub fn write_resend(&self, connection_id: u64, out: &mut BytesMut) -> usize {
         let state = self.state.lock();
         let Some(version) = state.version_for(connection_id) else {
-            return;
+            return 0;
         };
         for entry in &state.in_flight {
             match entry.stage {
@@ -220,6 +253,7 @@ impl Session {
                 }
             }
         }
+        state.in_flight.len()
     }
 
     /// Moves queued messages into `out` while the in-flight window has room. Returns how
@@ -268,7 +302,7 @@ impl Session {
         let version = state
             .owner
             .as_ref()
-            .map_or(ProtocolVersion::V3_1_1, |o| o.version);
+            .map_or(ProtocolVersion::V3_1_1, |o| o.info.version);
         let Some(entry) = state
             .in_flight
             .iter_mut()
@@ -301,15 +335,15 @@ impl Session {
 
 impl State {
     fn is_owned_by(&self, connection_id: u64) -> bool {
-        self.owner.as_ref().map(|o| o.connection_id) == Some(connection_id)
+        self.owner.as_ref().map(Owner::connection_id) == Some(connection_id)
     }
 
     /// The owner's protocol version, if `connection_id` is the owner.
     fn version_for(&self, connection_id: u64) -> Option<ProtocolVersion> {
         self.owner
             .as_ref()
-            .filter(|o| o.connection_id == connection_id)
-            .map(|o| o.version)
+            .filter(|o| o.connection_id() == connection_id)
+            .map(|o| o.info.version)
     }
 
     /// The next packet identifier not in flight. The window is far smaller than 65535, so

@@ -259,6 +259,27 @@ pub enum Packet {
 }
 
 impl Packet {
+    /// The control packet type number (1 = CONNECT … 15 = AUTH).
+    pub fn packet_type(&self) -> u8 {
+        match self {
+            Packet::Connect(_) => 1,
+            Packet::ConnAck(_) => 2,
+            Packet::Publish(_) => 3,
+            Packet::PubAck(_) => 4,
+            Packet::PubRec(_) => 5,
+            Packet::PubRel(_) => 6,
+            Packet::PubComp(_) => 7,
+            Packet::Subscribe(_) => 8,
+            Packet::SubAck(_) => 9,
+            Packet::Unsubscribe(_) => 10,
+            Packet::UnsubAck(_) => 11,
+            Packet::PingReq => 12,
+            Packet::PingResp => 13,
+            Packet::Disconnect(_) => 14,
+            Packet::Auth(_) => 15,
+        }
+    }
+
     /// The packet's name as the spec writes it, for logs and errors.
     pub fn name(&self) -> &'static str {
         match self {

@@ -1,0 +1,84 @@
+//! Broker-wide counters, for the admin API, Prometheus and `$SYS`.
+//!
+//! Plain relaxed atomics: each counter is only ever added to, and readers want a recent
+//! figure, not a consistent snapshot across counters.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Control packet types are 1 to 15; index 0 stays unused.
+const PACKET_TYPES: usize = 16;
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    packets_in: [AtomicU64; PACKET_TYPES],
+    packets_out: [AtomicU64; PACKET_TYPES],
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// PUBLISH packets received from clients (and wills, and API publishes).
+    pub messages_received: AtomicU64,
+    /// PUBLISH packets written to clients.
+    pub messages_sent: AtomicU64,
+    /// Messages that matched no subscription.
+    pub messages_unrouted: AtomicU64,
+    /// Messages dropped because a session's queue was full.
+    pub dropped_queue_full: AtomicU64,
+    /// QoS 0 messages not kept for an offline session.
+    pub dropped_offline_qos0: AtomicU64,
+    pub connections_accepted: AtomicU64,
+    /// Connections closed for breaking the protocol.
+    pub protocol_violations: AtomicU64,
+    pub keep_alive_timeouts: AtomicU64,
+}
+
+/// A name per packet type, for listings; index = packet type.
+pub const PACKET_NAMES: [&str; PACKET_TYPES] = [
+    "reserved",
+    "connect",
+    "connack",
+    "publish",
+    "puback",
+    "pubrec",
+    "pubrel",
+    "pubcomp",
+    "subscribe",
+    "suback",
+    "unsubscribe",
+    "unsuback",
+    "pingreq",
+    "pingresp",
+    "disconnect",
+    "auth",
+];
+
+impl Metrics {
+    pub fn packet_in(&self, packet_type: u8) {
+        self.packets_in[usize::from(packet_type) % PACKET_TYPES].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn packet_out(&self, packet_type: u8) {
+        self.packets_out[usize::from(packet_type) % PACKET_TYPES].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add(counter: &AtomicU64, n: u64) {
+        if n > 0 {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    /// (name, received, sent) per packet type.
+    pub fn packets(&self) -> Vec<(&'static str, u64, u64)> {
+        (1..PACKET_TYPES)
+            .map(|i| {
+                (
+                    PACKET_NAMES[i],
+                    self.packets_in[i].load(Ordering::Relaxed),
+                    self.packets_out[i].load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+}
