@@ -430,3 +430,50 @@ async fn rumqttc_qos2_redelivery_after_reconnect() {
     sub.expect_no_publish(QUIET).await;
     sub.disconnect().await;
 }
+
+/// MQTT-3.3.4-1: the sender's QoS flow completes whether or not anyone is subscribed (PUBACK,
+/// PUBREC/PUBCOMP with the packet ids used).
+#[test]
+fn publishes_are_acknowledged_without_subscribers() {
+    let b = Bridge::start();
+    let mut c = RawClient::connect_clean(b.tcp_port(), "lonely");
+    c.publish("nobody/listens", b"1", 1, false, 11);
+    c.publish("nobody/listens", b"2", 2, false, 12);
+    c.publish("nobody/listens", b"3", 2, true, 13);
+    c.ping();
+}
+
+/// Fan-out: 20 subscribers on one filter each receive all 20 QoS 1 messages of a publisher,
+/// each exactly once and in order (MQTT-4.6.0-6 per subscriber).
+#[tokio::test]
+async fn fan_out_to_many_subscribers() {
+    let b = Bridge::start();
+    const SUBS: usize = 20;
+    const MSGS: usize = 20;
+    let mut subs = Vec::new();
+    for i in 0..SUBS {
+        let mut s = Mq::connect(rumq::options(b.tcp_port(), &unique(&format!("fan{i}")))).await;
+        assert_eq!(s.subscribe("fan/#", 1).await, Some(1));
+        subs.push(s);
+    }
+    let publ = Mq::connect(rumq::options(b.tcp_port(), &unique("fanpub"))).await;
+    for i in 0..MSGS {
+        publ.client
+            .publish("fan/x", rumq::qos(1), false, i.to_string())
+            .await
+            .expect("queue publish");
+    }
+    for (n, s) in subs.iter_mut().enumerate() {
+        let mut got = Vec::new();
+        for _ in 0..MSGS {
+            let p = s.expect_publish().await;
+            got.push(
+                String::from_utf8_lossy(&p.payload)
+                    .parse::<usize>()
+                    .unwrap(),
+            );
+        }
+        assert_eq!(got, (0..MSGS).collect::<Vec<_>>(), "subscriber {n}");
+        s.expect_no_publish(Duration::from_millis(300)).await;
+    }
+}

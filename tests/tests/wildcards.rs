@@ -252,3 +252,47 @@ async fn rumqttc_unsubscribe_stops_delivery() {
     sub.expect_no_publish(QUIET).await;
     sub.disconnect().await;
 }
+
+/// MQTT-3.3.5-1: when a client's subscriptions overlap, the message is delivered respecting the
+/// maximum QoS of the matching subscriptions (once at that QoS, or once per subscription).
+#[test]
+fn overlapping_subscriptions_deliver_at_the_highest_granted_qos() {
+    let b = Bridge::start();
+    let port = b.tcp_port();
+    let mut sub = RawClient::connect_clean(port, "overlap");
+    assert_eq!(
+        sub.subscribe(1, &[("ov/#", 0), ("ov/t", 2), ("ov/+", 1)]),
+        vec![0, 2, 1]
+    );
+    RawClient::connect_clean(port, "ov-pub").publish("ov/t", b"o", 2, false, 1);
+    let got = sub.receive_until(|g| !g.is_empty(), QUIET);
+    assert!(
+        (1..=3).contains(&got.len()),
+        "one delivery, or one per matching subscription: {got:?}"
+    );
+    let qos: Vec<u8> = got
+        .iter()
+        .map(|p| match p {
+            Packet::Publish { qos, .. } => *qos,
+            _ => unreachable!(),
+        })
+        .collect();
+    assert!(
+        qos.contains(&2),
+        "a delivery at QoS 2 (the maximum): {qos:?}"
+    );
+}
+
+/// 1.5.3, 4.7.3: topic names are UTF-8 strings compared as such; multi-byte characters in
+/// levels route like any other, and wildcards span whole (multi-byte) levels.
+#[test]
+fn non_ascii_topics_route_and_match() {
+    let b = Bridge::start();
+    check_filter(
+        b.tcp_port(),
+        "温度/+/°C",
+        &["温度/室内/°C", "温度/ü/°C"],
+        &["温度/室内/°F", "温度/°C", "温/室内/°C"],
+    );
+    check_filter(b.tcp_port(), "ключ/#", &["ключ", "ключ/😀"], &["клю"]);
+}
