@@ -36,53 +36,66 @@ pub fn py_script(name: &str) -> PathBuf {
 /// The bridge binary: `$BRIDGE_BIN` if set, else `<target>/debug/bridge`, built (once per test
 /// process) with `cargo build -p bridge` if it is missing or older than its sources.
 pub fn bridge_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("BRIDGE_BIN") {
-            let bin = PathBuf::from(bin);
-            assert!(bin.exists(), "BRIDGE_BIN={} does not exist", bin.display());
-            return bin;
+    // The outcome, failure included, is kept: a broken build is reported by every test
+    // without being retried by each of them.
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match BIN.get_or_init(find_or_build_bridge) {
+        Ok(bin) => bin,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn find_or_build_bridge() -> Result<PathBuf, String> {
+    if let Some(bin) = std::env::var_os("BRIDGE_BIN") {
+        let bin = PathBuf::from(bin);
+        if !bin.exists() {
+            return Err(format!("BRIDGE_BIN={} does not exist", bin.display()));
         }
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .map(|t| {
-                if t.is_absolute() {
-                    t
-                } else {
-                    workspace_dir().join(t)
-                }
-            })
-            .unwrap_or_else(|| workspace_dir().join("target"));
-        let bin = target
-            .join("debug")
-            .join(format!("bridge{}", std::env::consts::EXE_SUFFIX));
-        let reason = if !bin.exists() {
-            Some("is missing")
-        } else if is_stale(&bin) {
-            Some("is older than the bridge/ or protocol/ sources")
-        } else {
-            None
-        };
-        if let Some(reason) = reason {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            eprintln!(
-                "{} {reason}: running `cargo build -p bridge`",
-                bin.display()
-            );
-            let status = Command::new(cargo)
-                .args(["build", "-p", "bridge"])
-                .current_dir(workspace_dir())
-                .status()
-                .expect("run cargo build -p bridge");
-            assert!(status.success(), "cargo build -p bridge failed: {status}");
-            assert!(
-                bin.exists(),
-                "cargo build -p bridge did not produce {}",
-                bin.display()
-            );
-        }
-        bin
-    })
+        return Ok(bin);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|t| {
+            if t.is_absolute() {
+                t
+            } else {
+                workspace_dir().join(t)
+            }
+        })
+        .unwrap_or_else(|| workspace_dir().join("target"));
+    let bin = target
+        .join("debug")
+        .join(format!("bridge{}", std::env::consts::EXE_SUFFIX));
+    let reason = if !bin.exists() {
+        "is missing"
+    } else if is_stale(&bin) {
+        "is older than the bridge/ or protocol/ sources"
+    } else {
+        return Ok(bin);
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!(
+        "{} {reason}: running `cargo build -p bridge`",
+        bin.display()
+    );
+    let status = Command::new(cargo)
+        .args(["build", "-p", "bridge"])
+        .current_dir(workspace_dir())
+        .status()
+        .map_err(|e| format!("cannot run cargo build -p bridge: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "{} {reason}, and `cargo build -p bridge` failed ({status}): see its output above",
+            bin.display()
+        ));
+    }
+    if !bin.exists() {
+        return Err(format!(
+            "cargo build -p bridge did not produce {}",
+            bin.display()
+        ));
+    }
+    Ok(bin)
 }
 
 /// Whether any source of the bridge (or the protocol crate it uses) changed after `bin` was
