@@ -5,6 +5,9 @@
 //! and the key, because a silently ignored typo in a broker config is worse than a refusal.
 //!
 //! ```toml
+//! data_dir = "data"         # top-level keys come before the first [section]
+//! sys_interval = 10         # seconds between $SYS updates; 0 turns them off
+//!
 //! [listeners]
 //! tcp = "0.0.0.0:1883"      # or "off"
 //! ws = "0.0.0.0:8083"       # or "off"
@@ -22,6 +25,12 @@
 //!
 //! [log]
 //! level = "info"
+//!
+//! [dashboard]
+//! username = "admin"
+//! password = "public"       # initial password only; changed ones live in data_dir
+//! token_ttl = 43200         # seconds an admin API token lives unused
+//! prometheus_public = false # true: GET /metrics needs no token
 //! ```
 
 use std::fmt;
@@ -56,9 +65,10 @@ pub const MAX_PACKET_SIZE: u32 = 268_435_460;
         2 for a bad command line or configuration file."
 )]
 pub struct Cli {
-    /// TOML configuration file (keys: [listeners] tcp, ws, ws_path, http; [limits]
-    /// max_packet_size, max_inflight, max_queued_messages, queue_qos0_messages; [web] root;
-    /// [log] level).
+    /// TOML configuration file (keys: data_dir, sys_interval; [listeners] tcp, ws, ws_path,
+    /// http; [limits] max_packet_size, max_inflight, max_queued_messages,
+    /// queue_qos0_messages; [web] root; [log] level; [dashboard] username, password,
+    /// token_ttl, prometheus_public).
     #[arg(long, short = 'c', value_name = "FILE", env = "BRIDGE_CONFIG")]
     pub config: Option<PathBuf>,
 
@@ -94,6 +104,15 @@ pub struct Cli {
     /// "info,bridge=debug" [default: info]; RUST_LOG, if set, wins
     #[arg(long, value_name = "LEVEL", value_parser = parse_log_filter)]
     pub log: Option<String>,
+
+    /// Directory for state that survives restarts (the dashboard password); created when
+    /// first written [default: data]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Seconds between $SYS topic updates, 0 for none [default: 10]
+    #[arg(long, value_name = "SECONDS")]
+    pub sys_interval: Option<u64>,
 }
 
 /// Where a listener binds, or that it is disabled.
@@ -150,9 +169,16 @@ impl TryFrom<String> for Listen {
 }
 
 /// The whole configuration; see the module docs for the file format.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// Directory for state that survives restarts (the dashboard password file); default
+    /// `data`. Created when first written. A relative path is taken from the current
+    /// directory.
+    pub data_dir: PathBuf,
+    /// Seconds between updates of the `$SYS/broker/...` topics; 0 turns them off.
+    /// Default 10.
+    pub sys_interval: u64,
     /// `[listeners]`: which sockets the broker binds.
     pub listeners: Listeners,
     /// `[limits]`: per-client limits of the broker core.
@@ -161,6 +187,60 @@ pub struct Config {
     pub web: Web,
     /// `[log]`: logging.
     pub log: Log,
+    /// `[dashboard]`: the admin API's account and options.
+    pub dashboard: Dashboard,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("data"),
+            sys_interval: 10,
+            listeners: Listeners::default(),
+            limits: Limits::default(),
+            web: Web::default(),
+            log: Log::default(),
+            dashboard: Dashboard::default(),
+        }
+    }
+}
+
+/// `[dashboard]` section: who may use the admin API (`/api/v1`) and Prometheus scraping.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dashboard {
+    /// The admin account's name; default `admin`.
+    pub username: String,
+    /// The admin account's initial password; default `public`. Once changed through the
+    /// API, the new one (hashed) is kept in `data_dir` and this one no longer works.
+    pub password: String,
+    /// Seconds an API token stays valid without being used (1..); default 43200 (12 h).
+    pub token_ttl: u64,
+    /// Whether `GET /metrics` (Prometheus) is served without a token; default false.
+    pub prometheus_public: bool,
+}
+
+impl Default for Dashboard {
+    fn default() -> Self {
+        Dashboard {
+            username: "admin".to_owned(),
+            password: "public".to_owned(),
+            token_ttl: 12 * 60 * 60,
+            prometheus_public: false,
+        }
+    }
+}
+
+// Hand-written so that the password never ends up in a log line.
+impl fmt::Debug for Dashboard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dashboard")
+            .field("username", &self.username)
+            .field("password", &"<hidden>")
+            .field("token_ttl", &self.token_ttl)
+            .field("prometheus_public", &self.prometheus_public)
+            .finish()
+    }
 }
 
 /// `[listeners]` section.
@@ -306,6 +386,7 @@ impl Config {
         };
         config.apply(cli);
         config.web.root = absolute(&config.web.root);
+        config.data_dir = absolute(&config.data_dir);
         Ok(config)
     }
 
@@ -361,6 +442,24 @@ impl Config {
         }
         parse_ws_path(&self.listeners.ws_path).map_err(|m| invalid("listeners.ws_path", m))?;
         parse_log_filter(&self.log.level).map_err(|m| invalid("log.level", m))?;
+        if self.dashboard.username.is_empty() {
+            return Err(invalid(
+                "dashboard.username",
+                "must not be empty".to_owned(),
+            ));
+        }
+        if self.dashboard.password.is_empty() {
+            return Err(invalid(
+                "dashboard.password",
+                "must not be empty".to_owned(),
+            ));
+        }
+        if self.dashboard.token_ttl == 0 {
+            return Err(invalid(
+                "dashboard.token_ttl",
+                "0 is out of range 1..".to_owned(),
+            ));
+        }
         Ok(())
     }
 
@@ -387,6 +486,12 @@ impl Config {
         if let Some(level) = &cli.log {
             self.log.level = level.clone();
         }
+        if let Some(dir) = &cli.data_dir {
+            self.data_dir = dir.clone();
+        }
+        if let Some(interval) = cli.sys_interval {
+            self.sys_interval = interval;
+        }
     }
 
     /// The broker core's share of the configuration.
@@ -396,6 +501,7 @@ impl Config {
             max_inflight: usize::from(self.limits.max_inflight),
             max_queued_messages: self.limits.max_queued_messages,
             queue_qos0_messages: self.limits.queue_qos0_messages,
+            ..BrokerSettings::default()
         }
     }
 }
@@ -464,6 +570,12 @@ mod tests {
         assert_eq!(config.listeners.ws_path, "/mqtt");
         assert_eq!(config.web.root, PathBuf::from("www/dist"));
         assert_eq!(config.log.level, "info");
+        assert_eq!(config.data_dir, PathBuf::from("data"));
+        assert_eq!(config.sys_interval, 10);
+        assert_eq!(config.dashboard.username, "admin");
+        assert_eq!(config.dashboard.password, "public");
+        assert_eq!(config.dashboard.token_ttl, 43200);
+        assert!(!config.dashboard.prometheus_public);
         let settings = config.broker_settings();
         let core = BrokerSettings::default();
         assert_eq!(settings.max_packet_size, core.max_packet_size);
@@ -476,6 +588,8 @@ mod tests {
     fn full_file_is_read() {
         let config = parse(
             r#"
+            data_dir = "/var/lib/bridge"
+            sys_interval = 0
             [listeners]
             tcp = "127.0.0.1:1884"
             ws = "off"
@@ -490,6 +604,11 @@ mod tests {
             root = "/srv/www"
             [log]
             level = "warn,bridge=debug"
+            [dashboard]
+            username = "root"
+            password = "s3cret-pass"
+            token_ttl = 60
+            prometheus_public = true
             "#,
         )
         .unwrap();
@@ -510,6 +629,14 @@ mod tests {
         assert!(settings.queue_qos0_messages);
         assert_eq!(config.web.root, PathBuf::from("/srv/www"));
         assert_eq!(config.log.level, "warn,bridge=debug");
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/bridge"));
+        assert_eq!(config.sys_interval, 0);
+        assert_eq!(config.dashboard.username, "root");
+        assert_eq!(config.dashboard.password, "s3cret-pass");
+        assert_eq!(config.dashboard.token_ttl, 60);
+        assert!(config.dashboard.prometheus_public);
+        // The password stays out of debug output (and so out of logs).
+        assert!(!format!("{config:?}").contains("s3cret-pass"));
     }
 
     #[test]
@@ -553,6 +680,12 @@ mod tests {
         assert!(line.contains("key listeners.ws_path"), "{line}");
         let line = error("[log]\nlevel = \"info,=[\"\n");
         assert!(line.contains("key log.level"), "{line}");
+        let line = error("[dashboard]\npassword = \"\"\n");
+        assert!(line.contains("key dashboard.password"), "{line}");
+        let line = error("[dashboard]\ntoken_ttl = 0\n");
+        assert!(line.contains("key dashboard.token_ttl"), "{line}");
+        let line = error("sys_interval = -1\n");
+        assert!(line.contains("key sys_interval"), "{line}");
         assert!(parse("[limits]\nmax_packet_size = 268435460\n").is_ok());
         assert!(parse("[limits]\nmax_packet_size = 2\n").is_ok());
     }
@@ -594,6 +727,10 @@ mod tests {
             "relative/dir",
             "--log",
             "debug",
+            "--data-dir",
+            "state",
+            "--sys-interval",
+            "1",
         ])
         .unwrap();
         let config = Config::load(&cli).unwrap();
@@ -606,6 +743,9 @@ mod tests {
         assert_eq!(config.log.level, "debug");
         assert!(config.web.root.is_absolute());
         assert!(config.web.root.ends_with("relative/dir"));
+        assert!(config.data_dir.is_absolute());
+        assert!(config.data_dir.ends_with("state"));
+        assert_eq!(config.sys_interval, 1);
     }
 
     #[test]

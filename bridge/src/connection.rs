@@ -3,28 +3,36 @@
 //!
 //! A connection is one task. It owns two buffers (bytes read and not yet decoded, bytes
 //! to write) and waits on whichever comes first: bytes from the client, room to write,
-//! mail in its session, a takeover, or the keep-alive deadline. Every packet produced in
-//! one turn of the loop goes out in one write, so acknowledgements and deliveries are
-//! coalesced instead of costing a syscall each.
+//! mail in its session, a kick (takeover, admin, shutdown), or the keep-alive deadline.
+//! Every packet produced in one turn of the loop goes out in one write, so
+//! acknowledgements and deliveries are coalesced instead of costing a syscall each.
+//!
+//! MQTT 3.1, 3.1.1 and 5.0 share this code; 5.0 adds properties, reason codes on every
+//! acknowledgement, topic aliases, flow control (receive maximum), and a DISCONNECT with
+//! a reason whenever the server closes the connection.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
-use protocol::topic::{validate_topic_filter, validate_topic_name};
+use protocol::topic::{parse_shared, validate_topic_filter, validate_topic_name};
 use protocol::{
-    encode, reason, Ack, ConnAck, Connect, DecodeError, Decoder, Packet, Properties,
-    ProtocolVersion, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
+    encode, reason, Ack, ConnAck, Connect, DecodeError, Decoder, Disconnect, Packet, Properties,
+    ProtocolVersion, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{debug, info, Instrument};
 
-use crate::broker::{Broker, ConnectionInfo, Kick, Message, Metrics, Owner, Session};
+use crate::broker::{
+    Broker, ConnectionInfo, Kick, Message, Metrics, Owner, Session, TopicAliases, Written,
+    NEVER_EXPIRES,
+};
 
-/// How the client reached us; shown in logs and (later) the admin API.
+/// How the client reached us; shown in logs and the admin API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
     Tcp,
@@ -48,26 +56,57 @@ const NO_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
 /// MQTT 3.1 limits client identifiers to 23 characters.
 const MQTT31_MAX_CLIENT_ID: usize = 23;
 
-/// Why a connection ended. Every end but [`End::Disconnected`] publishes the will.
+/// Why a connection ended. Every end but a normal DISCONNECT publishes the will.
 #[derive(Debug, thiserror::Error)]
 enum End {
+    /// The client sent DISCONNECT; `with_will` for 5.0 reason 0x04.
     #[error("client sent DISCONNECT")]
-    /// The client sent DISCONNECT.
-    Disconnected,
+    Disconnected { with_will: bool },
     /// The socket closed or failed without a DISCONNECT.
     #[error("connection lost: {0}")]
     Lost(String),
     /// Nothing arrived within 1.5 times the keep-alive (MQTT-3.1.2-24).
     #[error("keep-alive timeout")]
     KeepAliveTimeout,
-    /// Ended from outside: another connection with the same client identifier took the
-    /// session (MQTT-3.1.4-2), or an administrator kicked the client. The reason is an
-    /// MQTT 5.0 reason code.
+    /// Ended from outside: another connection took the session (MQTT-3.1.4-2), an
+    /// administrator kicked the client, or the server is shutting down.
     #[error("ended by the broker: {}", reason::describe(*.0))]
     Kicked(u8),
-    /// The client broke the protocol; the spec says close the connection.
-    #[error("protocol violation: {0}")]
-    Violation(String),
+    /// The client broke the protocol; the spec says close the connection (5.0: with a
+    /// DISCONNECT carrying `code`).
+    #[error("protocol violation: {message}")]
+    Violation { code: u8, message: String },
+}
+
+impl End {
+    fn violation(code: u8, message: impl Into<String>) -> End {
+        End::Violation {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The reason code of the DISCONNECT a 5.0 client is sent, if any.
+    fn disconnect_reason(&self) -> Option<u8> {
+        match self {
+            End::Disconnected { .. } | End::Lost(_) => None,
+            End::KeepAliveTimeout => Some(reason::KEEP_ALIVE_TIMEOUT),
+            End::Kicked(code) | End::Violation { code, .. } => Some(*code),
+        }
+    }
+}
+
+impl From<DecodeError> for End {
+    fn from(e: DecodeError) -> End {
+        let code = match e {
+            DecodeError::PacketTooLarge { .. } => reason::PACKET_TOO_LARGE,
+            DecodeError::InvalidFlags { .. } | DecodeError::ReservedPacketType(_) => {
+                reason::MALFORMED_PACKET
+            }
+            _ => reason::MALFORMED_PACKET,
+        };
+        End::violation(code, e.to_string())
+    }
 }
 
 /// Serves one client until it disconnects or breaks the protocol. Never panics on input.
@@ -90,6 +129,10 @@ where
             id,
             peer,
             transport,
+            client_id: Arc::from(""),
+            inbound_aliases: HashMap::new(),
+            outbound_aliases: TopicAliases::new(0),
+            session_expiry: 0,
         };
         Metrics::add(&conn.broker.metrics.connections_accepted, 1);
         match conn.handshake().await {
@@ -114,6 +157,13 @@ struct Connection<S> {
     id: u64,
     peer: SocketAddr,
     transport: Transport,
+    client_id: Arc<str>,
+    /// Topic aliases the client defined (5.0): alias → topic.
+    inbound_aliases: HashMap<u16, String>,
+    /// Topic aliases we give the client.
+    outbound_aliases: TopicAliases,
+    /// The session expiry interval the client asked for in CONNECT.
+    session_expiry: u32,
 }
 
 /// A session this connection owns, with the signal that it lost it.
@@ -123,6 +173,10 @@ struct Opened {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    fn is_v5(&self) -> bool {
+        self.version == ProtocolVersion::V5
+    }
+
     /// Reads the CONNECT and answers it. `Ok(None)`: refused with a CONNACK already sent.
     async fn handshake(&mut self) -> Result<Option<(Connect, Opened)>, String> {
         let first = match timeout(CONNECT_TIMEOUT, self.read_packet()).await {
@@ -135,27 +189,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Ok(Err(e)) => return Err(e.to_string()),
             Ok(Ok(packet)) => packet,
         };
-        let Packet::Connect(mut connect) = first else {
+        let Packet::Connect(connect) = first else {
             return Err(format!(
                 "first packet is {}, not CONNECT (MQTT-3.1.0-1)",
                 first.name()
             ));
         };
+        let mut connect = *connect;
         self.version = connect.version;
-        if connect.version == ProtocolVersion::V5 {
-            info!("MQTT 5.0 is not enabled: CONNACK 0x84");
-            self.refuse(reason::UNSUPPORTED_PROTOCOL_VERSION).await;
+
+        if self.is_v5() && connect.properties.authentication_method.is_some() {
+            // No enhanced authentication method is configured (MQTT-4.12.0-1).
+            info!("unsupported authentication method: CONNACK 0x8C");
+            self.refuse(reason::BAD_AUTHENTICATION_METHOD).await;
             return Ok(None);
         }
-
+        let mut assigned_id = None;
         if connect.client_id.is_empty() {
-            if !connect.clean_session {
+            if !connect.clean_session && !self.is_v5() {
                 // MQTT-3.1.3-8: no identifier and a persistent session cannot be resumed.
                 info!("empty client id without clean session: CONNACK 0x02");
                 self.refuse(reason::CLIENT_IDENTIFIER_NOT_VALID).await;
                 return Ok(None);
             }
             connect.client_id = self.broker.generate_client_id(self.id);
+            assigned_id = Some(connect.client_id.clone());
         } else if connect.version == ProtocolVersion::V3_1
             && connect.client_id.chars().count() > MQTT31_MAX_CLIENT_ID
         {
@@ -164,24 +222,52 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             return Ok(None);
         }
         if let Some(will) = &connect.will {
-            validate_topic_name(&will.topic).map_err(|e| format!("invalid will topic: {e}"))?;
+            let valid = validate_topic_name(&will.topic).map_err(|e| e.to_string());
+            let response_ok = will
+                .properties
+                .response_topic
+                .as_deref()
+                .is_none_or(|t| validate_topic_name(t).is_ok());
+            if let Err(e) = valid.and_then(|()| {
+                response_ok
+                    .then_some(())
+                    .ok_or_else(|| "invalid will response topic".to_owned())
+            }) {
+                if self.is_v5() {
+                    self.refuse(reason::TOPIC_NAME_INVALID).await;
+                    return Ok(None);
+                }
+                return Err(format!("invalid will topic: {e}"));
+            }
         }
 
+        let props = &connect.properties;
+        self.session_expiry = match connect.version {
+            ProtocolVersion::V5 => props.session_expiry_interval.unwrap_or(0),
+            _ if connect.clean_session => 0,
+            _ => NEVER_EXPIRES,
+        };
+        self.outbound_aliases = TopicAliases::new(props.topic_alias_maximum.unwrap_or(0));
+        self.client_id = Arc::from(connect.client_id.as_str());
         let kick = Arc::new(Kick::default());
         let info = Arc::new(ConnectionInfo {
             connection_id: self.id,
-            client_id: Arc::from(connect.client_id.as_str()),
+            client_id: self.client_id.clone(),
             username: connect.username.clone(),
             peer: self.peer,
             transport: self.transport,
             version: connect.version,
             keep_alive: connect.keep_alive,
             clean_start: connect.clean_session,
-            connected_at: std::time::SystemTime::now(),
+            connected_at: SystemTime::now(),
+            receive_maximum: props.receive_maximum.unwrap_or(u16::MAX),
+            max_packet_size: props.maximum_packet_size.unwrap_or(u32::MAX),
+            topic_alias_maximum: props.topic_alias_maximum.unwrap_or(0),
         });
         let opened = self.broker.open_session(
             &connect.client_id,
             connect.clean_session,
+            self.session_expiry,
             Owner {
                 info,
                 kick: kick.clone(),
@@ -195,12 +281,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             session_present = opened.session_present,
             "connected"
         );
-        self.queue(&Packet::ConnAck(ConnAck::new(
-            reason::SUCCESS,
-            opened.session_present,
-        )));
+        let mut connack = ConnAck::new(reason::SUCCESS, opened.session_present);
+        if self.is_v5() {
+            let settings = &self.broker.settings;
+            connack.properties = Properties {
+                receive_maximum: Some(settings.receive_maximum),
+                maximum_packet_size: u32::try_from(settings.max_packet_size).ok(),
+                topic_alias_maximum: Some(settings.topic_alias_maximum),
+                retain_available: Some(1),
+                wildcard_subscription_available: Some(1),
+                subscription_identifier_available: Some(1),
+                shared_subscription_available: Some(1),
+                assigned_client_identifier: assigned_id,
+                ..Properties::default()
+            };
+        }
+        self.queue(&Packet::ConnAck(connack));
         Ok(Some((
-            *connect,
+            connect,
             Opened {
                 session: opened.session,
                 kick,
@@ -214,41 +312,69 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let _ = self.write_all().await;
     }
 
-    /// Serves a connected client until the connection ends, then publishes the will if
-    /// the end was not a DISCONNECT and releases the session.
+    /// Serves a connected client until the connection ends, then tells a 5.0 client why
+    /// (if the server ended it), hands the session back with the will if the end was not
+    /// a normal DISCONNECT.
     async fn run(&mut self, connect: Connect, opened: Opened) {
         let Opened { session, kick } = opened;
-        let resent = session.write_resend(self.id, &mut self.wbuf);
-        self.count_publishes_out(resent);
+        let mut aliases = std::mem::take(&mut self.outbound_aliases);
+        let resent = session.write_resend(self.id, &mut self.wbuf, &mut aliases);
+        self.outbound_aliases = aliases;
+        self.count_publishes_out(Written {
+            sent: resent,
+            ..Written::default()
+        });
         let end = self.serve_session(&connect, &session, &kick).await;
         match &end {
-            End::Disconnected | End::Kicked(_) | End::Lost(_) => debug!("connection ended: {end}"),
+            End::Disconnected { .. } | End::Kicked(_) | End::Lost(_) => {
+                debug!("connection ended: {end}")
+            }
             End::KeepAliveTimeout => {
                 Metrics::add(&self.broker.metrics.keep_alive_timeouts, 1);
                 info!("closing connection: {end}");
             }
-            End::Violation(_) => {
+            End::Violation { .. } => {
                 Metrics::add(&self.broker.metrics.protocol_violations, 1);
                 info!("closing connection: {end}");
             }
         }
-        if !matches!(end, End::Disconnected) {
-            if let Some(will) = connect.will {
-                debug!(topic = %will.topic, "publishing will");
-                self.broker.publish(Message {
-                    topic: will.topic,
-                    payload: will.payload,
-                    qos: will.qos,
-                    retain: will.retain,
-                });
+        let publish_will = !matches!(end, End::Disconnected { with_will: false });
+        let will = connect
+            .will
+            .filter(|_| publish_will)
+            .map(|will| self.will_message(will));
+        self.broker.close_session(&session, self.id, will);
+
+        if let (true, Some(code)) = (self.is_v5(), end.disconnect_reason()) {
+            let mut disconnect = Disconnect::new(code);
+            if let End::Violation { message, .. } = &end {
+                disconnect.properties.reason_string = Some(message.clone());
             }
+            self.queue(&Packet::Disconnect(disconnect));
         }
-        self.broker.close_session(&session, self.id);
         if !matches!(end, End::Lost(_)) {
             // Best effort: let the client see everything we answered before closing.
             let _ = timeout(Duration::from_secs(1), self.write_all()).await;
             let _ = self.writer.shutdown().await;
         }
+    }
+
+    /// The will as a message, with its delay in seconds.
+    fn will_message(&self, will: Will) -> (Message, u32) {
+        let delay = will.properties.will_delay_interval.unwrap_or(0);
+        let expires_at = will.properties.message_expiry_interval.map(|secs| {
+            std::time::Instant::now() + Duration::from_secs(u64::from(secs) + u64::from(delay))
+        });
+        let message = Message {
+            topic: will.topic,
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain,
+            properties: forwardable(will.properties),
+            expires_at,
+            origin: Some(self.client_id.clone()),
+        };
+        (message, delay)
     }
 
     async fn serve_session(
@@ -267,8 +393,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
         loop {
             if self.wbuf.len() < WRITE_HIGH_WATER {
-                let sent = session.write_queued(self.id, &mut self.wbuf, WRITE_HIGH_WATER);
-                self.count_publishes_out(sent);
+                let mut aliases = std::mem::take(&mut self.outbound_aliases);
+                let written =
+                    session.write_queued(self.id, &mut self.wbuf, WRITE_HIGH_WATER, &mut aliases);
+                self.outbound_aliases = aliases;
+                self.count_publishes_out(written);
             }
             unflushed |= !self.wbuf.is_empty();
             if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK {
@@ -276,9 +405,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 self.rbuf.reserve(missing.clamp(READ_CHUNK, BUFFER_KEEP));
             }
             let reading = self.wbuf.len() < WRITE_READ_LIMIT;
+            let mail_room = self.wbuf.len() < WRITE_HIGH_WATER;
             // Counted when the write completes; a failed write ends the connection anyway.
             let pending_out = self.wbuf.len();
-            let mail_room = self.wbuf.len() < WRITE_HIGH_WATER;
 
             tokio::select! {
                 biased;
@@ -323,7 +452,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     }
                 }
                 Ok(None) => break,
-                Err(e) => return Some(End::Violation(e.to_string())),
+                Err(e) => return Some(e.into()),
             }
         }
         if self.rbuf.is_empty() && self.rbuf.capacity() > BUFFER_KEEP {
@@ -339,15 +468,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 session.on_puback(ack.pkid);
             }
             Packet::PubRec(ack) => {
-                if session.on_pubrec(ack.pkid, &mut self.wbuf) {
+                let failed = ack.reason >= reason::UNSPECIFIED_ERROR;
+                let before = self.wbuf.len();
+                session.on_pubrec(ack.pkid, failed, &mut self.wbuf);
+                if self.wbuf.len() > before {
                     self.broker.metrics.packet_out(6);
                 }
             }
             Packet::PubRel(ack) => {
                 // Answered even for an unknown identifier: the client may be retrying after
-                // losing our PUBCOMP.
-                session.complete_incoming_qos2(ack.pkid);
-                self.queue(&Packet::PubComp(Ack::new(ack.pkid)));
+                // losing our PUBCOMP; 5.0 says so with "packet identifier not found".
+                let known = session.complete_incoming_qos2(ack.pkid);
+                let code = if known || !self.is_v5() {
+                    reason::SUCCESS
+                } else {
+                    reason::PACKET_IDENTIFIER_NOT_FOUND
+                };
+                self.queue(&Packet::PubComp(Ack::with_reason(ack.pkid, code)));
             }
             Packet::PubComp(ack) => {
                 session.on_pubcomp(ack.pkid);
@@ -355,30 +492,103 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Packet::Subscribe(subscribe) => return self.on_subscribe(subscribe, session),
             Packet::Unsubscribe(unsubscribe) => return self.on_unsubscribe(unsubscribe, session),
             Packet::PingReq => self.queue(&Packet::PingResp),
-            Packet::Disconnect(_) => return Some(End::Disconnected),
+            Packet::Disconnect(disconnect) => return self.on_disconnect(disconnect, session),
             Packet::Connect(_) => {
-                return Some(End::Violation("second CONNECT (MQTT-3.1.0-2)".into()));
+                return Some(End::violation(
+                    reason::PROTOCOL_ERROR,
+                    "second CONNECT (MQTT-3.1.0-2)",
+                ));
+            }
+            Packet::Auth(_) => {
+                return Some(End::violation(
+                    reason::PROTOCOL_ERROR,
+                    "AUTH without an authentication method (MQTT-4.12.0-1)",
+                ));
             }
             other @ (Packet::ConnAck(_)
             | Packet::SubAck(_)
             | Packet::UnsubAck(_)
-            | Packet::PingResp
-            | Packet::Auth(_)) => {
-                return Some(End::Violation(format!(
-                    "{} is a server-to-client packet",
-                    other.name()
-                )));
+            | Packet::PingResp) => {
+                return Some(End::violation(
+                    reason::PROTOCOL_ERROR,
+                    format!("{} is a server-to-client packet", other.name()),
+                ));
             }
         }
         None
     }
 
-    fn on_publish(&mut self, publish: Publish, session: &Arc<Session>) -> Option<End> {
+    fn on_disconnect(&mut self, disconnect: Disconnect, session: &Arc<Session>) -> Option<End> {
+        if let Some(expiry) = disconnect.properties.session_expiry_interval {
+            if self.session_expiry == 0 && expiry != 0 {
+                return Some(End::violation(
+                    reason::PROTOCOL_ERROR,
+                    "session expiry set on DISCONNECT after 0 on CONNECT (MQTT-3.14.2-2)",
+                ));
+            }
+            session.set_expiry(expiry);
+        }
+        Some(End::Disconnected {
+            with_will: disconnect.reason == reason::DISCONNECT_WITH_WILL,
+        })
+    }
+
+    /// Resolves a 5.0 topic alias: a PUBLISH with topic and alias defines it, one with
+    /// only the alias uses it (MQTT 5.0 §3.3.2.3.4).
+    fn resolve_topic(&mut self, publish: &mut Publish) -> Result<(), End> {
+        let Some(alias) = publish.properties.topic_alias.take() else {
+            return Ok(());
+        };
+        if alias == 0 || alias > self.broker.settings.topic_alias_maximum {
+            return Err(End::violation(
+                reason::TOPIC_ALIAS_INVALID,
+                format!(
+                    "topic alias {alias} outside 1..={}",
+                    self.broker.settings.topic_alias_maximum
+                ),
+            ));
+        }
+        if publish.topic.is_empty() {
+            match self.inbound_aliases.get(&alias) {
+                Some(topic) => publish.topic = topic.clone(),
+                None => {
+                    return Err(End::violation(
+                        reason::PROTOCOL_ERROR,
+                        format!("topic alias {alias} used before it was defined"),
+                    ))
+                }
+            }
+        } else {
+            self.inbound_aliases.insert(alias, publish.topic.clone());
+        }
+        Ok(())
+    }
+
+    fn on_publish(&mut self, mut publish: Publish, session: &Arc<Session>) -> Option<End> {
+        if self.is_v5() {
+            if let Err(end) = self.resolve_topic(&mut publish) {
+                return Some(end);
+            }
+            if !publish.properties.subscription_identifiers.is_empty() {
+                return Some(End::violation(
+                    reason::PROTOCOL_ERROR,
+                    "PUBLISH from a client with a subscription identifier (MQTT-3.3.4-6)",
+                ));
+            }
+            if let Some(topic) = &publish.properties.response_topic {
+                if validate_topic_name(topic).is_err() {
+                    return Some(End::violation(
+                        reason::PROTOCOL_ERROR,
+                        format!("invalid response topic {topic:?} (MQTT-3.3.2-14)"),
+                    ));
+                }
+            }
+        }
         if let Err(e) = validate_topic_name(&publish.topic) {
-            return Some(End::Violation(format!(
-                "PUBLISH topic {:?}: {e}",
-                publish.topic
-            )));
+            return Some(End::violation(
+                reason::TOPIC_NAME_INVALID,
+                format!("PUBLISH topic {:?}: {e}", publish.topic),
+            ));
         }
         let Publish {
             qos,
@@ -386,85 +596,158 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             topic,
             payload,
             retain,
+            properties,
             ..
         } = publish;
+        // 5.0 lets the receiver check a payload that claims to be UTF-8 (MQTT-3.3.2-4).
+        let bad_format = properties.payload_format_indicator == Some(1)
+            && std::str::from_utf8(&payload).is_err();
+        if bad_format && qos == QoS::AtMostOnce {
+            return Some(End::violation(
+                reason::PAYLOAD_FORMAT_INVALID,
+                "payload is not the UTF-8 its format indicator claims",
+            ));
+        }
+        if qos == QoS::ExactlyOnce
+            && session.incoming_qos2_pending() >= usize::from(self.broker.settings.receive_maximum)
+            && self.is_v5()
+        {
+            return Some(End::violation(
+                reason::RECEIVE_MAXIMUM_EXCEEDED,
+                "more QoS 2 publishes in flight than our receive maximum (MQTT-3.3.4-9)",
+            ));
+        }
+        let expires_at = properties
+            .message_expiry_interval
+            .map(|secs| std::time::Instant::now() + Duration::from_secs(u64::from(secs)));
         let message = Message {
             topic,
             payload,
             qos,
             retain,
+            properties: forwardable(properties),
+            expires_at,
+            origin: Some(self.client_id.clone()),
+        };
+        let ack_code = |matched: usize| {
+            if matched == 0 {
+                reason::NO_MATCHING_SUBSCRIBERS
+            } else {
+                reason::SUCCESS
+            }
         };
         match qos {
             QoS::AtMostOnce => {
                 self.broker.publish(message);
             }
             QoS::AtLeastOnce => {
-                self.broker.publish(message);
-                self.queue(&Packet::PubAck(Ack::new(pkid)));
+                let code = if bad_format {
+                    reason::PAYLOAD_FORMAT_INVALID
+                } else {
+                    ack_code(self.broker.publish(message))
+                };
+                self.queue(&Packet::PubAck(Ack::with_reason(pkid, code)));
             }
             QoS::ExactlyOnce => {
                 // Routed on first receipt; a re-sent duplicate before PUBREL is only
                 // acknowledged again (exactly once, "method B" of MQTT 3.1.1 §4.3.3).
-                if session.begin_incoming_qos2(pkid) {
-                    self.broker.publish(message);
-                }
-                self.queue(&Packet::PubRec(Ack::new(pkid)));
+                let code = if bad_format {
+                    reason::PAYLOAD_FORMAT_INVALID
+                } else if session.begin_incoming_qos2(pkid) {
+                    ack_code(self.broker.publish(message))
+                } else {
+                    reason::SUCCESS
+                };
+                self.queue(&Packet::PubRec(Ack::with_reason(pkid, code)));
             }
         }
         None
     }
 
     fn on_subscribe(&mut self, subscribe: Subscribe, session: &Arc<Session>) -> Option<End> {
-        if let Some(bad) = subscribe.filters.iter().find_map(|f| {
-            validate_topic_filter(&f.filter)
-                .err()
-                .map(|e| (&f.filter, e))
-        }) {
-            return Some(End::Violation(format!(
-                "SUBSCRIBE filter {:?}: {}",
-                bad.0, bad.1
-            )));
+        let subscription_id = subscribe
+            .properties
+            .subscription_identifiers
+            .first()
+            .copied();
+        let mut return_codes = Vec::with_capacity(subscribe.filters.len());
+        let mut accepted = Vec::with_capacity(subscribe.filters.len());
+        for filter in &subscribe.filters {
+            let valid = validate_topic_filter(&filter.filter)
+                .map_err(|e| e.to_string())
+                .and_then(|()| parse_shared(&filter.filter).map_err(|e| e.to_string()));
+            match valid {
+                Ok(shared) => {
+                    if shared.is_some() && filter.no_local && self.is_v5() {
+                        return Some(End::violation(
+                            reason::PROTOCOL_ERROR,
+                            "no local on a shared subscription (MQTT-3.8.3-4)",
+                        ));
+                    }
+                    return_codes.push(filter.qos as u8);
+                    accepted.push(filter);
+                }
+                // 5.0 refuses the one filter; 3.1.1 has no code for it: close.
+                Err(e) if self.is_v5() => {
+                    debug!("refusing filter {:?}: {e}", filter.filter);
+                    return_codes.push(reason::TOPIC_FILTER_INVALID);
+                }
+                Err(e) => {
+                    return Some(End::violation(
+                        reason::TOPIC_FILTER_INVALID,
+                        format!("SUBSCRIBE filter {:?}: {e}", filter.filter),
+                    ));
+                }
+            }
         }
         // The SUBACK goes out before the retained messages the subscriptions queue.
-        let return_codes = subscribe.filters.iter().map(|f| f.qos as u8).collect();
         self.queue(&Packet::SubAck(SubAck {
             pkid: subscribe.pkid,
             return_codes,
             properties: Properties::default(),
         }));
-        for filter in &subscribe.filters {
-            self.broker.subscribe(session, &filter.filter, filter.qos);
+        for filter in accepted {
+            self.broker.subscribe(session, filter, subscription_id);
         }
         None
     }
 
     fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe, session: &Arc<Session>) -> Option<End> {
+        let mut reasons = Vec::with_capacity(unsubscribe.filters.len());
         for filter in &unsubscribe.filters {
             if let Err(e) = validate_topic_filter(filter) {
-                return Some(End::Violation(format!(
-                    "UNSUBSCRIBE filter {filter:?}: {e}"
-                )));
+                if self.is_v5() {
+                    reasons.push(reason::TOPIC_FILTER_INVALID);
+                    continue;
+                }
+                return Some(End::violation(
+                    reason::TOPIC_FILTER_INVALID,
+                    format!("UNSUBSCRIBE filter {filter:?}: {e}"),
+                ));
             }
-        }
-        for filter in &unsubscribe.filters {
-            self.broker.unsubscribe(session, filter);
+            reasons.push(if self.broker.unsubscribe(session, filter) {
+                reason::SUCCESS
+            } else {
+                reason::NO_SUBSCRIPTION_EXISTED
+            });
         }
         // MQTT-3.10.4-5: UNSUBACK even when nothing was subscribed.
         self.queue(&Packet::UnsubAck(UnsubAck {
             pkid: unsubscribe.pkid,
-            reasons: Vec::new(),
+            reasons,
             properties: Properties::default(),
         }));
         None
     }
 
-    /// Counts PUBLISH packets the session wrote into our buffer.
-    fn count_publishes_out(&self, n: usize) {
-        if n > 0 {
-            Metrics::add(&self.broker.metrics.messages_sent, n as u64);
-            for _ in 0..n {
-                self.broker.metrics.packet_out(3);
-            }
+    /// Counts what the session wrote into our buffer.
+    fn count_publishes_out(&self, written: Written) {
+        let metrics = &self.broker.metrics;
+        Metrics::add(&metrics.messages_sent, written.sent as u64);
+        Metrics::add(&metrics.dropped_expired, written.expired as u64);
+        Metrics::add(&metrics.dropped_too_large, written.too_large as u64);
+        for _ in 0..written.sent {
+            metrics.packet_out(3);
         }
     }
 
@@ -499,6 +782,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 return Err(ReadError::Io(io::ErrorKind::UnexpectedEof.into()));
             }
         }
+    }
+}
+
+/// The properties of a publish (or will) that travel with the message to subscribers.
+/// The topic alias, subscription identifiers and expiry interval are per hop and are
+/// rebuilt on delivery; will-only properties are not message properties.
+fn forwardable(properties: Properties) -> Properties {
+    Properties {
+        payload_format_indicator: properties.payload_format_indicator,
+        content_type: properties.content_type,
+        response_topic: properties.response_topic,
+        correlation_data: properties.correlation_data,
+        user_properties: properties.user_properties,
+        ..Properties::default()
     }
 }
 

@@ -24,6 +24,10 @@ pub struct Metrics {
     pub dropped_queue_full: AtomicU64,
     /// QoS 0 messages not kept for an offline session.
     pub dropped_offline_qos0: AtomicU64,
+    /// Messages whose 5.0 expiry interval ran out before delivery.
+    pub dropped_expired: AtomicU64,
+    /// Messages larger than a 5.0 client's maximum packet size.
+    pub dropped_too_large: AtomicU64,
     pub connections_accepted: AtomicU64,
     /// Connections closed for breaking the protocol.
     pub protocol_violations: AtomicU64,

@@ -1,31 +1,35 @@
-//! What every connection shares: the session registry, the router and the retained store.
+//! What every connection shares: the session registry, the router, shared-subscription
+//! groups and the retained store.
 //!
 //! Lock discipline (always in this order, never the reverse, never across an `.await`):
-//! `sessions` → `router` → a session's own state. The retained store is taken alone.
-//! Routing a message takes only the router's read lock and, per subscriber, that
-//! subscriber's session lock: publishers on different connections run in parallel.
+//! `sessions` → `router` → `shared` → a shared group's members → a session's own state.
+//! The retained store is taken alone. Routing a message takes only the router's read
+//! lock and, per subscriber, that subscriber's session lock: publishers on different
+//! connections run in parallel.
 
 pub mod message;
 pub mod metrics;
 pub mod retained;
 pub mod session;
+pub mod shared;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
-use protocol::topic::validate_topic_filter;
-use protocol::{reason, ProtocolVersion, QoS};
+use protocol::topic::{parse_shared, validate_topic_filter};
+use protocol::{reason, ProtocolVersion, QoS, SubscribeFilter};
 
 use crate::connection::Transport;
 use crate::router::Router;
 pub use message::Message;
 pub use metrics::Metrics;
 use retained::RetainedStore;
-pub use session::{Delivery, Kick, Owner, Session};
+pub use session::{Delivery, Kick, Owner, Queued, Session, TopicAliases, Written, NEVER_EXPIRES};
+use shared::SharedGroup;
 
 /// Limits and policies of the broker core, filled from [`crate::config::Config`].
 #[derive(Debug, Clone)]
@@ -41,6 +45,10 @@ pub struct BrokerSettings {
     /// Whether QoS 0 messages are queued for offline persistent sessions (Mosquitto's
     /// `queue_qos0_messages`, off by default).
     pub queue_qos0_messages: bool,
+    /// Incoming QoS 2 exchanges a 5.0 client may have open at once (our receive maximum).
+    pub receive_maximum: u16,
+    /// Topic aliases a 5.0 client may define towards us.
+    pub topic_alias_maximum: u16,
 }
 
 impl Default for BrokerSettings {
@@ -50,16 +58,36 @@ impl Default for BrokerSettings {
             max_inflight: 32,
             max_queued_messages: 1000,
             queue_qos0_messages: false,
+            receive_maximum: 1024,
+            topic_alias_maximum: 64,
         }
     }
 }
 
-/// A subscription as the router stores it: the granted QoS and the subscriber's session,
-/// so routing reaches the session without another lookup.
+/// A direct subscription as the router stores it: its options and the subscriber's
+/// session, so routing reaches the session without another lookup.
 #[derive(Debug, Clone)]
 pub struct Subscription {
     pub qos: QoS,
     pub session: Arc<Session>,
+    pub no_local: bool,
+    pub retain_as_published: bool,
+    pub subscription_id: Option<u32>,
+}
+
+/// Who a router entry delivers to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RouteKey {
+    Client(Arc<str>),
+    /// A shared subscription group, by share name.
+    Group(Arc<str>),
+}
+
+/// What a router entry delivers to.
+#[derive(Debug, Clone)]
+pub enum Route {
+    Direct(Subscription),
+    Shared(Arc<SharedGroup>),
 }
 
 /// Who is behind a connection: what the admin API lists, and what the session writes for.
@@ -74,6 +102,12 @@ pub struct ConnectionInfo {
     pub keep_alive: u16,
     pub clean_start: bool,
     pub connected_at: SystemTime,
+    /// The client's receive maximum (5.0; 65535 when not given).
+    pub receive_maximum: u16,
+    /// The client's maximum packet size (5.0; unlimited when not given).
+    pub max_packet_size: u32,
+    /// How many topic aliases the client accepts from us (5.0).
+    pub topic_alias_maximum: u16,
 }
 
 /// A session as listings show it.
@@ -82,12 +116,19 @@ pub struct SessionSnapshot {
     pub client_id: Arc<str>,
     /// The live connection, if the client is online.
     pub connection: Option<Arc<ConnectionInfo>>,
-    /// Whether the session ends with its connection.
-    pub clean: bool,
+    /// Session expiry interval in seconds (0: ends with the connection).
+    pub expiry: u32,
     pub subscriptions: usize,
     pub queued: usize,
     pub in_flight: usize,
     pub dropped: u64,
+}
+
+impl SessionSnapshot {
+    /// Whether the session ends with its connection ("clean session" in 3.1.1 terms).
+    pub fn clean(&self) -> bool {
+        self.expiry == 0
+    }
 }
 
 /// Why an admin request about a client failed.
@@ -109,7 +150,9 @@ pub struct Opened {
 pub struct Broker {
     pub settings: BrokerSettings,
     sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
-    router: RwLock<Router<Arc<str>, Subscription>>,
+    router: RwLock<Router<RouteKey, Route>>,
+    /// (share name, filter) → group.
+    shared: Mutex<HashMap<(String, String), Arc<SharedGroup>>>,
     retained: RwLock<RetainedStore>,
     next_connection_id: AtomicU64,
     id_prefix: String,
@@ -127,6 +170,7 @@ impl Broker {
             settings,
             sessions: Mutex::new(HashMap::new()),
             router: RwLock::new(Router::new()),
+            shared: Mutex::new(HashMap::new()),
             retained: RwLock::new(RetainedStore::default()),
             next_connection_id: AtomicU64::new(1),
             id_prefix: format!("bridge-{:x}", nanos & 0xffff_ffff),
@@ -155,23 +199,38 @@ impl Broker {
 
     /// Opens (or resumes) the session of `client_id` for a new connection, making `owner`
     /// its driver. Any connection that had it is kicked: a session taken over
-    /// (MQTT-3.1.4-2). With `clean`, any previous session is discarded first (MQTT-3.1.2-6).
-    pub fn open_session(&self, client_id: &str, clean: bool, owner: Owner) -> Opened {
+    /// (MQTT-3.1.4-2). With `clean_start`, any previous session is discarded first
+    /// (MQTT-3.1.2-6, MQTT-3.1.2-4), publishing a will it was holding back.
+    /// `expiry` is the new session expiry interval (3.1.1: 0 for clean session, else never).
+    pub fn open_session(
+        &self,
+        client_id: &str,
+        clean_start: bool,
+        expiry: u32,
+        owner: Owner,
+    ) -> Opened {
         let mut sessions = self.sessions.lock();
         let existing = sessions.get(client_id).cloned();
+        let mut will = None;
         let (session, session_present) = match existing {
-            Some(session) if !clean && !session.clean => (session, true),
+            Some(session) if !clean_start => (session, true),
             Some(old) => {
                 if let Some(previous) = old.evict() {
                     previous.kick.kick(reason::SESSION_TAKEN_OVER);
                 }
                 self.remove_all_subscriptions(&old);
-                (self.insert_new(&mut sessions, client_id, clean), false)
+                will = old.end();
+                (self.insert_new(&mut sessions, client_id, expiry), false)
             }
-            None => (self.insert_new(&mut sessions, client_id, clean), false),
+            None => (self.insert_new(&mut sessions, client_id, expiry), false),
         };
+        session.set_expiry(expiry);
         if let Some(previous) = session.take_ownership(owner) {
             previous.kick.kick(reason::SESSION_TAKEN_OVER);
+        }
+        drop(sessions);
+        if let Some(will) = will {
+            self.publish(will);
         }
         Opened {
             session,
@@ -183,89 +242,248 @@ impl Broker {
         &self,
         sessions: &mut HashMap<Arc<str>, Arc<Session>>,
         client_id: &str,
-        clean: bool,
+        expiry: u32,
     ) -> Arc<Session> {
         let id: Arc<str> = Arc::from(client_id);
-        let session = Arc::new(Session::new(id.clone(), clean, self.limits()));
+        let session = Arc::new(Session::new(id.clone(), expiry, self.limits()));
         sessions.insert(id, session.clone());
         session
     }
 
-    /// Ends a connection's hold on its session. A clean session ends with it; a persistent
-    /// one stays, keeping its subscriptions and queueing for the client.
-    pub fn close_session(&self, session: &Arc<Session>, connection_id: u64) {
-        let mut sessions = self.sessions.lock();
-        if !session.release(connection_id) || !session.clean {
+    /// Ends a connection's hold on its session. `will` is the will to publish, with its
+    /// delay in seconds (0: now). A session with expiry 0 ends now; one with a finite
+    /// expiry ends when it runs out unless a client resumes it; one that never expires stays.
+    /// Messages of shared subscriptions that the client did not receive go to another
+    /// member of their group.
+    pub fn close_session(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        connection_id: u64,
+        will: Option<(Message, u32)>,
+    ) {
+        let expiry = session.expiry();
+        let (will_now, will_later) = match will {
+            Some((will, delay)) if delay > 0 && expiry > 0 => (None, Some((will, delay))),
+            Some((will, _)) => (Some(will), None),
+            None => (None, None),
+        };
+        let delay = will_later.as_ref().map(|(_, d)| *d);
+        let Some(generation) = session.release(connection_id, will_later.map(|(will, _)| will))
+        else {
+            // Taken over or evicted meanwhile: the new owner (or the eviction) handles it.
+            if let Some(will) = will_now {
+                self.publish(will);
+            }
+            return;
+        };
+        if let Some(will) = will_now {
+            self.publish(will);
+        }
+        self.redistribute_shared(session);
+
+        if expiry == 0 {
+            self.end_session(session);
             return;
         }
-        if sessions
-            .get(&session.client_id)
-            .is_some_and(|s| Arc::ptr_eq(s, session))
+        if let Some(delay) = delay {
+            // The will goes out after its delay, or when the session ends, whichever is first.
+            let broker = Arc::clone(self);
+            let session = Arc::clone(session);
+            let delay = delay.min(expiry);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;
+                if let Some(will) = session.take_pending_will(generation) {
+                    broker.publish(will);
+                }
+            });
+        }
+        if expiry != NEVER_EXPIRES {
+            let broker = Arc::clone(self);
+            let session = Arc::clone(session);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
+                if session.offline_since(generation) {
+                    broker.end_session(&session);
+                }
+            });
+        }
+    }
+
+    /// Removes a session that has ended: from the registry (if it is still the one
+    /// registered), from the router, and publishes its pending will.
+    fn end_session(&self, session: &Arc<Session>) {
         {
-            sessions.remove(&session.client_id);
+            let mut sessions = self.sessions.lock();
+            if sessions
+                .get(&session.client_id)
+                .is_some_and(|s| Arc::ptr_eq(s, session))
+            {
+                sessions.remove(&session.client_id);
+            }
         }
         self.remove_all_subscriptions(session);
+        if let Some(will) = session.end() {
+            self.publish(will);
+        }
+    }
+
+    /// Gives shared-subscription messages a departed member did not receive to another
+    /// member of their group.
+    fn redistribute_shared(&self, session: &Arc<Session>) {
+        let backlog = session.take_shared_backlog();
+        for queued in backlog {
+            let group = queued.shared.expect("only shared messages are taken");
+            if group.has_other_member(session) {
+                group.deliver(&queued.message, Some(session));
+            } else {
+                // Nobody else to take it: it stays with this member.
+                session.deliver(Queued {
+                    shared: Some(group),
+                    ..queued
+                });
+            }
+        }
     }
 
     fn remove_all_subscriptions(&self, session: &Arc<Session>) {
-        let mut router = self.router.write();
         for (filter, _) in session.subscriptions() {
-            router.unsubscribe(&filter, &session.client_id);
+            self.unsubscribe(session, &filter);
         }
     }
 
-    /// Subscribes `session` to a validated `filter`, then queues the retained messages it
-    /// matches (MQTT-3.3.1-6), with the RETAIN flag set.
-    pub fn subscribe(&self, session: &Arc<Session>, filter: &str, qos: QoS) {
-        self.router.write().subscribe(
-            filter,
-            session.client_id.clone(),
-            Subscription {
+    /// Subscribes `session` with a validated filter's options, then queues the retained
+    /// messages it matches, as its retain handling says (MQTT-3.3.1-6, MQTT-3.8.4-3).
+    /// Shared subscriptions get no retained messages (MQTT 5.0 §4.8.2).
+    pub fn subscribe(
+        &self,
+        session: &Arc<Session>,
+        filter: &SubscribeFilter,
+        subscription_id: Option<u32>,
+    ) {
+        let qos = filter.qos;
+        if let Ok(Some((group, inner))) = parse_shared(&filter.filter) {
+            let mut router = self.router.write();
+            let mut shared = self.shared.lock();
+            let group_arc = shared
+                .entry((group.to_owned(), inner.to_owned()))
+                .or_insert_with(|| {
+                    let g = Arc::new(SharedGroup::new(group, inner));
+                    router.subscribe(
+                        inner,
+                        RouteKey::Group(Arc::from(group)),
+                        Route::Shared(g.clone()),
+                    );
+                    g
+                })
+                .clone();
+            drop(shared);
+            drop(router);
+            group_arc.join(session, qos, filter.retain_as_published, subscription_id);
+            session.add_subscription(&filter.filter, qos);
+            return;
+        }
+        let previous = self.router.write().subscribe(
+            &filter.filter,
+            RouteKey::Client(session.client_id.clone()),
+            Route::Direct(Subscription {
                 qos,
                 session: session.clone(),
-            },
+                no_local: filter.no_local,
+                retain_as_published: filter.retain_as_published,
+                subscription_id,
+            }),
         );
-        session.add_subscription(filter, qos);
-        let retained = self.retained.read().matching(filter);
+        session.add_subscription(&filter.filter, qos);
+        let send_retained = match filter.retain_handling {
+            0 => true,
+            1 => previous.is_none(),
+            _ => false,
+        };
+        if !send_retained {
+            return;
+        }
+        let now = Instant::now();
+        let retained = self.retained.read().matching(&filter.filter);
         for message in retained {
-            session.deliver(&message, message.qos.min(qos), true);
+            if message.is_expired(now) {
+                continue;
+            }
+            let qos = message.qos.min(qos);
+            session.deliver(Queued {
+                message,
+                qos,
+                retain: true,
+                subscription_id,
+                shared: None,
+            });
         }
     }
 
     /// Removes `session`'s subscription to `filter`; returns whether it had one.
     pub fn unsubscribe(&self, session: &Arc<Session>, filter: &str) -> bool {
-        self.router.write().unsubscribe(filter, &session.client_id);
+        if let Ok(Some((group, inner))) = parse_shared(filter) {
+            let mut router = self.router.write();
+            let mut shared = self.shared.lock();
+            let key = (group.to_owned(), inner.to_owned());
+            if let Some(g) = shared.get(&key) {
+                if g.leave(session) {
+                    shared.remove(&key);
+                    router.unsubscribe(inner, &RouteKey::Group(Arc::from(group)));
+                }
+            }
+        } else {
+            self.router
+                .write()
+                .unsubscribe(filter, &RouteKey::Client(session.client_id.clone()));
+        }
         session.remove_subscription(filter)
     }
 
     /// Routes a message (already validated) to every matching subscription, each at the
     /// lower of the message's and the subscription's QoS, and updates the retained store.
-    /// Returns the number of subscriptions it was queued for.
+    /// Returns the number of subscriptions that matched.
     pub fn publish(&self, message: Message) -> usize {
         let message = Arc::new(message);
         Metrics::add(&self.metrics.messages_received, 1);
         if message.retain {
             self.retained.write().update(&message);
         }
-        let (mut matched, mut queued, mut dropped, mut skipped) = (0, 0, 0, 0);
-        self.router.read().for_each_match(&message.topic, |_, sub| {
-            matched += 1;
-            // Live deliveries carry RETAIN 0 (MQTT-3.3.1-9).
-            match sub
-                .session
-                .deliver(&message, message.qos.min(sub.qos), false)
-            {
-                Delivery::Queued => queued += 1,
-                Delivery::Dropped => dropped += 1,
-                Delivery::Skipped => skipped += 1,
-            }
-        });
+        let (mut matched, mut dropped, mut skipped) = (0, 0, 0);
+        self.router
+            .read()
+            .for_each_match(&message.topic, |_, route| {
+                let delivery = match route {
+                    Route::Direct(sub) => {
+                        if sub.no_local
+                            && message.origin.as_deref() == Some(&*sub.session.client_id)
+                        {
+                            return;
+                        }
+                        sub.session.deliver(Queued {
+                            message: message.clone(),
+                            qos: message.qos.min(sub.qos),
+                            // Live deliveries carry RETAIN 0 unless retain-as-published
+                            // (MQTT-3.3.1-9, MQTT-3.3.1-12, -13).
+                            retain: sub.retain_as_published && message.retain,
+                            subscription_id: sub.subscription_id,
+                            shared: None,
+                        })
+                    }
+                    Route::Shared(group) => group.deliver(&message, None),
+                };
+                matched += 1;
+                match delivery {
+                    Delivery::Queued => {}
+                    Delivery::Dropped => dropped += 1,
+                    Delivery::Skipped => skipped += 1,
+                }
+            });
         if matched == 0 {
             Metrics::add(&self.metrics.messages_unrouted, 1);
         }
         Metrics::add(&self.metrics.dropped_queue_full, dropped);
         Metrics::add(&self.metrics.dropped_offline_qos0, skipped);
-        queued
+        matched
     }
 
     /// Number of sessions, online or not.
@@ -278,8 +496,14 @@ impl Broker {
         self.sessions
             .lock()
             .values()
-            .filter(|s| s.connection().is_some())
+            .filter(|s| s.is_online())
             .count()
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        let groups: usize = self.shared.lock().values().map(|g| g.len()).sum();
+        let router = self.router.read();
+        router.subscription_count() - self.shared.lock().len() + groups
     }
 
     /// Distinct subscribed topic filters.
@@ -287,7 +511,11 @@ impl Broker {
         self.router.read().filter_count()
     }
 
-    pub fn uptime(&self) -> std::time::Duration {
+    pub fn retained_count(&self) -> usize {
+        self.retained.read().len()
+    }
+
+    pub fn uptime(&self) -> Duration {
         self.started.elapsed()
     }
 
@@ -313,14 +541,17 @@ impl Broker {
         Some(subscriptions)
     }
 
-    /// Every (filter, client id, QoS), sorted by filter then client.
+    /// Every (filter, client id, QoS), sorted by filter then client. Shared subscriptions
+    /// are listed per member with their `$share/{group}/` filter.
     pub fn subscriptions(&self) -> Vec<(String, Arc<str>, QoS)> {
-        let mut list: Vec<(String, Arc<str>, QoS)> = self
-            .router
-            .read()
-            .subscriptions()
-            .into_iter()
-            .map(|(filter, client, sub)| (filter, client, sub.qos))
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        let mut list: Vec<(String, Arc<str>, QoS)> = sessions
+            .iter()
+            .flat_map(|s| {
+                s.subscriptions()
+                    .into_iter()
+                    .map(|(filter, qos)| (filter, s.client_id.clone(), qos))
+            })
             .collect();
         list.sort();
         list
@@ -347,9 +578,12 @@ impl Broker {
             .get(client_id)
             .cloned()
             .ok_or_else(|| ClientError::UnknownClient(client_id.to_owned()))?;
-        match session.evict() {
-            Some(owner) => {
-                owner.kick.kick(reason::ADMINISTRATIVE_ACTION);
+        match session.connection() {
+            Some(_) => {
+                // The connection releases the session itself, publishing its will.
+                if let Some(owner) = session.owner_kick() {
+                    owner.kick(reason::ADMINISTRATIVE_ACTION);
+                }
                 Ok(())
             }
             None => Err(ClientError::UnknownClient(client_id.to_owned())),
@@ -368,6 +602,9 @@ impl Broker {
             owner.kick.kick(reason::ADMINISTRATIVE_ACTION);
         }
         self.remove_all_subscriptions(&session);
+        if let Some(will) = session.end() {
+            self.publish(will);
+        }
         Ok(())
     }
 
@@ -379,13 +616,16 @@ impl Broker {
         qos: QoS,
     ) -> Result<(), ClientError> {
         validate_topic_filter(filter).map_err(|e| ClientError::InvalidFilter(e.to_string()))?;
+        if let Err(e) = parse_shared(filter) {
+            return Err(ClientError::InvalidFilter(e.to_string()));
+        }
         let session = self
             .sessions
             .lock()
             .get(client_id)
             .cloned()
             .ok_or_else(|| ClientError::UnknownClient(client_id.to_owned()))?;
-        self.subscribe(&session, filter, qos);
+        self.subscribe(&session, &SubscribeFilter::new(filter, qos), None);
         Ok(())
     }
 
@@ -400,12 +640,15 @@ impl Broker {
         Ok(self.unsubscribe(&session, filter))
     }
 
-    pub fn subscription_count(&self) -> usize {
-        self.router.read().subscription_count()
-    }
-
-    pub fn retained_count(&self) -> usize {
-        self.retained.read().len()
+    /// Tells every connected client the server is going away (5.0 clients get DISCONNECT
+    /// 0x8B, "server shutting down").
+    pub fn shutdown(&self) {
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        for session in sessions {
+            if let Some(kick) = session.owner_kick() {
+                kick.kick(reason::SERVER_SHUTTING_DOWN);
+            }
+        }
     }
 }
 
@@ -414,7 +657,7 @@ fn snapshot(session: &Session) -> SessionSnapshot {
     SessionSnapshot {
         client_id: session.client_id.clone(),
         connection: session.connection(),
-        clean: session.clean,
+        expiry: session.expiry(),
         subscriptions: session.subscriptions().len(),
         queued,
         in_flight,

@@ -1,33 +1,44 @@
-//! A client's session: everything the spec says survives a reconnect when the client asked
-//! for a persistent session (clean session 0), and everything a connection needs to resume.
+//! A client's session: everything the spec says survives a reconnect, and everything a
+//! connection needs to resume.
 //!
 //! The session, not the connection task, owns the protocol state (queued messages, in-flight
-//! QoS 1/2 messages in both directions, packet identifiers, subscriptions). A connection
-//! only borrows it while it is the session's owner. So a takeover or a reconnect is simply
-//! a new connection becoming the owner: nothing has to be handed over, and nothing
-//! acknowledged can be lost in between.
+//! QoS 1/2 messages in both directions, packet identifiers, subscriptions, a pending will).
+//! A connection only borrows it while it is the session's owner. So a takeover or a
+//! reconnect is simply a new connection becoming the owner: nothing has to be handed over,
+//! and nothing acknowledged can be lost in between.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::BytesMut;
 use parking_lot::Mutex;
-use protocol::{encode, encode_publish, Ack, Packet, ProtocolVersion, PublishRef, QoS};
-
-use protocol::Properties;
+use protocol::{
+    encode, encode_publish, publish_size, Ack, Packet, Properties, ProtocolVersion, PublishRef, QoS,
+};
 use tokio::sync::Notify;
 
 use super::message::Message;
+use super::shared::SharedGroup;
 use super::ConnectionInfo;
 
-/// A message waiting in a session's queue, with the QoS it will be delivered at.
+/// Session expiry interval meaning "never expires" (MQTT 5.0 §3.1.2.11.2).
+pub const NEVER_EXPIRES: u32 = u32::MAX;
+
+/// A message waiting in a session's queue or in flight, with how it is delivered.
 #[derive(Debug, Clone)]
-struct Queued {
-    message: Arc<Message>,
-    qos: QoS,
-    /// The RETAIN flag on delivery: set only for retained messages sent on subscribe.
-    retain: bool,
+pub struct Queued {
+    pub message: Arc<Message>,
+    pub qos: QoS,
+    /// The RETAIN flag on delivery: set for retained messages sent on subscribe, and for
+    /// live ones under "retain as published".
+    pub retain: bool,
+    /// The identifier of the subscription it matched (5.0).
+    pub subscription_id: Option<u32>,
+    /// The shared subscription group it came through, if any: such messages go to another
+    /// member of the group when this client goes away before receiving them.
+    pub shared: Option<Arc<SharedGroup>>,
 }
 
 /// Where an outgoing QoS 1/2 message stands.
@@ -49,8 +60,7 @@ struct InFlight {
 /// The connection currently driving a session.
 #[derive(Debug, Clone)]
 pub struct Owner {
-    /// Who is connected, from where, speaking which version: what it is sent is written
-    /// for `info.version`.
+    /// Who is connected, from where, speaking which version, with which limits.
     pub info: Arc<ConnectionInfo>,
     /// Tells the connection to end.
     pub kick: Arc<Kick>,
@@ -93,10 +103,59 @@ pub enum Delivery {
     Dropped,
 }
 
+/// What one call of [`Session::write_queued`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Written {
+    /// PUBLISH packets written.
+    pub sent: usize,
+    /// Messages dropped because they expired while queued.
+    pub expired: usize,
+    /// Messages dropped because they exceed the client's maximum packet size.
+    pub too_large: usize,
+}
+
+/// Outgoing topic aliases of one connection (MQTT 5.0 §3.3.2.3.4): the first topics sent
+/// get an alias each, up to the client's maximum; later sends of the same topic carry
+/// only the alias.
+#[derive(Debug, Default)]
+pub struct TopicAliases {
+    max: u16,
+    assigned: HashMap<String, u16>,
+}
+
+impl TopicAliases {
+    pub fn new(max: u16) -> TopicAliases {
+        TopicAliases {
+            max,
+            assigned: HashMap::new(),
+        }
+    }
+
+    /// (send the topic name?, alias to send).
+    fn resolve(&mut self, topic: &str) -> (bool, Option<u16>) {
+        if let Some(&alias) = self.assigned.get(topic) {
+            return (false, Some(alias));
+        }
+        let next = self.assigned.len() + 1;
+        if next <= usize::from(self.max) {
+            let alias = next as u16;
+            self.assigned.insert(topic.to_owned(), alias);
+            (true, Some(alias))
+        } else {
+            (true, None)
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     owner: Option<Owner>,
-    /// Filter → granted QoS; the router holds the same subscriptions for matching.
+    /// Bumped each time a connection takes the session: timers armed for one absence
+    /// (will delay, session expiry) check it is still the same absence.
+    generation: u64,
+    /// Session expiry interval in seconds: 0 ends the session with its connection.
+    expiry: u32,
+    /// Filter (as subscribed, `$share/...` included) → granted QoS.
     subscriptions: HashMap<String, QoS>,
     queue: VecDeque<Queued>,
     /// Outgoing QoS 1/2 messages in the order they were first sent.
@@ -105,6 +164,8 @@ struct State {
     /// a duplicate PUBLISH with one of these is not routed again (exactly once).
     incoming_qos2: HashSet<u16>,
     next_pkid: u16,
+    /// A will waiting out its delay interval (5.0); cancelled by a reconnect.
+    pending_will: Option<Message>,
 }
 
 /// Session limits, copied from the broker settings.
@@ -120,8 +181,6 @@ pub struct Limits {
 #[derive(Debug)]
 pub struct Session {
     pub client_id: Arc<str>,
-    /// Whether the session ends with its connection (clean session 1).
-    pub clean: bool,
     limits: Limits,
     state: Mutex<State>,
     /// Wakes the owning connection when there is something to send.
@@ -130,13 +189,13 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(client_id: Arc<str>, clean: bool, limits: Limits) -> Session {
+    pub fn new(client_id: Arc<str>, expiry: u32, limits: Limits) -> Session {
         Session {
             client_id,
-            clean,
             limits,
             state: Mutex::new(State {
                 next_pkid: 1,
+                expiry,
                 ..State::default()
             }),
             wake: Notify::new(),
@@ -144,9 +203,22 @@ impl Session {
         }
     }
 
-    /// Makes `owner` the session's connection; returns the one it replaces, to be kicked.
+    /// Session expiry interval in seconds (0: ends with the connection).
+    pub fn expiry(&self) -> u32 {
+        self.state.lock().expiry
+    }
+
+    pub fn set_expiry(&self, expiry: u32) {
+        self.state.lock().expiry = expiry;
+    }
+
+    /// Makes `owner` the session's connection; returns the one it replaces, to be kicked,
+    /// and cancels a pending will (the client is back in time, MQTT-3.1.3-9).
     pub fn take_ownership(&self, owner: Owner) -> Option<Owner> {
-        self.state.lock().owner.replace(owner)
+        let mut state = self.state.lock();
+        state.generation += 1;
+        state.pending_will = None;
+        state.owner.replace(owner)
     }
 
     /// Whether `connection_id` still owns the session.
@@ -154,15 +226,37 @@ impl Session {
         self.state.lock().is_owned_by(connection_id)
     }
 
-    /// Gives up ownership if `connection_id` still has it; returns whether it did.
-    pub fn release(&self, connection_id: u64) -> bool {
+    /// Gives up ownership if `connection_id` still has it, leaving `will` pending if given.
+    /// Returns the generation of the absence that begins, or `None` if it was not the owner.
+    pub fn release(&self, connection_id: u64, will: Option<Message>) -> Option<u64> {
         let mut state = self.state.lock();
-        if state.is_owned_by(connection_id) {
-            state.owner = None;
-            true
-        } else {
-            false
+        if !state.is_owned_by(connection_id) {
+            return None;
         }
+        state.owner = None;
+        state.pending_will = will;
+        Some(state.generation)
+    }
+
+    /// The pending will, if the session has stayed offline since `generation` began.
+    pub fn take_pending_will(&self, generation: u64) -> Option<Message> {
+        let mut state = self.state.lock();
+        if state.generation == generation && state.owner.is_none() {
+            state.pending_will.take()
+        } else {
+            None
+        }
+    }
+
+    /// Whether the session is still offline since `generation` began.
+    pub fn offline_since(&self, generation: u64) -> bool {
+        let state = self.state.lock();
+        state.generation == generation && state.owner.is_none()
+    }
+
+    /// The owner's kick signal, leaving it the owner (it releases the session itself).
+    pub fn owner_kick(&self) -> Option<Arc<Kick>> {
+        self.state.lock().owner.as_ref().map(|o| o.kick.clone())
     }
 
     /// Takes the owner away (session discarded); returns it, to be kicked.
@@ -170,16 +264,30 @@ impl Session {
         self.state.lock().owner.take()
     }
 
+    /// Ends the session's life: returns its pending will, to be published now.
+    pub fn end(&self) -> Option<Message> {
+        let mut state = self.state.lock();
+        state.queue.clear();
+        state.in_flight.clear();
+        state.pending_will.take()
+    }
+
     /// Resolves when something was queued for the owner since it last looked.
     pub async fn wait_for_mail(&self) {
         self.wake.notified().await
     }
 
-    /// Queues `message` for delivery at `qos` (already the minimum of the publish and the
+    /// Whether a connection is driving the session now.
+    pub fn is_online(&self) -> bool {
+        self.state.lock().owner.is_some()
+    }
+
+    /// Queues a message for delivery (its QoS is already the lower of the publish and the
     /// subscription QoS). Called by whichever task published it.
-    pub fn deliver(&self, message: &Arc<Message>, qos: QoS, retain: bool) -> Delivery {
+    pub fn deliver(&self, queued: Queued) -> Delivery {
         let mut state = self.state.lock();
-        if state.owner.is_none() && qos == QoS::AtMostOnce && !self.limits.queue_qos0_offline {
+        if state.owner.is_none() && queued.qos == QoS::AtMostOnce && !self.limits.queue_qos0_offline
+        {
             return Delivery::Skipped;
         }
         if state.queue.len() >= self.limits.max_queued {
@@ -187,11 +295,7 @@ impl Session {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return Delivery::Dropped;
         }
-        state.queue.push_back(Queued {
-            message: message.clone(),
-            qos,
-            retain,
-        });
+        state.queue.push_back(queued);
         let online = state.owner.is_some();
         drop(state);
         if online {
@@ -236,83 +340,151 @@ impl Session {
             .collect()
     }
 
+    /// Takes the messages that came through shared subscriptions and that this client has
+    /// not received: everything still queued, and QoS 1 messages in flight. QoS 2 messages
+    /// in flight stay: their delivery must be completed to this client (MQTT-4.8.2-4).
+    pub fn take_shared_backlog(&self) -> Vec<Queued> {
+        let mut state = self.state.lock();
+        let mut taken = Vec::new();
+        state.queue.retain(|q| {
+            if q.shared.is_some() {
+                taken.push(q.clone());
+                false
+            } else {
+                true
+            }
+        });
+        state.in_flight.retain(|f| {
+            if f.queued.shared.is_some() && f.queued.qos == QoS::AtLeastOnce {
+                taken.push(f.queued.clone());
+                false
+            } else {
+                true
+            }
+        });
+        taken
+    }
+
     /// On resuming a session: re-sends every unacknowledged PUBLISH (with DUP) and PUBREL
     /// with its original packet identifier, in the original order (MQTT-4.4.0-1).
     /// Writes nothing unless `connection_id` owns the session, so a connection being taken
-    /// over can never move messages it will not send.
-    pub fn write_resend(&self, connection_id: u64, out: &mut BytesMut) -> usize {
+    /// over can never move messages it will not send. Returns the PUBLISH packets written.
+    pub fn write_resend(
+        &self,
+        connection_id: u64,
+        out: &mut BytesMut,
+        aliases: &mut TopicAliases,
+    ) -> usize {
         let state = self.state.lock();
-        let Some(version) = state.version_for(connection_id) else {
+        let Some(info) = state.info_for(connection_id) else {
             return 0;
         };
+        let now = Instant::now();
+        let mut sent = 0;
         for entry in &state.in_flight {
             match entry.stage {
-                Stage::Published => write_publish(out, &entry.queued, entry.pkid, true, version),
-                Stage::Released => {
-                    write_packet(out, &Packet::PubRel(Ack::new(entry.pkid)), version)
+                Stage::Published => {
+                    write_publish(out, &entry.queued, entry.pkid, true, &info, aliases, now);
+                    sent += 1;
                 }
+                Stage::Released => write_packet(out, &Packet::PubRel(Ack::new(entry.pkid)), &info),
             }
         }
-        state.in_flight.len()
+        sent
     }
 
-    /// Moves queued messages into `out` while the in-flight window has room. Returns how
-    /// many messages it wrote; none unless `connection_id` owns the session.
-    pub fn write_queued(&self, connection_id: u64, out: &mut BytesMut, max_bytes: usize) -> usize {
+    /// Moves queued messages into `out` while the in-flight window (the lower of our limit
+    /// and the client's receive maximum) has room and `out` is below `max_bytes`. Drops
+    /// messages that expired or that exceed the client's maximum packet size. Does
+    /// nothing unless `connection_id` owns the session.
+    pub fn write_queued(
+        &self,
+        connection_id: u64,
+        out: &mut BytesMut,
+        max_bytes: usize,
+        aliases: &mut TopicAliases,
+    ) -> Written {
         let mut state = self.state.lock();
-        let mut written = 0;
-        let Some(version) = state.version_for(connection_id) else {
-            return 0;
+        let mut written = Written::default();
+        let Some(info) = state.info_for(connection_id) else {
+            return written;
         };
+        let window = self
+            .limits
+            .max_inflight
+            .min(usize::from(info.receive_maximum));
+        let now = Instant::now();
         while out.len() < max_bytes {
             let Some(front) = state.queue.front() else {
                 break;
             };
+            if front.message.is_expired(now) {
+                state.queue.pop_front();
+                written.expired += 1;
+                continue;
+            }
+            if !fits(front, &info, now) {
+                state.queue.pop_front();
+                written.too_large += 1;
+                continue;
+            }
             if front.qos == QoS::AtMostOnce {
                 let queued = state.queue.pop_front().expect("front exists");
-                write_publish(out, &queued, 0, false, version);
+                write_publish(out, &queued, 0, false, &info, aliases, now);
             } else {
-                if state.in_flight.len() >= self.limits.max_inflight {
+                if state.in_flight.len() >= window {
                     break;
                 }
                 let queued = state.queue.pop_front().expect("front exists");
                 let pkid = state.allocate_pkid();
-                write_publish(out, &queued, pkid, false, version);
+                write_publish(out, &queued, pkid, false, &info, aliases, now);
                 state.in_flight.push_back(InFlight {
                     pkid,
                     queued,
                     stage: Stage::Published,
                 });
             }
-            written += 1;
+            written.sent += 1;
         }
         written
     }
 
-    /// PUBACK from the client: the QoS 1 message is done.
+    /// PUBACK from the client: the QoS 1 message is done. False for an unknown identifier.
     pub fn on_puback(&self, pkid: u16) -> bool {
         let mut state = self.state.lock();
         state.remove_in_flight(pkid, Stage::Published, QoS::AtLeastOnce)
     }
 
     /// PUBREC from the client: answer with PUBREL and wait for PUBCOMP. A PUBREC for an
-    /// identifier already released is answered again (the client may have lost our PUBREL).
-    pub fn on_pubrec(&self, pkid: u16, out: &mut BytesMut) -> bool {
+    /// identifier already released is answered again (the client may have lost our PUBREL);
+    /// an unknown one gets PUBREL "packet identifier not found" (5.0).
+    pub fn on_pubrec(&self, pkid: u16, failed: bool, out: &mut BytesMut) {
         let mut state = self.state.lock();
-        let version = state
-            .owner
-            .as_ref()
-            .map_or(ProtocolVersion::V3_1_1, |o| o.info.version);
-        let Some(entry) = state
-            .in_flight
-            .iter_mut()
-            .find(|e| e.pkid == pkid && e.queued.qos == QoS::ExactlyOnce)
-        else {
-            return false;
+        let Some(owner) = state.owner.clone() else {
+            return;
         };
-        entry.stage = Stage::Released;
-        write_packet(out, &Packet::PubRel(Ack::new(pkid)), version);
-        true
+        let index = state
+            .in_flight
+            .iter()
+            .position(|e| e.pkid == pkid && e.queued.qos == QoS::ExactlyOnce);
+        match index {
+            // A PUBREC with an error reason ends the exchange (MQTT 5.0 §4.3.3).
+            Some(index) if failed => {
+                state.in_flight.remove(index);
+            }
+            Some(index) => {
+                state.in_flight[index].stage = Stage::Released;
+                write_packet(out, &Packet::PubRel(Ack::new(pkid)), &owner.info);
+            }
+            None => write_packet(
+                out,
+                &Packet::PubRel(Ack::with_reason(
+                    pkid,
+                    protocol::reason::PACKET_IDENTIFIER_NOT_FOUND,
+                )),
+                &owner.info,
+            ),
+        }
     }
 
     /// PUBCOMP from the client: the QoS 2 message is done.
@@ -327,9 +499,14 @@ impl Session {
         self.state.lock().incoming_qos2.insert(pkid)
     }
 
-    /// PUBREL from the client: the identifier is free again.
-    pub fn complete_incoming_qos2(&self, pkid: u16) {
-        self.state.lock().incoming_qos2.remove(&pkid);
+    /// Incoming QoS 2 exchanges waiting for their PUBREL.
+    pub fn incoming_qos2_pending(&self) -> usize {
+        self.state.lock().incoming_qos2.len()
+    }
+
+    /// PUBREL from the client: the identifier is free again. False if it was unknown.
+    pub fn complete_incoming_qos2(&self, pkid: u16) -> bool {
+        self.state.lock().incoming_qos2.remove(&pkid)
     }
 }
 
@@ -338,12 +515,12 @@ impl State {
         self.owner.as_ref().map(Owner::connection_id) == Some(connection_id)
     }
 
-    /// The owner's protocol version, if `connection_id` is the owner.
-    fn version_for(&self, connection_id: u64) -> Option<ProtocolVersion> {
+    /// The owner's connection info, if `connection_id` is the owner.
+    fn info_for(&self, connection_id: u64) -> Option<Arc<ConnectionInfo>> {
         self.owner
             .as_ref()
             .filter(|o| o.connection_id() == connection_id)
-            .map(|o| o.info.version)
+            .map(|o| o.info.clone())
     }
 
     /// The next packet identifier not in flight. The window is far smaller than 65535, so
@@ -373,35 +550,88 @@ impl State {
     }
 }
 
-/// Properties of messages that carry none (3.1.1 publishers).
+/// Properties of messages that carry none, to 3.1.1 clients or without 5.0 extras.
 static NO_PROPERTIES: Properties = Properties::EMPTY;
+
+/// The properties a 5.0 subscriber gets with this delivery: the message's own, the
+/// subscription identifier, and the expiry interval reduced by the time spent waiting.
+fn delivery_properties(queued: &Queued, now: Instant) -> Option<Properties> {
+    let message = &queued.message;
+    if message.properties.is_empty()
+        && queued.subscription_id.is_none()
+        && message.expires_at.is_none()
+    {
+        return None;
+    }
+    let mut properties = message.properties.clone();
+    properties.subscription_identifiers = queued.subscription_id.into_iter().collect();
+    properties.message_expiry_interval = message.remaining_expiry(now);
+    Some(properties)
+}
+
+/// Whether the delivery fits the client's maximum packet size (5.0; MQTT-3.1.2-25).
+fn fits(queued: &Queued, info: &ConnectionInfo, now: Instant) -> bool {
+    if info.version != ProtocolVersion::V5 || info.max_packet_size == u32::MAX {
+        return true;
+    }
+    let properties = delivery_properties(queued, now);
+    let size = publish_size(
+        &PublishRef {
+            dup: false,
+            qos: queued.qos,
+            retain: queued.retain,
+            topic: &queued.message.topic,
+            pkid: 1,
+            payload: &queued.message.payload,
+            properties: properties.as_ref().unwrap_or(&NO_PROPERTIES),
+        },
+        info.version,
+    );
+    size <= info.max_packet_size as usize
+}
 
 fn write_publish(
     out: &mut BytesMut,
     queued: &Queued,
     pkid: u16,
     dup: bool,
-    version: ProtocolVersion,
+    info: &ConnectionInfo,
+    aliases: &mut TopicAliases,
+    now: Instant,
 ) {
     let message = &queued.message;
+    let mut topic: &str = &message.topic;
+    let mut properties = None;
+    if info.version == ProtocolVersion::V5 {
+        properties = delivery_properties(queued, now);
+        let (send_topic, alias) = aliases.resolve(&message.topic);
+        if let Some(alias) = alias {
+            properties
+                .get_or_insert_with(Properties::default)
+                .topic_alias = Some(alias);
+            if !send_topic {
+                topic = "";
+            }
+        }
+    }
     let result = encode_publish(
         PublishRef {
             dup,
             qos: queued.qos,
             retain: queued.retain,
-            topic: &message.topic,
+            topic,
             pkid,
             payload: &message.payload,
-            properties: &NO_PROPERTIES,
+            properties: properties.as_ref().unwrap_or(&NO_PROPERTIES),
         },
-        version,
+        info.version,
         out,
     );
     // The message was decoded from a packet no larger than this, so it always fits.
     debug_assert!(result.is_ok(), "{result:?}");
 }
 
-fn write_packet(out: &mut BytesMut, packet: &Packet, version: ProtocolVersion) {
-    let result = encode(packet, version, out);
+fn write_packet(out: &mut BytesMut, packet: &Packet, info: &ConnectionInfo) {
+    let result = encode(packet, info.version, out);
     debug_assert!(result.is_ok(), "{result:?}");
 }
