@@ -198,8 +198,14 @@ fn log_path() -> PathBuf {
         Some(n) if n != "main" => n.to_string(),
         _ => format!("pid{}", std::process::id()),
     };
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // A test that starts several bridges gets `-1`, `-2`... for the later ones; the names
+    // stay the same from run to run, so old logs are overwritten rather than piling up.
+    thread_local!(static STARTED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) });
+    let n = STARTED.with(|c| {
+        let n = c.get();
+        c.set(n + 1);
+        n
+    });
     let suffix = if n == 0 {
         String::new()
     } else {
