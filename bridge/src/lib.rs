@@ -7,11 +7,15 @@
 //!   protocol state against the shared [`broker::Broker`].
 //! * [`broker`] holds what all connections share: sessions, the [`router`], retained messages.
 //! * [`config`] merges the TOML file and command-line flags.
+//! * [`api`] is the admin HTTP API (and Prometheus `/metrics`) beside the web app;
+//!   [`sys`] keeps statistics over time and publishes the `$SYS` topics.
 
+pub mod api;
 pub mod broker;
 pub mod config;
 pub mod connection;
 pub mod http;
 pub mod router;
 pub mod server;
+pub mod sys;
 pub mod ws;

@@ -14,10 +14,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::{
+    self, accounts::Accounts, auth::Auth, ApiOptions, ApiState, BrokerInfo, ListenerInfo,
+};
 use crate::broker::Broker;
 use crate::config::{Config, Listen};
 use crate::connection::{self, Transport};
 use crate::http::{self, Endpoints};
+use crate::sys::{self, Stats};
 use crate::ws;
 
 /// A client that connects to the WebSocket port must finish the HTTP upgrade within this
@@ -41,6 +45,8 @@ pub struct Server {
     pub http: Option<SocketAddr>,
     /// The broker core every connection of this server shares.
     pub broker: Arc<Broker>,
+    /// Counters and their history, shared by the admin API and `$SYS`.
+    pub stats: Arc<Stats>,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -52,20 +58,39 @@ impl Server {
     /// All sockets are bound before anything is spawned, so an error (which names the
     /// listener and address) leaves nothing running.
     pub async fn start(config: &Config) -> io::Result<Server> {
+        // Read before binding: a damaged password file must stop the start, not fall back
+        // to the configured password.
+        let accounts = match config.listeners.http {
+            Listen::On(_) => Some(Accounts::load(&config.dashboard, &config.data_dir)?),
+            Listen::Off => None,
+        };
         let tcp = bind("tcp", config.listeners.tcp).await?;
         let ws = bind("ws", config.listeners.ws).await?;
         let http = bind("http", config.listeners.http).await?;
 
         let broker = Broker::new(config.broker_settings());
+        let stats = Stats::new(broker.clone());
         let stop = CancellationToken::new();
         let mut server = Server {
             tcp: local_addr(&tcp)?,
             ws: local_addr(&ws)?,
             http: local_addr(&http)?,
             broker: broker.clone(),
+            stats: stats.clone(),
             stop: stop.clone(),
             tasks: Vec::new(),
         };
+
+        server
+            .tasks
+            .push(tokio::spawn(sys::run_sampler(stats.clone(), stop.clone())));
+        if config.sys_interval > 0 {
+            server.tasks.push(tokio::spawn(sys::run_sys(
+                stats.clone(),
+                Duration::from_secs(config.sys_interval),
+                stop.clone(),
+            )));
+        }
 
         if let Some(listener) = tcp {
             let broker = broker.clone();
@@ -97,12 +122,30 @@ impl Server {
             )));
         }
 
-        if let Some(listener) = http {
-            let app = http::router(config.web.root.clone()).layer(Extension(Endpoints {
-                tcp: server.tcp,
-                ws: server.ws,
-                ws_path: config.listeners.ws_path.clone(),
-            }));
+        if let (Some(listener), Some(accounts)) = (http, accounts) {
+            let state = ApiState {
+                broker: broker.clone(),
+                stats: stats.clone(),
+                auth: Arc::new(Auth::new(
+                    accounts,
+                    Duration::from_secs(config.dashboard.token_ttl),
+                )),
+                info: Arc::new(BrokerInfo {
+                    listeners: listener_info(&server, &config.listeners.ws_path),
+                    sys_interval: config.sys_interval,
+                }),
+                token_ttl: Duration::from_secs(config.dashboard.token_ttl),
+            };
+            let options = ApiOptions {
+                prometheus_public: config.dashboard.prometheus_public,
+            };
+            let app = http::router(config.web.root.clone())
+                .merge(api::router(state, options))
+                .layer(Extension(Endpoints {
+                    tcp: server.tcp,
+                    ws: server.ws,
+                    ws_path: config.listeners.ws_path.clone(),
+                }));
             let stop = stop.clone();
             server.tasks.push(tokio::spawn(async move {
                 // axum::serve retries failed accepts itself and, on the signal, stops
@@ -138,6 +181,24 @@ impl Server {
             }
         }
     }
+}
+
+/// The bound listeners, as `GET /api/v1/broker` shows them.
+fn listener_info(server: &Server, ws_path: &str) -> Vec<ListenerInfo> {
+    [
+        ("tcp", server.tcp),
+        ("ws", server.ws),
+        ("http", server.http),
+    ]
+    .into_iter()
+    .filter_map(|(kind, address)| {
+        Some(ListenerInfo {
+            kind,
+            address: address?,
+            path: (kind == "ws").then(|| ws_path.to_owned()),
+        })
+    })
+    .collect()
 }
 
 async fn bind(name: &str, listen: Listen) -> io::Result<Option<TcpListener>> {
@@ -347,6 +408,8 @@ mod tests {
         config.listeners.ws = any;
         config.listeners.http = any;
         config.web.root = std::env::temp_dir().join("bridge-server-test-no-such-dir");
+        // Never written unless a test changes the password.
+        config.data_dir = std::env::temp_dir().join("bridge-server-test-data");
         config
     }
 

@@ -7,6 +7,7 @@
 //! lock and, per subscriber, that subscriber's session lock: publishers on different
 //! connections run in parallel.
 
+mod admin;
 pub mod message;
 pub mod metrics;
 pub mod retained;

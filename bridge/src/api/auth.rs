@@ -1,0 +1,411 @@
+//! Logging in to the admin API: bearer tokens, the middleware that requires them, the
+//! throttle on failed logins, and the login, logout and password-change handlers.
+//!
+//! Tokens are 256 random bits, kept only in memory (a restart logs everyone out), and
+//! expire after [`crate::config::Dashboard::token_ttl`] without use.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use super::accounts::{Accounts, PasswordError};
+use super::error::{ApiError, ApiJson, ApiPath, ApiResult};
+use super::ApiState;
+
+/// Failed logins from one address allowed before the throttle starts.
+pub const FREE_FAILURES: u32 = 3;
+/// The first wait after [`FREE_FAILURES`]; each further failure doubles it.
+const FIRST_DELAY: Duration = Duration::from_secs(2);
+/// The longest wait.
+const MAX_DELAY: Duration = Duration::from_secs(5 * 60);
+/// Above this many tracked addresses (or tokens), stale entries are swept on insert, so
+/// that a flood of logins from many addresses cannot grow memory without bound.
+const SWEEP_ABOVE: usize = 10_000;
+
+/// Tokens, the throttle and the account.
+pub struct Auth {
+    pub accounts: Accounts,
+    ttl: Duration,
+    tokens: Mutex<HashMap<String, Token>>,
+    failures: Mutex<HashMap<IpAddr, Failures>>,
+}
+
+struct Token {
+    username: String,
+    last_used: Instant,
+}
+
+struct Failures {
+    count: u32,
+    last: Instant,
+    blocked_until: Option<Instant>,
+}
+
+/// Who made an authenticated request: put into the request by [`require_token`].
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub username: String,
+    pub token: String,
+}
+
+impl Auth {
+    /// Tokens expire after `ttl` without use.
+    pub fn new(accounts: Accounts, ttl: Duration) -> Auth {
+        Auth {
+            accounts,
+            ttl,
+            tokens: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A new token for `username`.
+    pub fn issue(&self, username: &str) -> ApiResult<String> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes)
+            .map_err(|e| ApiError::internal(format!("no randomness for a token: {e}")))?;
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let now = Instant::now();
+        let mut tokens = self.tokens.lock();
+        if tokens.len() > SWEEP_ABOVE {
+            tokens.retain(|_, t| now.duration_since(t.last_used) <= self.ttl);
+        }
+        tokens.insert(
+            token.clone(),
+            Token {
+                username: username.to_owned(),
+                last_used: now,
+            },
+        );
+        Ok(token)
+    }
+
+    /// The user of a valid token, refreshing its idle time; forgets an expired one.
+    pub fn check(&self, token: &str) -> Option<String> {
+        let mut tokens = self.tokens.lock();
+        let now = Instant::now();
+        let entry = tokens.get_mut(token)?;
+        if now.duration_since(entry.last_used) > self.ttl {
+            tokens.remove(token);
+            return None;
+        }
+        entry.last_used = now;
+        Some(entry.username.clone())
+    }
+
+    /// Revokes one token.
+    pub fn revoke(&self, token: &str) {
+        self.tokens.lock().remove(token);
+    }
+
+    /// Revokes every token of `username` except `keep` (after a password change).
+    pub fn revoke_others(&self, username: &str, keep: &str) {
+        self.tokens
+            .lock()
+            .retain(|token, t| token == keep || t.username != username);
+    }
+
+    /// `Err(seconds)` while `ip` must wait before trying again.
+    pub fn throttled(&self, ip: IpAddr) -> Result<(), u64> {
+        let failures = self.failures.lock();
+        let Some(blocked_until) = failures.get(&ip).and_then(|f| f.blocked_until) else {
+            return Ok(());
+        };
+        let left = blocked_until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            Ok(())
+        } else {
+            // Round up: "Retry-After: 0" would invite an immediate retry.
+            Err(left.as_secs() + u64::from(left.subsec_nanos() > 0))
+        }
+    }
+
+    /// Counts a failed login from `ip`; from the [`FREE_FAILURES`]th on, blocks it for a
+    /// time that doubles with each failure.
+    pub fn failed(&self, ip: IpAddr) {
+        let now = Instant::now();
+        let mut failures = self.failures.lock();
+        if failures.len() > SWEEP_ABOVE {
+            failures.retain(|_, f| now.duration_since(f.last) <= MAX_DELAY);
+        }
+        let entry = failures.entry(ip).or_insert(Failures {
+            count: 0,
+            last: now,
+            blocked_until: None,
+        });
+        // A long quiet spell forgives earlier failures.
+        if now.duration_since(entry.last) > MAX_DELAY * 2 {
+            entry.count = 0;
+        }
+        entry.count = entry.count.saturating_add(1);
+        entry.last = now;
+        if entry.count >= FREE_FAILURES {
+            let doublings = (entry.count - FREE_FAILURES).min(16);
+            let delay = FIRST_DELAY.saturating_mul(1 << doublings).min(MAX_DELAY);
+            entry.blocked_until = Some(now + delay);
+        }
+    }
+
+    /// Forgets `ip`'s failures (it logged in).
+    pub fn succeeded(&self, ip: IpAddr) {
+        self.failures.lock().remove(&ip);
+    }
+}
+
+/// The client's IP address (unspecified when the server runs without connect info, as
+/// in unit tests). Behind a reverse proxy this is the proxy's, so the login throttle
+/// then applies to all users together.
+pub struct PeerIp(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(PeerIp(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip()),
+        ))
+    }
+}
+
+/// Middleware: lets the request through only with `Authorization: Bearer <valid token>`,
+/// and hands the handler a [`Caller`].
+pub async fn require_token(
+    State(state): State<ApiState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(bearer_token)
+        .map(str::to_owned);
+    let Some(token) = token else {
+        return ApiError::unauthorized(
+            "missing `Authorization: Bearer <token>`; POST /api/v1/login gives one",
+        )
+        .into_response();
+    };
+    match state.auth.check(&token) {
+        Some(username) => {
+            request.extensions_mut().insert(Caller { username, token });
+            next.run(request).await
+        }
+        None => {
+            ApiError::unauthorized("the token is invalid or expired; log in again").into_response()
+        }
+    }
+}
+
+/// The token of an `Authorization` header value; the scheme is case-insensitive.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// `POST /api/v1/login` body.
+#[derive(Debug, Deserialize)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+}
+
+/// `POST /api/v1/login` answer.
+#[derive(Debug, Serialize)]
+pub struct LoginResponse {
+    pub token: String,
+    pub username: String,
+    /// True while the well-known default password is in use: the dashboard asks for a
+    /// change.
+    pub default_password: bool,
+    /// Seconds the token stays valid without use.
+    pub token_ttl: u64,
+}
+
+/// `POST /api/v1/login`: a token for the right username and password; 401 otherwise,
+/// 429 (with `Retry-After`) while the address is throttled after repeated failures.
+pub async fn login(
+    State(state): State<ApiState>,
+    PeerIp(ip): PeerIp,
+    ApiJson(body): ApiJson<LoginRequest>,
+) -> ApiResult<Json<LoginResponse>> {
+    if let Err(seconds) = state.auth.throttled(ip) {
+        return Err(ApiError {
+            retry_after: Some(seconds),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TOO_MANY_REQUESTS",
+                format!("too many failed logins; retry in {seconds} s"),
+            )
+        });
+    }
+    let auth = state.auth.clone();
+    let username = body.username.clone();
+    // argon2 takes tens of milliseconds (far more in debug builds): not on the runtime.
+    let verified =
+        tokio::task::spawn_blocking(move || auth.accounts.verify(&username, &body.password))
+            .await
+            .map_err(|e| ApiError::internal(format!("password check failed: {e}")))?;
+    let Some(logged_in) = verified else {
+        state.auth.failed(ip);
+        tracing::warn!(%ip, username = %body.username, "admin API login failed");
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "BAD_USERNAME_OR_PASSWORD",
+            "wrong username or password",
+        ));
+    };
+    state.auth.succeeded(ip);
+    let token = state.auth.issue(&body.username)?;
+    tracing::info!(%ip, username = %body.username, "admin API login");
+    Ok(Json(LoginResponse {
+        token,
+        username: body.username,
+        default_password: logged_in.default_password,
+        token_ttl: state.token_ttl.as_secs(),
+    }))
+}
+
+/// `POST /api/v1/logout`: revokes the token used for it.
+pub async fn logout(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+) -> StatusCode {
+    state.auth.revoke(&caller.token);
+    StatusCode::NO_CONTENT
+}
+
+/// `PUT /api/v1/users/{username}/password` body.
+#[derive(Debug, Deserialize)]
+pub struct ChangePassword {
+    pub old_password: String,
+    pub new_password: String,
+}
+
+/// `PUT /api/v1/users/{username}/password`: checks the old password, stores the new one
+/// (hashed) and revokes the user's other tokens.
+pub async fn change_password(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(username): ApiPath<String>,
+    ApiJson(body): ApiJson<ChangePassword>,
+) -> ApiResult<StatusCode> {
+    if username != caller.username {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "only your own password can be changed",
+        ));
+    }
+    let auth: Arc<Auth> = state.auth.clone();
+    let name = username.clone();
+    let changed = tokio::task::spawn_blocking(move || {
+        auth.accounts
+            .change_password(&name, &body.old_password, &body.new_password)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("password change failed: {e}")))?;
+    match changed {
+        Ok(()) => {
+            state.auth.revoke_others(&username, &caller.token);
+            tracing::info!(username = %username, "admin API password changed");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(e @ PasswordError::UnknownUser(_)) => {
+            Err(ApiError::not_found("USER_NOT_FOUND", e.to_string()))
+        }
+        Err(e @ PasswordError::WrongOldPassword) => {
+            Err(ApiError::bad_request("BAD_OLD_PASSWORD", e.to_string()))
+        }
+        Err(e @ PasswordError::TooShort) => {
+            Err(ApiError::bad_request("PASSWORD_TOO_SHORT", e.to_string()))
+        }
+        Err(e @ PasswordError::Unchanged) => {
+            Err(ApiError::bad_request("PASSWORD_UNCHANGED", e.to_string()))
+        }
+        Err(e @ PasswordError::Storage(_)) => {
+            tracing::error!(error = %e, "admin API password change not stored");
+            Err(ApiError::internal(e.to_string()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::config::Dashboard;
+
+    fn auth(ttl: Duration) -> Auth {
+        let dir = std::env::temp_dir().join("bridge-auth-test-never-written");
+        Auth::new(Accounts::load(&Dashboard::default(), &dir).unwrap(), ttl)
+    }
+
+    #[test]
+    fn tokens_are_random_and_revocable() {
+        let auth = auth(Duration::from_secs(60));
+        let a = auth.issue("admin").unwrap();
+        let b = auth.issue("admin").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 64);
+        assert_eq!(auth.check(&a).as_deref(), Some("admin"));
+        assert_eq!(auth.check("nope"), None);
+        auth.revoke(&a);
+        assert_eq!(auth.check(&a), None);
+        let c = auth.issue("admin").unwrap();
+        auth.revoke_others("admin", &c);
+        assert_eq!(auth.check(&b), None);
+        assert!(auth.check(&c).is_some());
+    }
+
+    #[test]
+    fn idle_tokens_expire() {
+        let auth = auth(Duration::from_millis(30));
+        let token = auth.issue("admin").unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(auth.check(&token), None);
+    }
+
+    #[test]
+    fn failures_are_throttled_with_growing_waits() {
+        let auth = auth(Duration::from_secs(60));
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        for _ in 1..FREE_FAILURES {
+            auth.failed(ip);
+            assert_eq!(auth.throttled(ip), Ok(()));
+        }
+        auth.failed(ip);
+        let first = auth.throttled(ip).unwrap_err();
+        assert!(first >= 1);
+        auth.failed(ip);
+        let second = auth.throttled(ip).unwrap_err();
+        assert!(second > first, "{second} <= {first}");
+        assert_eq!(auth.throttled(other), Ok(()));
+        auth.succeeded(ip);
+        assert_eq!(auth.throttled(ip), Ok(()));
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearer"), None);
+    }
+}
