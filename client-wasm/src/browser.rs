@@ -16,7 +16,7 @@ use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
 use crate::machine::{Client, ClientError, Event, Millis, State};
 use crate::options::Options;
-use protocol::QoS;
+use protocol::{Properties, QoS, SubscribeFilter};
 
 /// The MQTT-over-WebSocket subprotocol (MQTT 3.1.1 §6, MQTT 5.0 §6).
 const SUBPROTOCOL: &str = "mqtt";
@@ -138,6 +138,44 @@ impl BrowserClient {
             .publish(topic, payload, qos, retain);
         self.pump();
         result
+    }
+
+    /// Publishes with 5.0 properties (ignored for 3.1.1).
+    pub fn publish_with(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        properties: Properties,
+    ) -> Result<Option<u16>, ClientError> {
+        let result = self
+            .inner
+            .borrow_mut()
+            .machine
+            .publish_with(topic, payload, qos, retain, properties);
+        self.pump();
+        result
+    }
+
+    /// Subscribes with 5.0 options and an optional subscription identifier.
+    pub fn subscribe_with(
+        &self,
+        filters: Vec<SubscribeFilter>,
+        subscription_id: Option<u32>,
+    ) -> Result<u16, ClientError> {
+        let result = self
+            .inner
+            .borrow_mut()
+            .machine
+            .subscribe_with(filters, subscription_id);
+        self.pump();
+        result
+    }
+
+    /// The client identifier in use (the broker may have assigned it).
+    pub fn client_id(&self) -> String {
+        self.inner.borrow().machine.client_id().to_owned()
     }
 
     pub fn subscribe(&self, filters: &[(&str, QoS)]) -> Result<u16, ClientError> {

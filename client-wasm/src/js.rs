@@ -28,8 +28,8 @@ use protocol::{ProtocolVersion, QoS};
 type Listeners = Rc<RefCell<HashMap<String, Vec<Function>>>>;
 
 /// An MQTT client over WebSocket. Events: `connect` (sessionPresent), `message` (topic,
-/// payload: Uint8Array, {qos, retain, dup}), `publish` (packetId, when a QoS 1/2 publish
-/// is acknowledged), `subscribe` (packetId, [{filter, qos | null}]), `unsubscribe`
+/// payload: Uint8Array, {qos, retain, dup, userProperties}), `publish` (packetId, reason
+/// code, when a QoS 1/2 publish is acknowledged), `subscribe` (packetId, [{filter, qos | null}]), `unsubscribe`
 /// (packetId, [filter]), `reconnect` (reason, delayMs), `refused` (returnCode), `close`
 /// (reason).
 #[wasm_bindgen]
@@ -41,8 +41,9 @@ pub struct MqttClient {
 #[wasm_bindgen]
 impl MqttClient {
     /// `options`: `{ clientId, keepalive (s), clean (bool), username, password,
-    /// protocolVersion (4 = 3.1.1, 3 = 3.1), reconnect (bool), reconnectPeriod (ms),
-    /// will: { topic, payload, qos, retain } }`; all optional.
+    /// protocolVersion (5 = 5.0, 4 = 3.1.1, 3 = 3.1), sessionExpiry (s, 5.0),
+    /// reconnect (bool), reconnectPeriod (ms), will: { topic, payload, qos, retain } }`;
+    /// all optional.
     #[wasm_bindgen(constructor)]
     pub fn new(url: &str, options: JsValue) -> Result<MqttClient, JsError> {
         let options = parse_options(&options)?;
@@ -137,6 +138,11 @@ fn emit(listeners: &Listeners, event: Event) {
             let _ = Reflect::set(&info, &"qos".into(), &(publish.qos as u8).into());
             let _ = Reflect::set(&info, &"retain".into(), &publish.retain.into());
             let _ = Reflect::set(&info, &"dup".into(), &publish.dup.into());
+            let users = Object::new();
+            for (k, v) in &publish.properties.user_properties {
+                let _ = Reflect::set(&users, &k.into(), &v.into());
+            }
+            let _ = Reflect::set(&info, &"userProperties".into(), &users.into());
             (
                 "message",
                 vec![
@@ -146,7 +152,7 @@ fn emit(listeners: &Listeners, event: Event) {
                 ],
             )
         }
-        Event::PublishComplete { pkid } => ("publish", vec![pkid.into()]),
+        Event::PublishComplete { pkid, reason } => ("publish", vec![pkid.into(), reason.into()]),
         Event::PublishAbandoned { pkid } => ("abandoned", vec![pkid.into()]),
         Event::Subscribed { pkid, results } => {
             let list = js_sys::Array::new();
@@ -205,8 +211,16 @@ fn parse_options(value: &JsValue) -> Result<Options, JsError> {
         options.version = match v as u8 {
             3 => ProtocolVersion::V3_1,
             4 => ProtocolVersion::V3_1_1,
-            _ => return Err(JsError::new("protocolVersion must be 3 (3.1) or 4 (3.1.1)")),
+            5 => ProtocolVersion::V5,
+            _ => {
+                return Err(JsError::new(
+                    "protocolVersion must be 3 (3.1), 4 (3.1.1) or 5 (5.0)",
+                ))
+            }
         };
+    }
+    if let Some(v) = get("sessionExpiry").and_then(|v| v.as_f64()) {
+        options.session_expiry = v.clamp(0.0, f64::from(u32::MAX)) as u32;
     }
     if let Some(v) = get("reconnect").and_then(|v| v.as_bool()) {
         options.reconnect = v;

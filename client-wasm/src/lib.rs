@@ -19,4 +19,4 @@ pub use browser::BrowserClient;
 pub use js::MqttClient;
 pub use machine::{Client, ClientError, Event, Millis, State};
 pub use options::{LastWill, Options};
-pub use protocol::{reason, ProtocolVersion, Publish, QoS};
+pub use protocol::{reason, Properties, ProtocolVersion, Publish, QoS, SubscribeFilter};

@@ -13,8 +13,9 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use bytes::{Bytes, BytesMut};
 use protocol::topic::{validate_topic_filter, validate_topic_name, TopicError};
 use protocol::{
-    encode, encode_publish, reason, Ack, ConnAck, Connect, Decoder, Disconnect, EncodeError,
-    Packet, Properties, Publish, PublishRef, QoS, Subscribe, SubscribeFilter, Unsubscribe, Will,
+    encode, encode_publish, publish_size, reason, Ack, ConnAck, Connect, Decoder, Disconnect,
+    EncodeError, Packet, Properties, Publish, PublishRef, QoS, Subscribe, SubscribeFilter,
+    Unsubscribe, Will,
 };
 
 use crate::options::Options;
@@ -65,9 +66,11 @@ pub enum Event {
     /// The application's [`Client::disconnect`] completed.
     Closed,
     Message(Box<Publish>),
-    /// A QoS 1 or 2 publish of ours is acknowledged end to end.
+    /// A QoS 1 or 2 publish of ours is acknowledged end to end. `reason` is 0 on success;
+    /// a 5.0 broker may refuse it (0x80 and above) or say nobody subscribed (0x10).
     PublishComplete {
         pkid: u16,
+        reason: u8,
     },
     /// A QoS 1 or 2 publish of ours was abandoned: a clean session reconnect discards it.
     PublishAbandoned {
@@ -97,12 +100,16 @@ pub enum ClientError {
     NoFilters,
     #[error("every packet identifier is in use")]
     NoPacketIdentifier,
+    #[error("the packet ({0} bytes) exceeds the broker's maximum packet size ({1} bytes)")]
+    TooLarge(usize, u32),
     #[error("{0}")]
     Encode(#[from] EncodeError),
 }
 
 #[derive(Debug, Clone)]
 enum OutStage {
+    /// Waiting for room in the broker's receive maximum (5.0 flow control).
+    Waiting(Box<Publish>),
     /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
     Published(Box<Publish>),
     /// PUBREL sent, waiting for PUBCOMP.
@@ -130,9 +137,16 @@ pub struct Client {
     send_seq: u64,
     /// Incoming QoS 2 identifiers delivered to the application, awaiting PUBREL.
     incoming_qos2: HashSet<u16>,
-    /// Filters the application wants, with their QoS: re-subscribed after a reconnect
-    /// that found no session.
-    subscriptions: BTreeMap<String, QoS>,
+    /// Filters the application wants, with their options: re-subscribed after a
+    /// reconnect that found no session.
+    subscriptions: BTreeMap<String, SubscribeFilter>,
+    /// Topic aliases the broker defined towards us (5.0), reset on every connection.
+    inbound_aliases: HashMap<u16, String>,
+    /// The broker's limits from its CONNACK (5.0; unlimited for 3.1.1).
+    server_receive_maximum: u16,
+    server_max_packet_size: u32,
+    /// Keep-alive in force: ours, or the broker's override (5.0 server keep alive).
+    keep_alive: u16,
     pending_subscribe: HashMap<u16, Vec<SubscribeFilter>>,
     pending_unsubscribe: HashMap<u16, Vec<String>>,
     connect_sent_at: Millis,
@@ -160,6 +174,10 @@ impl Client {
             send_seq: 0,
             incoming_qos2: HashSet::new(),
             subscriptions: BTreeMap::new(),
+            inbound_aliases: HashMap::new(),
+            server_receive_maximum: u16::MAX,
+            server_max_packet_size: u32::MAX,
+            keep_alive: 0,
             pending_subscribe: HashMap::new(),
             pending_unsubscribe: HashMap::new(),
             connect_sent_at: 0,
@@ -179,7 +197,12 @@ impl Client {
 
     /// Filters the client is (or will be, after a reconnect) subscribed to.
     pub fn subscriptions(&self) -> impl Iterator<Item = (&str, QoS)> {
-        self.subscriptions.iter().map(|(f, q)| (f.as_str(), *q))
+        self.subscriptions.iter().map(|(f, s)| (f.as_str(), s.qos))
+    }
+
+    /// The client identifier in use: ours, or the one the broker assigned (5.0).
+    pub fn client_id(&self) -> &str {
+        &self.options.client_id
     }
 
     /// Our publishes not yet acknowledged.
@@ -227,10 +250,26 @@ impl Client {
         qos: QoS,
         retain: bool,
     ) -> Result<Option<u16>, ClientError> {
+        self.publish_with(topic, payload, qos, retain, Properties::default())
+    }
+
+    /// Publishes with 5.0 properties (payload format, message expiry, content type,
+    /// response topic, correlation data, user properties); ignored for 3.1.1.
+    pub fn publish_with(
+        &mut self,
+        topic: &str,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        mut properties: Properties,
+    ) -> Result<Option<u16>, ClientError> {
         validate_topic_name(topic).map_err(ClientError::InvalidTopic)?;
         if self.state != State::Connected {
             return Err(ClientError::NotConnected);
         }
+        // Per-hop properties are the client's own business, never the application's.
+        properties.topic_alias = None;
+        properties.subscription_identifiers.clear();
         let pkid = if qos == QoS::AtMostOnce {
             0
         } else {
@@ -243,40 +282,87 @@ impl Client {
             topic: topic.to_owned(),
             pkid,
             payload,
-            properties: Properties::default(),
+            properties,
         };
-        encode_publish(publish.borrowed(), self.options.version, &mut self.out)?;
+        let size = publish_size(&publish.borrowed(), self.options.version);
+        if size > self.server_max_packet_size as usize {
+            return Err(ClientError::TooLarge(size, self.server_max_packet_size));
+        }
         if qos == QoS::AtMostOnce {
+            encode_publish(publish.borrowed(), self.options.version, &mut self.out)?;
             return Ok(None);
         }
         self.send_seq += 1;
-        self.outgoing.insert(
-            pkid,
-            (self.send_seq, OutStage::Published(Box::new(publish))),
-        );
+        self.outgoing
+            .insert(pkid, (self.send_seq, OutStage::Waiting(Box::new(publish))));
+        self.send_waiting();
         Ok(Some(pkid))
+    }
+
+    /// Sends waiting publishes while the broker's receive maximum allows.
+    fn send_waiting(&mut self) {
+        if self.state != State::Connected {
+            return;
+        }
+        let mut in_window = self
+            .outgoing
+            .values()
+            .filter(|(_, stage)| !matches!(stage, OutStage::Waiting(_)))
+            .count();
+        let mut waiting: Vec<(u64, u16)> = self
+            .outgoing
+            .iter()
+            .filter(|(_, (_, stage))| matches!(stage, OutStage::Waiting(_)))
+            .map(|(pkid, (seq, _))| (*seq, *pkid))
+            .collect();
+        waiting.sort();
+        for (_, pkid) in waiting {
+            if in_window >= usize::from(self.server_receive_maximum) {
+                break;
+            }
+            let Some((_, stage)) = self.outgoing.get_mut(&pkid) else {
+                continue;
+            };
+            let OutStage::Waiting(publish) = std::mem::replace(stage, OutStage::Released) else {
+                continue;
+            };
+            let result = encode_publish(publish.borrowed(), self.options.version, &mut self.out);
+            debug_assert!(result.is_ok(), "{result:?}");
+            *stage = OutStage::Published(publish);
+            in_window += 1;
+        }
     }
 
     /// Subscribes to one or more filters. Remembered for resubscribing after a reconnect.
     pub fn subscribe(&mut self, filters: &[(&str, QoS)]) -> Result<u16, ClientError> {
+        let filters = filters
+            .iter()
+            .map(|(filter, qos)| SubscribeFilter::new(*filter, *qos))
+            .collect();
+        self.subscribe_with(filters, None)
+    }
+
+    /// Subscribes with 5.0 options (no local, retain as published, retain handling) and
+    /// an optional subscription identifier; the options are ignored for 3.1.1.
+    pub fn subscribe_with(
+        &mut self,
+        filters: Vec<SubscribeFilter>,
+        subscription_id: Option<u32>,
+    ) -> Result<u16, ClientError> {
         if filters.is_empty() {
             return Err(ClientError::NoFilters);
         }
-        for (filter, _) in filters {
-            validate_topic_filter(filter)
-                .map_err(|e| ClientError::InvalidFilter((*filter).to_owned(), e))?;
+        for f in &filters {
+            validate_topic_filter(&f.filter)
+                .map_err(|e| ClientError::InvalidFilter(f.filter.clone(), e))?;
         }
         if self.state != State::Connected {
             return Err(ClientError::NotConnected);
         }
-        let filters: Vec<SubscribeFilter> = filters
-            .iter()
-            .map(|(filter, qos)| SubscribeFilter::new(*filter, *qos))
-            .collect();
         for f in &filters {
-            self.subscriptions.insert(f.filter.clone(), f.qos);
+            self.subscriptions.insert(f.filter.clone(), f.clone());
         }
-        self.send_subscribe(filters)
+        self.send_subscribe(filters, subscription_id)
     }
 
     /// Unsubscribes from one or more filters.
@@ -334,12 +420,21 @@ impl Client {
                 payload: w.payload.clone(),
                 qos: w.qos,
                 retain: w.retain,
-                properties: Properties::default(),
+                properties: w.properties.clone(),
             }),
             username: o.username.clone(),
             password: o.password.clone(),
-            properties: Properties::default(),
+            properties: Properties {
+                session_expiry_interval: (o.session_expiry > 0).then_some(o.session_expiry),
+                topic_alias_maximum: (o.topic_alias_maximum > 0).then_some(o.topic_alias_maximum),
+                user_properties: o.user_properties.clone(),
+                ..Properties::default()
+            },
         };
+        self.keep_alive = o.keep_alive;
+        self.inbound_aliases.clear();
+        self.server_receive_maximum = u16::MAX;
+        self.server_max_packet_size = u32::MAX;
         self.inbuf.clear();
         self.decoder = Decoder::new(MAX_INCOMING_PACKET);
         self.decoder.set_version(self.options.version);
@@ -407,7 +502,7 @@ impl Client {
             State::Connecting if now >= self.connect_sent_at + self.options.response_timeout_ms => {
                 self.fail("no CONNACK from the broker".into());
             }
-            State::Connected if self.options.keep_alive > 0 => {
+            State::Connected if self.keep_alive > 0 => {
                 if let Some(sent) = self.ping_sent_at {
                     if now >= sent + self.options.response_timeout_ms {
                         self.fail("no PINGRESP from the broker".into());
@@ -448,7 +543,7 @@ impl Client {
     pub fn next_timeout(&self) -> Option<Millis> {
         match self.state {
             State::Connecting => Some(self.connect_sent_at + self.options.response_timeout_ms),
-            State::Connected if self.options.keep_alive > 0 => Some(match self.ping_sent_at {
+            State::Connected if self.keep_alive > 0 => Some(match self.ping_sent_at {
                 Some(sent) => sent + self.options.response_timeout_ms,
                 None => self.last_sent + self.keep_alive_ms(),
             }),
@@ -460,7 +555,7 @@ impl Client {
     // ---- internals ----
 
     fn keep_alive_ms(&self) -> Millis {
-        u64::from(self.options.keep_alive) * 1000
+        u64::from(self.keep_alive) * 1000
     }
 
     /// Exponential back-off: min, 2×min, 4×min … capped at max.
@@ -500,12 +595,19 @@ impl Client {
         Err(ClientError::NoPacketIdentifier)
     }
 
-    fn send_subscribe(&mut self, filters: Vec<SubscribeFilter>) -> Result<u16, ClientError> {
+    fn send_subscribe(
+        &mut self,
+        filters: Vec<SubscribeFilter>,
+        subscription_id: Option<u32>,
+    ) -> Result<u16, ClientError> {
         let pkid = self.allocate_pkid()?;
         self.write(&Packet::Subscribe(Subscribe {
             pkid,
             filters: filters.clone(),
-            properties: Properties::default(),
+            properties: Properties {
+                subscription_identifiers: subscription_id.into_iter().collect(),
+                ..Properties::default()
+            },
         }));
         self.pending_subscribe.insert(pkid, filters);
         Ok(pkid)
@@ -520,43 +622,61 @@ impl Client {
             return Ok(());
         }
         match packet {
-            Packet::Publish(publish) => match publish.qos {
-                QoS::AtMostOnce => self.events.push_back(Event::Message(Box::new(publish))),
-                QoS::AtLeastOnce => {
-                    self.write(&Packet::PubAck(Ack::new(publish.pkid)));
-                    self.events.push_back(Event::Message(Box::new(publish)));
-                }
-                QoS::ExactlyOnce => {
-                    self.write(&Packet::PubRec(Ack::new(publish.pkid)));
-                    // Delivered once; a duplicate before PUBREL is only acknowledged.
-                    if self.incoming_qos2.insert(publish.pkid) {
-                        self.events.push_back(Event::Message(Box::new(publish)));
-                    }
-                }
-            },
+            Packet::Publish(mut publish) => {
+                self.resolve_alias(&mut publish)?;
+                self.on_publish(publish);
+            }
             Packet::PubRel(Ack { pkid, .. }) => {
                 self.incoming_qos2.remove(&pkid);
                 self.write(&Packet::PubComp(Ack::new(pkid)));
             }
-            Packet::PubAck(Ack { pkid, .. }) => {
+            Packet::PubAck(Ack { pkid, reason, .. }) => {
                 if let Some((_, OutStage::Published(p))) = self.outgoing.get(&pkid) {
                     if p.qos == QoS::AtLeastOnce {
                         self.outgoing.remove(&pkid);
-                        self.events.push_back(Event::PublishComplete { pkid });
+                        self.events
+                            .push_back(Event::PublishComplete { pkid, reason });
+                        self.send_waiting();
                     }
                 }
             }
-            Packet::PubRec(Ack { pkid, .. }) => {
+            Packet::PubRec(Ack { pkid, reason, .. }) => {
                 if let Some((_, stage)) = self.outgoing.get_mut(&pkid) {
-                    *stage = OutStage::Released;
-                    self.write(&Packet::PubRel(Ack::new(pkid)));
+                    if reason >= reason::UNSPECIFIED_ERROR {
+                        // A refusing PUBREC ends the exchange (MQTT 5.0 §4.3.3).
+                        self.outgoing.remove(&pkid);
+                        self.events
+                            .push_back(Event::PublishComplete { pkid, reason });
+                        self.send_waiting();
+                    } else {
+                        *stage = OutStage::Released;
+                        self.write(&Packet::PubRel(Ack::new(pkid)));
+                    }
                 }
             }
-            Packet::PubComp(Ack { pkid, .. }) => {
+            Packet::PubComp(Ack { pkid, reason, .. }) => {
                 if let Some((_, OutStage::Released)) = self.outgoing.get(&pkid) {
                     self.outgoing.remove(&pkid);
-                    self.events.push_back(Event::PublishComplete { pkid });
+                    self.events
+                        .push_back(Event::PublishComplete { pkid, reason });
+                    self.send_waiting();
                 }
+            }
+            Packet::Disconnect(disconnect) => {
+                let mut reason = format!(
+                    "the broker disconnected: {} ({:#04x})",
+                    reason::describe(disconnect.reason),
+                    disconnect.reason
+                );
+                if let Some(text) = disconnect.properties.reason_string {
+                    reason.push_str(": ");
+                    reason.push_str(&text);
+                }
+                if disconnect.reason == reason::SESSION_TAKEN_OVER {
+                    // Another client uses our id: reconnecting would only fight over it.
+                    self.options.reconnect = false;
+                }
+                return Err(reason);
             }
             Packet::SubAck(ack) => {
                 let Some(filters) = self.pending_subscribe.remove(&ack.pkid) else {
@@ -591,6 +711,46 @@ impl Client {
         Ok(())
     }
 
+    fn on_publish(&mut self, publish: Publish) {
+        match publish.qos {
+            QoS::AtMostOnce => self.events.push_back(Event::Message(Box::new(publish))),
+            QoS::AtLeastOnce => {
+                self.write(&Packet::PubAck(Ack::new(publish.pkid)));
+                self.events.push_back(Event::Message(Box::new(publish)));
+            }
+            QoS::ExactlyOnce => {
+                self.write(&Packet::PubRec(Ack::new(publish.pkid)));
+                // Delivered once; a duplicate before PUBREL is only acknowledged.
+                if self.incoming_qos2.insert(publish.pkid) {
+                    self.events.push_back(Event::Message(Box::new(publish)));
+                }
+            }
+        }
+    }
+
+    /// Resolves a topic alias the broker used (5.0): defined by topic + alias, used by
+    /// alias alone. The alias is removed so the application sees plain messages.
+    fn resolve_alias(&mut self, publish: &mut Publish) -> Result<(), String> {
+        let Some(alias) = publish.properties.topic_alias.take() else {
+            return Ok(());
+        };
+        if alias == 0 || alias > self.options.topic_alias_maximum {
+            return Err(format!(
+                "the broker used topic alias {alias} beyond our maximum"
+            ));
+        }
+        if publish.topic.is_empty() {
+            publish.topic = self
+                .inbound_aliases
+                .get(&alias)
+                .cloned()
+                .ok_or_else(|| format!("the broker used undefined topic alias {alias}"))?;
+        } else {
+            self.inbound_aliases.insert(alias, publish.topic.clone());
+        }
+        Ok(())
+    }
+
     fn on_connack(&mut self, _now: Millis, ack: ConnAck) {
         if ack.code != reason::SUCCESS {
             self.events.push_back(Event::Refused { code: ack.code });
@@ -600,16 +760,35 @@ impl Client {
         }
         self.state = State::Connected;
         self.reconnect_attempt = 0;
-        let session_present = ack.session_present && !self.options.clean_session;
+        let p = &ack.properties;
+        if let Some(max) = p.receive_maximum {
+            self.server_receive_maximum = max;
+        }
+        if let Some(max) = p.maximum_packet_size {
+            self.server_max_packet_size = max;
+        }
+        if let Some(keep_alive) = p.server_keep_alive {
+            self.keep_alive = keep_alive;
+        }
+        if let Some(id) = &p.assigned_client_identifier {
+            // Reconnects must use it to find the session again (MQTT-3.2.2-16).
+            self.options.client_id = id.clone();
+        }
+        let session_present = ack.session_present;
         if !session_present {
-            // A new session on the broker: what the old one was doing is gone there.
+            // A new session on the broker: what the old one was doing is gone there, and a
+            // client without a session discards its own session state too (MQTT-3.1.2-6).
             self.incoming_qos2.clear();
             self.pending_subscribe.clear();
             self.pending_unsubscribe.clear();
-        }
-        if self.options.clean_session {
-            // MQTT-3.1.2-6: a clean session discards the client's in-flight state too.
-            for pkid in std::mem::take(&mut self.outgoing).into_keys() {
+            let abandoned: Vec<u16> = self
+                .outgoing
+                .iter()
+                .filter(|(_, (_, stage))| !matches!(stage, OutStage::Waiting(_)))
+                .map(|(pkid, _)| *pkid)
+                .collect();
+            for pkid in abandoned {
+                self.outgoing.remove(&pkid);
                 self.events.push_back(Event::PublishAbandoned { pkid });
             }
         } else {
@@ -631,6 +810,7 @@ impl Client {
                     OutStage::Released => {
                         encode(&Packet::PubRel(Ack::new(*pkid)), version, &mut out)
                     }
+                    OutStage::Waiting(_) => continue,
                 };
                 debug_assert!(result.is_ok());
             }
@@ -639,16 +819,13 @@ impl Client {
         if session_present {
             let subscribes: Vec<_> = self.pending_subscribe.drain().collect();
             for (_, filters) in subscribes {
-                let _ = self.send_subscribe(filters);
+                let _ = self.send_subscribe(filters, None);
             }
         } else if !self.subscriptions.is_empty() {
-            let filters = self
-                .subscriptions
-                .iter()
-                .map(|(filter, qos)| SubscribeFilter::new(filter.clone(), *qos))
-                .collect();
-            let _ = self.send_subscribe(filters);
+            let filters = self.subscriptions.values().cloned().collect();
+            let _ = self.send_subscribe(filters, None);
         }
+        self.send_waiting();
         self.events.push_back(Event::Connected {
             session_present: ack.session_present,
         });

@@ -223,7 +223,10 @@ fn qos1_publish_completes_on_puback() {
         matches!(&sent[..], [Packet::Publish(p)] if p.pkid == pkid && p.qos == QoS::AtLeastOnce)
     );
     send(&mut client, 3, &[Packet::PubAck(Ack::new(pkid))]);
-    assert_eq!(events(&mut client), vec![Event::PublishComplete { pkid }]);
+    assert_eq!(
+        events(&mut client),
+        vec![Event::PublishComplete { pkid, reason: 0 }]
+    );
     assert_eq!(client.in_flight(), 0);
 }
 
@@ -239,7 +242,10 @@ fn qos2_publish_flow() {
     assert_eq!(broker.receive(&mut client, 3), vec![pubrel(pkid)]);
     assert!(events(&mut client).is_empty());
     send(&mut client, 4, &[Packet::PubComp(Ack::new(pkid))]);
-    assert_eq!(events(&mut client), vec![Event::PublishComplete { pkid }]);
+    assert_eq!(
+        events(&mut client),
+        vec![Event::PublishComplete { pkid, reason: 0 }]
+    );
 }
 
 #[test]
@@ -267,7 +273,10 @@ fn qos2_publish_survives_two_reconnects_with_a_persistent_session() {
     assert_eq!(broker.receive(&mut client, 10_000), vec![pubrel(pkid)]);
     send(&mut client, 10_001, &[Packet::PubComp(Ack::new(pkid))]);
     let done = events(&mut client);
-    assert!(done.contains(&Event::PublishComplete { pkid }), "{done:?}");
+    assert!(
+        done.contains(&Event::PublishComplete { pkid, reason: 0 }),
+        "{done:?}"
+    );
 }
 
 #[test]
@@ -447,4 +456,252 @@ fn garbage_from_the_broker_drops_the_connection() {
         &events(&mut client)[..],
         [Event::ConnectionLost { reason, .. }] if reason.contains("malformed")
     ));
+}
+
+// ---- MQTT 5.0 ----
+
+fn v5_options() -> Options {
+    let mut options = options(true);
+    options.version = ProtocolVersion::V5;
+    options.session_expiry = 300;
+    options.user_properties = vec![("app".into(), "test".into())];
+    options
+}
+
+/// Opens a 5.0 connection; the CONNACK carries `properties`.
+fn connected_v5(options: Options, properties: Properties) -> (Client, Broker) {
+    let mut client = Client::new(options);
+    let mut broker = Broker::new();
+    client.connect();
+    assert!(client.poll_open(0));
+    client.handle_transport_open(0);
+    let sent = broker.receive(&mut client, 0);
+    let [Packet::Connect(connect)] = &sent[..] else {
+        panic!("{sent:?}")
+    };
+    assert_eq!(connect.version, ProtocolVersion::V5);
+    let connack = Packet::ConnAck(ConnAck {
+        session_present: false,
+        code: reason::SUCCESS,
+        properties,
+    });
+    let mut buf = BytesMut::new();
+    encode(&connack, ProtocolVersion::V5, &mut buf).unwrap();
+    client.handle_input(1, &buf);
+    assert!(matches!(
+        &events(&mut client)[..],
+        [Event::Connected { .. }]
+    ));
+    (client, broker)
+}
+
+fn send_v5(client: &mut Client, now: u64, packets: &[Packet]) {
+    let mut buf = BytesMut::new();
+    for packet in packets {
+        encode(packet, ProtocolVersion::V5, &mut buf).unwrap();
+    }
+    client.handle_input(now, &buf);
+}
+
+#[test]
+fn v5_connect_carries_properties_and_takes_the_assigned_id() {
+    let mut options = v5_options();
+    options.client_id = String::new();
+    let mut client = Client::new(options);
+    client.connect();
+    client.poll_open(0);
+    client.handle_transport_open(0);
+    let sent = Broker::new().receive(&mut client, 0);
+    let [Packet::Connect(connect)] = &sent[..] else {
+        panic!("{sent:?}")
+    };
+    assert_eq!(connect.properties.session_expiry_interval, Some(300));
+    assert_eq!(connect.properties.topic_alias_maximum, Some(16));
+    assert_eq!(
+        connect.properties.user_properties,
+        vec![("app".to_owned(), "test".to_owned())]
+    );
+    send_v5(
+        &mut client,
+        1,
+        &[Packet::ConnAck(ConnAck {
+            session_present: false,
+            code: reason::SUCCESS,
+            properties: Properties {
+                assigned_client_identifier: Some("auto-7".into()),
+                server_keep_alive: Some(5),
+                ..Properties::default()
+            },
+        })],
+    );
+    assert_eq!(client.client_id(), "auto-7");
+    // The broker's keep-alive wins.
+    assert_eq!(client.next_timeout(), Some(5_000));
+}
+
+#[test]
+fn v5_flow_control_holds_publishes_beyond_the_receive_maximum() {
+    let (mut client, mut broker) = connected_v5(
+        v5_options(),
+        Properties {
+            receive_maximum: Some(1),
+            ..Properties::default()
+        },
+    );
+    let first = client
+        .publish("t", Bytes::from_static(b"1"), QoS::AtLeastOnce, false)
+        .unwrap()
+        .unwrap();
+    let second = client
+        .publish("t", Bytes::from_static(b"2"), QoS::AtLeastOnce, false)
+        .unwrap()
+        .unwrap();
+    let sent = broker.receive(&mut client, 2);
+    assert!(
+        matches!(&sent[..], [Packet::Publish(p)] if p.pkid == first),
+        "{sent:?}"
+    );
+    send_v5(
+        &mut client,
+        3,
+        &[Packet::PubAck(Ack::with_reason(
+            first,
+            reason::NO_MATCHING_SUBSCRIBERS,
+        ))],
+    );
+    let sent = broker.receive(&mut client, 3);
+    assert!(
+        matches!(&sent[..], [Packet::Publish(p)] if p.pkid == second),
+        "{sent:?}"
+    );
+    assert_eq!(
+        events(&mut client),
+        vec![Event::PublishComplete {
+            pkid: first,
+            reason: reason::NO_MATCHING_SUBSCRIBERS
+        }]
+    );
+}
+
+#[test]
+fn v5_publish_over_the_broker_maximum_is_refused() {
+    let (mut client, _) = connected_v5(
+        v5_options(),
+        Properties {
+            maximum_packet_size: Some(50),
+            ..Properties::default()
+        },
+    );
+    let err = client
+        .publish("t", Bytes::from(vec![0u8; 100]), QoS::AtMostOnce, false)
+        .unwrap_err();
+    assert!(
+        matches!(err, client_wasm::ClientError::TooLarge(_, 50)),
+        "{err}"
+    );
+}
+
+#[test]
+fn v5_topic_aliases_from_the_broker_are_resolved() {
+    let (mut client, _) = connected_v5(v5_options(), Properties::default());
+    let with_alias = |topic: &str, payload: &'static [u8]| {
+        Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: topic.into(),
+            pkid: 0,
+            payload: Bytes::from_static(payload),
+            properties: Properties {
+                topic_alias: Some(3),
+                ..Properties::default()
+            },
+        })
+    };
+    send_v5(
+        &mut client,
+        2,
+        &[with_alias("sensors/1", b"a"), with_alias("", b"b")],
+    );
+    let topics: Vec<String> = events(&mut client)
+        .into_iter()
+        .map(|e| match e {
+            Event::Message(p) => {
+                assert_eq!(p.properties.topic_alias, None);
+                p.topic
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(topics, vec!["sensors/1", "sensors/1"]);
+}
+
+#[test]
+fn v5_undefined_alias_drops_the_connection() {
+    let (mut client, _) = connected_v5(v5_options(), Properties::default());
+    send_v5(
+        &mut client,
+        2,
+        &[Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: String::new(),
+            pkid: 0,
+            payload: Bytes::new(),
+            properties: Properties {
+                topic_alias: Some(9),
+                ..Properties::default()
+            },
+        })],
+    );
+    assert!(client.poll_close());
+}
+
+#[test]
+fn v5_session_takeover_is_reported_and_not_fought() {
+    let (mut client, _) = connected_v5(v5_options(), Properties::default());
+    send_v5(
+        &mut client,
+        2,
+        &[Packet::Disconnect(Disconnect::new(
+            reason::SESSION_TAKEN_OVER,
+        ))],
+    );
+    assert!(client.poll_close());
+    client.handle_transport_closed(3, "closed");
+    let lost = events(&mut client);
+    assert!(
+        matches!(&lost[..], [Event::ConnectionLost { reason, reconnect_in: None }] if reason.contains("session taken over")),
+        "{lost:?}"
+    );
+}
+
+#[test]
+fn v5_refusing_pubrec_ends_the_exchange() {
+    let (mut client, mut broker) = connected_v5(v5_options(), Properties::default());
+    let pkid = client
+        .publish("t", Bytes::from_static(b"x"), QoS::ExactlyOnce, false)
+        .unwrap()
+        .unwrap();
+    broker.receive(&mut client, 2);
+    send_v5(
+        &mut client,
+        3,
+        &[Packet::PubRec(Ack::with_reason(
+            pkid,
+            reason::NOT_AUTHORIZED,
+        ))],
+    );
+    assert!(
+        broker.receive(&mut client, 3).is_empty(),
+        "no PUBREL after a refusal"
+    );
+    assert_eq!(
+        events(&mut client),
+        vec![Event::PublishComplete {
+            pkid,
+            reason: reason::NOT_AUTHORIZED
+        }]
+    );
 }
