@@ -238,12 +238,12 @@ fn parse_options(value: &JsValue) -> Result<Options, JsError> {
             .unwrap_or_default();
         let qos = qos_from(field("qos").and_then(|v| v.as_f64()).unwrap_or(0.0) as u8)?;
         let retain = field("retain").and_then(|v| v.as_bool()).unwrap_or(false);
-        options.will = Some(LastWill {
+        options.will = Some(LastWill::new(
             topic,
-            payload: Bytes::from(payload.into_bytes()),
+            Bytes::from(payload.into_bytes()),
             qos,
             retain,
-        });
+        ));
     }
     Ok(options)
 }
