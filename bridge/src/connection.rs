@@ -28,8 +28,8 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{debug, info, Instrument};
 
 use crate::broker::{
-    Broker, ConnectionInfo, Kick, Message, Metrics, Owner, Session, TopicAliases, Written,
-    NEVER_EXPIRES,
+    Action, Broker, ConnectionInfo, Identity, Kick, Message, Metrics, Owner, Session, TopicAliases,
+    Written, NEVER_EXPIRES,
 };
 
 /// How the client reached us; shown in logs and the admin API.
@@ -130,6 +130,7 @@ where
             peer,
             transport,
             client_id: Arc::from(""),
+            username: None,
             inbound_aliases: HashMap::new(),
             outbound_aliases: TopicAliases::new(0),
             session_expiry: 0,
@@ -158,6 +159,7 @@ struct Connection<S> {
     peer: SocketAddr,
     transport: Transport,
     client_id: Arc<str>,
+    username: Option<String>,
     /// Topic aliases the client defined (5.0): alias → topic.
     inbound_aliases: HashMap<u16, String>,
     /// Topic aliases we give the client.
@@ -240,6 +242,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 return Err(format!("invalid will topic: {e}"));
             }
         }
+
+        if let Err(code) = self
+            .broker
+            .access()
+            .authenticate(connect.username.as_deref(), connect.password.as_deref())
+        {
+            info!(
+                username = connect.username.as_deref().unwrap_or(""),
+                "authentication failed: {}",
+                reason::describe(code)
+            );
+            self.refuse(code).await;
+            return Ok(None);
+        }
+        self.username = connect.username.clone();
 
         let props = &connect.properties;
         self.session_expiry = match connect.version {
@@ -341,7 +358,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let publish_will = !matches!(end, End::Disconnected { with_will: false });
         let will = connect
             .will
-            .filter(|_| publish_will)
+            .filter(|will| publish_will && self.may(Action::Publish, &will.topic))
             .map(|will| self.will_message(will));
         self.broker.close_session(&session, self.id, will);
 
@@ -357,6 +374,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             let _ = timeout(Duration::from_secs(1), self.write_all()).await;
             let _ = self.writer.shutdown().await;
         }
+    }
+
+    /// Whether the access policy lets this client do `action` on `topic`.
+    fn may(&self, action: Action, topic: &str) -> bool {
+        self.broker.access().authorize(
+            Identity {
+                client_id: &self.client_id,
+                username: self.username.as_deref(),
+            },
+            action,
+            topic,
+        )
     }
 
     /// The will as a message, with its delay in seconds.
@@ -608,6 +637,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 "payload is not the UTF-8 its format indicator claims",
             ));
         }
+        let allowed = self.may(Action::Publish, &topic);
+        if !allowed {
+            debug!(%topic, "publish not authorized: dropped");
+        }
         if qos == QoS::ExactlyOnce
             && session.incoming_qos2_pending() >= usize::from(self.broker.settings.receive_maximum)
             && self.is_v5()
@@ -636,13 +669,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 reason::SUCCESS
             }
         };
+        // A refused publish is dropped; 3.1.1 has no way to say so and gets a normal ack
+        // (as Mosquitto does), 5.0 gets "not authorized" (MQTT-3.3.5-2 … 0x87).
+        let refused = if self.is_v5() {
+            reason::NOT_AUTHORIZED
+        } else {
+            reason::SUCCESS
+        };
         match qos {
             QoS::AtMostOnce => {
-                self.broker.publish(message);
+                if allowed {
+                    self.broker.publish(message);
+                }
             }
             QoS::AtLeastOnce => {
                 let code = if bad_format {
                     reason::PAYLOAD_FORMAT_INVALID
+                } else if !allowed {
+                    refused
                 } else {
                     ack_code(self.broker.publish(message))
                 };
@@ -653,6 +697,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 // acknowledged again (exactly once, "method B" of MQTT 3.1.1 §4.3.3).
                 let code = if bad_format {
                     reason::PAYLOAD_FORMAT_INVALID
+                } else if !allowed {
+                    refused
                 } else if session.begin_incoming_qos2(pkid) {
                     ack_code(self.broker.publish(message))
                 } else {
@@ -683,6 +729,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                             reason::PROTOCOL_ERROR,
                             "no local on a shared subscription (MQTT-3.8.3-4)",
                         ));
+                    }
+                    let inner = shared.map_or(filter.filter.as_str(), |(_, inner)| inner);
+                    if !self.may(Action::Subscribe, inner) {
+                        debug!(filter = %filter.filter, "subscription not authorized");
+                        return_codes.push(if self.is_v5() {
+                            reason::NOT_AUTHORIZED
+                        } else {
+                            reason::UNSPECIFIED_ERROR
+                        });
+                        continue;
                     }
                     return_codes.push(filter.qos as u8);
                     accepted.push(filter);

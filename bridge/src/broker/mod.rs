@@ -7,6 +7,7 @@
 //! lock and, per subscriber, that subscriber's session lock: publishers on different
 //! connections run in parallel.
 
+pub mod access;
 mod admin;
 pub mod message;
 pub mod metrics;
@@ -26,6 +27,7 @@ use protocol::{reason, ProtocolVersion, QoS, SubscribeFilter};
 
 use crate::connection::Transport;
 use crate::router::Router;
+pub use access::{Access, Action, Identity};
 pub use message::Message;
 pub use metrics::Metrics;
 use retained::RetainedStore;
@@ -159,6 +161,8 @@ pub struct Broker {
     id_prefix: String,
     pub metrics: Metrics,
     started: Instant,
+    /// Replaced whole when the policy is (re)loaded; readers take a cheap `Arc` clone.
+    access: RwLock<Arc<Access>>,
 }
 
 impl Broker {
@@ -177,7 +181,18 @@ impl Broker {
             id_prefix: format!("bridge-{:x}", nanos & 0xffff_ffff),
             metrics: Metrics::default(),
             started: Instant::now(),
+            access: RwLock::new(Arc::new(Access::allow_all())),
         })
+    }
+
+    /// The access policy in force.
+    pub fn access(&self) -> Arc<Access> {
+        self.access.read().clone()
+    }
+
+    /// Puts a new access policy in force for every later check.
+    pub fn set_access(&self, access: Access) {
+        *self.access.write() = Arc::new(access);
     }
 
     /// A number identifying one connection for the life of the process.
@@ -450,6 +465,8 @@ impl Broker {
             self.retained.write().update(&message);
         }
         let (mut matched, mut dropped, mut skipped) = (0, 0, 0);
+        let access = self.access();
+        let check_reads = access.checks_reads();
         self.router
             .read()
             .for_each_match(&message.topic, |_, route| {
@@ -457,6 +474,18 @@ impl Broker {
                     Route::Direct(sub) => {
                         if sub.no_local
                             && message.origin.as_deref() == Some(&*sub.session.client_id)
+                        {
+                            return;
+                        }
+                        if check_reads
+                            && !access.authorize(
+                                Identity {
+                                    client_id: &sub.session.client_id,
+                                    username: sub.session.username().as_deref(),
+                                },
+                                Action::Read,
+                                &message.topic,
+                            )
                         {
                             return;
                         }

@@ -166,6 +166,8 @@ struct State {
     next_pkid: u16,
     /// A will waiting out its delay interval (5.0); cancelled by a reconnect.
     pending_will: Option<Message>,
+    /// The user name of the last connection, kept for access checks while offline.
+    username: Option<String>,
 }
 
 /// Session limits, copied from the broker settings.
@@ -218,6 +220,7 @@ impl Session {
         let mut state = self.state.lock();
         state.generation += 1;
         state.pending_will = None;
+        state.username = owner.info.username.clone();
         state.owner.replace(owner)
     }
 
@@ -302,6 +305,11 @@ impl Session {
             self.wake.notify_one();
         }
         Delivery::Queued
+    }
+
+    /// The user name the session's client last connected with.
+    pub fn username(&self) -> Option<String> {
+        self.state.lock().username.clone()
     }
 
     /// The connection driving the session, if it is online.
