@@ -49,6 +49,10 @@ pub const MIN_PACKET_SIZE: u32 = 2;
 /// fixed header.
 pub const MAX_PACKET_SIZE: u32 = 268_435_460;
 
+/// The longest `$SYS` interval: a day. Longer ones are surely mistakes (and a timer
+/// that far out is not worth the overflow checks).
+pub const MAX_SYS_INTERVAL: u64 = 86_400;
+
 /// The command line. Every flag but `--config` overrides the matching key of the file.
 #[derive(Debug, Clone, Default, Parser)]
 #[command(
@@ -111,7 +115,11 @@ pub struct Cli {
     pub data_dir: Option<PathBuf>,
 
     /// Seconds between $SYS topic updates, 0 for none [default: 10]
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(0..=MAX_SYS_INTERVAL)
+    )]
     pub sys_interval: Option<u64>,
 }
 
@@ -454,6 +462,15 @@ impl Config {
                 "must not be empty".to_owned(),
             ));
         }
+        if self.sys_interval > MAX_SYS_INTERVAL {
+            return Err(invalid(
+                "sys_interval",
+                format!(
+                    "{} is out of range 0..={MAX_SYS_INTERVAL}",
+                    self.sys_interval
+                ),
+            ));
+        }
         if self.dashboard.token_ttl == 0 {
             return Err(invalid(
                 "dashboard.token_ttl",
@@ -686,6 +703,8 @@ mod tests {
         assert!(line.contains("key dashboard.token_ttl"), "{line}");
         let line = error("sys_interval = -1\n");
         assert!(line.contains("key sys_interval"), "{line}");
+        let line = error("sys_interval = 86401\n");
+        assert!(line.contains("key sys_interval"), "{line}");
         assert!(parse("[limits]\nmax_packet_size = 268435460\n").is_ok());
         assert!(parse("[limits]\nmax_packet_size = 2\n").is_ok());
     }
@@ -756,6 +775,7 @@ mod tests {
             &["bridge", "--max-packet-size", "268435461"],
             &["bridge", "--ws-path", "mqtt"],
             &["bridge", "--log", "info,=["],
+            &["bridge", "--sys-interval", "86401"],
             &["bridge", "--no-such-flag"],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?} accepted");

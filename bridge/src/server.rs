@@ -462,6 +462,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn admin_api_is_served_beside_the_web_app() {
+        tokio::time::timeout(LIMIT, async {
+            let server = Server::start(&loopback_config()).await.unwrap();
+            let http = server.http.unwrap();
+            let response = http_get(http, "/api/v1/stats").await;
+            assert!(response.starts_with("HTTP/1.1 401"), "{response}");
+            assert!(response.contains("\"code\":\"UNAUTHORIZED\""), "{response}");
+            let response = http_get(http, "/api/v1/no-such-endpoint").await;
+            assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+            assert!(response.contains("application/json"), "{response}");
+            let response = http_get(http, "/metrics").await;
+            assert!(response.starts_with("HTTP/1.1 401"), "{response}");
+            // The web app keeps everything else.
+            let response = http_get(http, "/").await;
+            assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+            server.shutdown().await;
+        })
+        .await
+        .expect("timed out");
+    }
+
+    #[tokio::test]
     async fn disabled_listeners_are_not_bound() {
         let mut config = loopback_config();
         config.listeners.tcp = Listen::Off;
