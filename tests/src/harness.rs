@@ -339,6 +339,11 @@ impl Bridge {
         format!("ws://127.0.0.1:{}/mqtt", self.ws)
     }
 
+    /// The bridge's process id (for reading `/proc/PID/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the bridge process is still alive (it must survive any client misbehaviour).
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
