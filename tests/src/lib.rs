@@ -11,6 +11,7 @@
 
 pub mod harness;
 pub mod rumq;
+pub mod v5;
 pub mod wire;
 
 pub use harness::{py_script, require_paho, run, run_ok, spawn_line_buffered, which, Bridge, Proc};
