@@ -1,0 +1,205 @@
+//! MQTT 5.0 flow control towards a client: its Receive Maximum bounds the QoS 1/2 PUBLISHes
+//! in flight (section 4.9), and its Maximum Packet Size makes the broker drop what does not fit
+//! (MQTT-3.1.2-24, -25).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tests::v5::wire::{self, connect, prop, Client, Packet, Props, RecvError, WAIT};
+use tests::{spawn_line_buffered, unique, Bridge};
+
+/// Long enough for a broker that ignores the limit to have sent more.
+const QUIET: Duration = Duration::from_millis(1500);
+
+/// Reads PUBLISHes (without acknowledging them) until nothing arrives for `quiet`.
+fn unacked_publishes(c: &mut Client, quiet: Duration) -> Vec<Packet> {
+    let mut got = Vec::new();
+    loop {
+        match c.recv(quiet) {
+            Ok(p @ Packet::Publish { .. }) => got.push(p),
+            Ok(other) => panic!("expected PUBLISH, got {other:?}"),
+            Err(RecvError::Timeout) => return got,
+            Err(e) => panic!("connection failed: {e:?}"),
+        }
+    }
+}
+
+fn pid_of(p: &Packet) -> u16 {
+    match p {
+        Packet::Publish { pid: Some(pid), .. } => *pid,
+        other => panic!("expected a QoS 1/2 PUBLISH, got {other:?}"),
+    }
+}
+
+/// Subscriber with Receive Maximum 2 on `topic` at `qos`; a publisher sends `n` messages.
+fn setup(b: &Bridge, topic: &str, qos: u8, n: usize) -> Client {
+    let (mut sub, _, _) = Client::connect(
+        b.tcp_port(),
+        &connect(&unique("rm2")).props(Props::new().two(prop::RECEIVE_MAXIMUM, 2)),
+    );
+    assert_eq!(sub.subscribe(1, &[(topic, qos)]), [qos]);
+    let mut publisher = Client::connect_clean(b.tcp_port(), &unique("rm-pub"));
+    for i in 0..n {
+        publisher.publish(topic, format!("m{i}").as_bytes(), qos, false, i as u16 + 1);
+    }
+    publisher.disconnect();
+    sub
+}
+
+/// MQTT-3.3.4-9: a client with Receive Maximum 2 that does not acknowledge gets exactly 2 QoS 1
+/// PUBLISHes; each PUBACK lets exactly one more through; in the end all 6 arrive, in order.
+#[test]
+fn receive_maximum_2_bounds_unacknowledged_qos1() {
+    let b = Bridge::start();
+    let mut sub = setup(&b, "rm/q1", 1, 6);
+    let mut outstanding: VecDeque<Packet> = unacked_publishes(&mut sub, QUIET).into();
+    assert_eq!(
+        outstanding.len(),
+        2,
+        "unacknowledged PUBLISHes with receive maximum 2: {outstanding:?}"
+    );
+    let mut all: Vec<Packet> = outstanding.iter().cloned().collect();
+    while let Some(oldest) = outstanding.pop_front() {
+        sub.send_ok(&wire::puback(pid_of(&oldest)));
+        let more = unacked_publishes(&mut sub, QUIET);
+        assert!(
+            more.len() <= 1,
+            "one PUBACK let {} more PUBLISHes through: {more:?}",
+            more.len()
+        );
+        if all.len() < 6 {
+            assert_eq!(more.len(), 1, "a PUBACK freed a slot but nothing came");
+        }
+        all.extend(more.iter().cloned());
+        outstanding.extend(more);
+        assert!(outstanding.len() <= 2, "{outstanding:?}");
+    }
+    assert_eq!(
+        wire::payloads(&all),
+        ["m0", "m1", "m2", "m3", "m4", "m5"],
+        "{all:?}"
+    );
+    sub.ping();
+}
+
+/// Section 4.9: for QoS 2 the slot is freed by the PUBCOMP, not by the PUBREC: with Receive
+/// Maximum 2, after a PUBREC only the PUBREL comes (no third PUBLISH); after the PUBCOMP,
+/// exactly one more PUBLISH.
+#[test]
+fn receive_maximum_2_bounds_unacknowledged_qos2() {
+    let b = Bridge::start();
+    let mut sub = setup(&b, "rm/q2", 2, 4);
+    let first = unacked_publishes(&mut sub, QUIET);
+    assert_eq!(first.len(), 2, "{first:?}");
+    let pid = pid_of(&first[0]);
+    sub.send_ok(&wire::pubrec(pid));
+    match sub.expect(WAIT) {
+        Packet::Ack {
+            kind: wire::PUBREL,
+            pid: p,
+            reason: 0,
+            ..
+        } if p == pid => {}
+        other => panic!("expected PUBREL {pid}, got {other:?}"),
+    }
+    let early = unacked_publishes(&mut sub, QUIET);
+    assert!(
+        early.is_empty(),
+        "a PUBLISH came after PUBREC, before PUBCOMP: {early:?}"
+    );
+    sub.send_ok(&wire::pubcomp(pid));
+    let third = unacked_publishes(&mut sub, QUIET);
+    assert_eq!(wire::payloads(&third), ["m2"], "{third:?}");
+
+    // Completing everything delivers the rest.
+    for p in [&first[1], &third[0]] {
+        let pid = pid_of(p);
+        sub.send_ok(&wire::pubrec(pid));
+        sub.await_packet("PUBREL", |p| match p {
+            Packet::Ack {
+                kind: wire::PUBREL,
+                pid: x,
+                ..
+            } if *x == pid => Some(()),
+            _ => None,
+        });
+        sub.send_ok(&wire::pubcomp(pid));
+    }
+    let rest = sub.receive_all(QUIET);
+    assert_eq!(wire::payloads(&rest), ["m3"], "{rest:?}");
+}
+
+/// MQTT-3.1.2-24 / -25: a client with Maximum Packet Size 100 is not sent a PUBLISH that would
+/// be larger (500-byte payload; or a 70-byte payload whose properties push it over 100): the
+/// broker drops it for that client only and goes on with the next messages, while a client
+/// without a limit (mosquitto_sub, MQTT 5.0) gets everything.
+#[test]
+fn client_maximum_packet_size_drops_what_does_not_fit() {
+    let b = Bridge::start();
+    let topic = "mps/t";
+    let (mut small, _, _) = Client::connect(
+        b.tcp_port(),
+        &connect(&unique("mps")).props(Props::new().four(prop::MAXIMUM_PACKET_SIZE, 100)),
+    );
+    assert_eq!(small.subscribe(1, &[(topic, 1)]), [1]);
+    let port = b.tcp_port().to_string();
+    let mut other = spawn_line_buffered(
+        "mosquitto_sub",
+        [
+            "-V",
+            "mqttv5",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            topic,
+            "-q",
+            "1",
+            "-C",
+            "5",
+            "-W",
+            "60",
+            "-d",
+            "-F",
+            "MSG %p",
+        ],
+    );
+    other.wait_line(Duration::from_secs(30), |l| l.contains("SUBACK"));
+
+    let big = "B".repeat(500);
+    let fits = "F".repeat(70);
+    // Fixed header 2 + topic 7 + packet id 2 + properties 27 + payload 70 = 108 bytes (82
+    // without the user property).
+    let padded = Props::new().user("k", &"v".repeat(20));
+    let mut publisher = Client::connect_clean(b.tcp_port(), &unique("mps-pub"));
+    publisher.publish(topic, b"first", 1, false, 1);
+    publisher.publish(topic, big.as_bytes(), 1, false, 2);
+    publisher.publish(topic, fits.as_bytes(), 1, false, 3);
+    publisher.publish_with(topic, fits.as_bytes(), 1, false, 4, &padded);
+    publisher.publish(topic, b"last", 1, false, 5);
+    publisher.disconnect();
+
+    let got = small.receive_all(Duration::from_secs(3));
+    assert_eq!(
+        wire::payloads(&got),
+        ["first".to_owned(), fits.clone(), "last".to_owned()],
+        "the client with maximum packet size 100 got {got:?}"
+    );
+    let lines = other.wait_success(Duration::from_secs(60));
+    let msgs: Vec<&String> = lines.iter().filter(|l| l.starts_with("MSG ")).collect();
+    assert_eq!(
+        msgs,
+        [
+            "MSG first".to_owned(),
+            format!("MSG {big}"),
+            format!("MSG {fits}"),
+            format!("MSG {fits}"),
+            "MSG last".to_owned()
+        ]
+        .iter()
+        .collect::<Vec<_>>(),
+        "the unlimited client"
+    );
+    small.ping();
+}
