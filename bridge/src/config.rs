@@ -13,6 +13,8 @@
 //! ws = "0.0.0.0:8083"       # or "off"
 //! ws_path = "/mqtt"
 //! http = "0.0.0.0:18083"    # or "off"
+//! tls = "0.0.0.0:8883"      # MQTT over TLS; default: this when [tls] cert and key are set, else "off"
+//! wss = "0.0.0.0:8084"      # WebSocket over TLS; default as for tls
 //!
 //! [limits]
 //! max_packet_size = 1048576
@@ -31,6 +33,18 @@
 //! password = "public"       # initial password only; changed ones live in data_dir
 //! token_ttl = 43200         # seconds an admin API token lives unused
 //! prometheus_public = false # true: GET /metrics needs no token
+//!
+//! [auth]                    # MQTT clients; see the README
+//! allow_anonymous = true    # false: a CONNECT without a user name is refused
+//! password_file = "passwords"   # `bridge passwd` writes it; none by default
+//! acl_file = "acl"          # Mosquitto-like topic rules; none by default (all allowed)
+//!
+//! [tls]                     # for the tls and wss listeners
+//! cert = "server.pem"       # PEM certificate chain
+//! key = "server-key.pem"    # PEM private key
+//! ca = "ca.pem"             # PEM CAs that sign client certificates (optional)
+//! require_client_cert = false
+//! use_identity_as_username = false  # client certificate CN becomes the user name
 //! ```
 
 use std::fmt;
@@ -64,15 +78,19 @@ pub const MAX_SYS_INTERVAL: u64 = 86_400;
         flags below. On start, one line per enabled listener is printed to stdout:\n\n    \
         listening tcp 127.0.0.1:1883\n    listening ws 127.0.0.1:8083\n    \
         listening http 127.0.0.1:18083\n\n\
+        (and `listening tls ADDR`, `listening wss ADDR` when TLS is configured).\n\n\
         Logs go to stderr; RUST_LOG (e.g. RUST_LOG=bridge=debug) overrides --log.\n\
+        SIGHUP re-reads the password file, the ACL file and the TLS certificate.\n\
+        `bridge passwd --help` tells how to manage the password file.\n\
         Exit codes: 0 after Ctrl-C or SIGTERM, 1 if a listener cannot be bound, \
-        2 for a bad command line or configuration file."
+        2 for a bad command line, configuration, password, ACL or certificate file."
 )]
 pub struct Cli {
     /// TOML configuration file (keys: data_dir, sys_interval; [listeners] tcp, ws, ws_path,
-    /// http; [limits] max_packet_size, max_inflight, max_queued_messages,
+    /// http, tls, wss; [limits] max_packet_size, max_inflight, max_queued_messages,
     /// queue_qos0_messages; [web] root; [log] level; [dashboard] username, password,
-    /// token_ttl, prometheus_public).
+    /// token_ttl, prometheus_public; [auth] allow_anonymous, password_file, acl_file;
+    /// [tls] cert, key, ca, require_client_cert, use_identity_as_username).
     #[arg(long, short = 'c', value_name = "FILE", env = "BRIDGE_CONFIG")]
     pub config: Option<PathBuf>,
 
@@ -83,6 +101,16 @@ pub struct Cli {
     /// MQTT over WebSocket: IP:PORT to listen on, or "off" [default: 0.0.0.0:8083]
     #[arg(long, value_name = "ADDR|off")]
     pub ws: Option<Listen>,
+
+    /// MQTT over TLS: IP:PORT to listen on, or "off" [default: 0.0.0.0:8883 when [tls] cert
+    /// and key are configured, else off]
+    #[arg(long, value_name = "ADDR|off")]
+    pub tls: Option<Listen>,
+
+    /// MQTT over WebSocket over TLS: IP:PORT to listen on, or "off" [default: 0.0.0.0:8084
+    /// when [tls] cert and key are configured, else off]
+    #[arg(long, value_name = "ADDR|off")]
+    pub wss: Option<Listen>,
 
     /// HTTP path of the WebSocket endpoint [default: /mqtt]
     #[arg(long, value_name = "PATH", value_parser = parse_ws_path)]
@@ -197,6 +225,10 @@ pub struct Config {
     pub log: Log,
     /// `[dashboard]`: the admin API's account and options.
     pub dashboard: Dashboard,
+    /// `[auth]`: who may connect over MQTT and what they may do.
+    pub auth: Auth,
+    /// `[tls]`: certificates for the `tls` and `wss` listeners.
+    pub tls: Tls,
 }
 
 impl Default for Config {
@@ -209,7 +241,61 @@ impl Default for Config {
             web: Web::default(),
             log: Log::default(),
             dashboard: Dashboard::default(),
+            auth: Auth::default(),
+            tls: Tls::default(),
         }
+    }
+}
+
+/// `[auth]` section: MQTT client authentication and authorisation (see [`crate::auth`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// Whether a client that sends no user name may connect; default true (a first start
+    /// is open, with a warning in the log).
+    pub allow_anonymous: bool,
+    /// Password file (`user:$argon2id$...` lines, written by `bridge passwd`). When set, a
+    /// client that gives a user name must give that user's password. Re-read on SIGHUP.
+    pub password_file: Option<PathBuf>,
+    /// ACL file (Mosquitto-like `user`, `topic` and `pattern` lines). When set, whatever
+    /// it does not allow is refused. Re-read on SIGHUP.
+    pub acl_file: Option<PathBuf>,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            allow_anonymous: true,
+            password_file: None,
+            acl_file: None,
+        }
+    }
+}
+
+/// `[tls]` section: the server certificate of the `tls` and `wss` listeners, and client
+/// certificates (see [`crate::tls`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// PEM file with the server certificate, then any intermediates.
+    pub cert: Option<PathBuf>,
+    /// PEM file with the server's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+    /// PEM file of the CA certificates that client certificates must chain to. With it,
+    /// a client certificate, if presented, is verified.
+    pub ca: Option<PathBuf>,
+    /// Refuse TLS clients without a valid certificate (needs `ca`); default false.
+    pub require_client_cert: bool,
+    /// Take the MQTT user name from the client certificate's subject CN, and let the
+    /// certificate stand for the password, as Mosquitto does (needs
+    /// `require_client_cert`); default false.
+    pub use_identity_as_username: bool,
+}
+
+impl Tls {
+    /// Whether a server certificate and key are configured.
+    pub fn is_configured(&self) -> bool {
+        self.cert.is_some() && self.key.is_some()
     }
 }
 
@@ -264,6 +350,12 @@ pub struct Listeners {
     pub ws_path: String,
     /// HTTP for the web app (`"IP:PORT"` or `"off"`); default `0.0.0.0:18083`.
     pub http: Listen,
+    /// MQTT over TLS (`"IP:PORT"` or `"off"`); unset: `0.0.0.0:8883` when `[tls]` cert and
+    /// key are configured, else off. See [`Config::tls_listener`].
+    pub tls: Option<Listen>,
+    /// MQTT over WebSocket over TLS, on `ws_path`; unset: `0.0.0.0:8084` when `[tls]` cert
+    /// and key are configured, else off. See [`Config::wss_listener`].
+    pub wss: Option<Listen>,
 }
 
 impl Default for Listeners {
@@ -273,6 +365,8 @@ impl Default for Listeners {
             ws: Listen::On(SocketAddr::from(([0, 0, 0, 0], 8083))),
             ws_path: "/mqtt".to_owned(),
             http: Listen::On(SocketAddr::from(([0, 0, 0, 0], 18083))),
+            tls: None,
+            wss: None,
         }
     }
 }
@@ -368,6 +462,10 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
+    /// The flags ask for something the configuration cannot give (`--tls` without a
+    /// certificate).
+    #[error("{message}")]
+    Conflict { message: String },
 }
 
 fn key_part(key: &str) -> String {
@@ -395,7 +493,51 @@ impl Config {
         config.apply(cli);
         config.web.root = absolute(&config.web.root);
         config.data_dir = absolute(&config.data_dir);
+        for path in [
+            &mut config.auth.password_file,
+            &mut config.auth.acl_file,
+            &mut config.tls.cert,
+            &mut config.tls.key,
+            &mut config.tls.ca,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *path = absolute(path);
+        }
+        for (flag, listen) in [("--tls", cli.tls), ("--wss", cli.wss)] {
+            if let Some(Listen::On(addr)) = listen {
+                if !config.tls.is_configured() {
+                    return Err(ConfigError::Conflict {
+                        message: format!(
+                            "{flag} {addr} needs a certificate: set [tls] cert and key in the \
+                             config file (--config)"
+                        ),
+                    });
+                }
+            }
+        }
         Ok(config)
+    }
+
+    /// The MQTT-over-TLS listener: as configured, else `0.0.0.0:8883` when a certificate is
+    /// configured, else off.
+    pub fn tls_listener(&self) -> Listen {
+        self.listeners.tls.unwrap_or_else(|| self.tls_default(8883))
+    }
+
+    /// The WebSocket-over-TLS listener: as configured, else `0.0.0.0:8084` when a
+    /// certificate is configured, else off.
+    pub fn wss_listener(&self) -> Listen {
+        self.listeners.wss.unwrap_or_else(|| self.tls_default(8084))
+    }
+
+    fn tls_default(&self, port: u16) -> Listen {
+        if self.tls.is_configured() {
+            Listen::On(SocketAddr::from(([0, 0, 0, 0], port)))
+        } else {
+            Listen::Off
+        }
     }
 
     /// Reads and validates one TOML file.
@@ -477,6 +619,43 @@ impl Config {
                 "0 is out of range 1..".to_owned(),
             ));
         }
+        self.validate_tls(path)
+    }
+
+    /// `[tls]` keys that only make sense together.
+    fn validate_tls(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            message: message.to_owned(),
+        };
+        let tls = &self.tls;
+        if tls.cert.is_some() && tls.key.is_none() {
+            return Err(invalid("tls.cert", "needs tls.key too"));
+        }
+        if tls.key.is_some() && tls.cert.is_none() {
+            return Err(invalid("tls.key", "needs tls.cert too"));
+        }
+        if tls.require_client_cert && tls.ca.is_none() {
+            return Err(invalid(
+                "tls.require_client_cert",
+                "needs tls.ca, the CA certificates that sign client certificates",
+            ));
+        }
+        if tls.use_identity_as_username && !tls.require_client_cert {
+            return Err(invalid(
+                "tls.use_identity_as_username",
+                "needs tls.require_client_cert = true",
+            ));
+        }
+        for (key, listen) in [
+            ("listeners.tls", self.listeners.tls),
+            ("listeners.wss", self.listeners.wss),
+        ] {
+            if matches!(listen, Some(Listen::On(_))) && !tls.is_configured() {
+                return Err(invalid(key, "needs [tls] cert and key"));
+            }
+        }
         Ok(())
     }
 
@@ -490,6 +669,12 @@ impl Config {
         }
         if let Some(http) = cli.http {
             self.listeners.http = http;
+        }
+        if let Some(tls) = cli.tls {
+            self.listeners.tls = Some(tls);
+        }
+        if let Some(wss) = cli.wss {
+            self.listeners.wss = Some(wss);
         }
         if let Some(path) = &cli.ws_path {
             self.listeners.ws_path = path.clone();
@@ -786,6 +971,77 @@ mod tests {
     fn cli_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn auth_and_tls_sections() {
+        let config = parse("").unwrap();
+        assert!(config.auth.allow_anonymous);
+        assert!(config.auth.password_file.is_none() && config.auth.acl_file.is_none());
+        assert_eq!(config.tls_listener(), Listen::Off);
+        assert_eq!(config.wss_listener(), Listen::Off);
+
+        let config = parse(
+            "[auth]\nallow_anonymous = false\npassword_file = \"p\"\nacl_file = \"a\"\n\
+             [tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nca = \"ca.pem\"\n\
+             require_client_cert = true\nuse_identity_as_username = true\n",
+        )
+        .unwrap();
+        assert!(!config.auth.allow_anonymous);
+        assert_eq!(config.auth.password_file, Some(PathBuf::from("p")));
+        assert_eq!(config.auth.acl_file, Some(PathBuf::from("a")));
+        assert!(config.tls.require_client_cert && config.tls.use_identity_as_username);
+        // A certificate turns the TLS listeners on by default.
+        assert_eq!(config.tls_listener().to_string(), "0.0.0.0:8883");
+        assert_eq!(config.wss_listener().to_string(), "0.0.0.0:8084");
+
+        let config = parse(
+            "[listeners]\ntls = \"127.0.0.1:1\"\nwss = \"off\"\n[tls]\ncert = \"c\"\nkey = \"k\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.tls_listener().to_string(), "127.0.0.1:1");
+        assert_eq!(config.wss_listener(), Listen::Off);
+    }
+
+    #[test]
+    fn tls_keys_that_need_each_other() {
+        for (text, key) in [
+            ("[tls]\ncert = \"c\"\n", "tls.cert"),
+            ("[tls]\nkey = \"k\"\n", "tls.key"),
+            (
+                "[tls]\ncert = \"c\"\nkey = \"k\"\nrequire_client_cert = true\n",
+                "tls.require_client_cert",
+            ),
+            (
+                "[tls]\ncert = \"c\"\nkey = \"k\"\nca = \"a\"\nuse_identity_as_username = true\n",
+                "tls.use_identity_as_username",
+            ),
+            ("[listeners]\ntls = \"127.0.0.1:0\"\n", "listeners.tls"),
+            ("[listeners]\nwss = \"127.0.0.1:0\"\n", "listeners.wss"),
+        ] {
+            let line = error(text);
+            assert!(line.contains(&format!("key {key}")), "{text}: {line}");
+        }
+        let line = error("[auth]\nallow_anonymous = \"no\"\n");
+        assert!(line.contains("key auth.allow_anonymous"), "{line}");
+        let line = error("[auth]\npassword = \"x\"\n");
+        assert!(line.contains("password"), "{line}");
+        // `off` needs no certificate.
+        assert!(parse("[listeners]\ntls = \"off\"\n").is_ok());
+    }
+
+    #[test]
+    fn tls_flags() {
+        let cli = Cli::try_parse_from(["bridge", "--tls", "127.0.0.1:0"]).unwrap();
+        let e = Config::load(&cli).unwrap_err().to_string();
+        assert!(
+            e.contains("--tls 127.0.0.1:0") && e.contains("[tls] cert"),
+            "{e}"
+        );
+        let cli = Cli::try_parse_from(["bridge", "--tls", "off", "--wss", "off"]).unwrap();
+        let config = Config::load(&cli).unwrap();
+        assert_eq!(config.tls_listener(), Listen::Off);
+        assert!(Cli::try_parse_from(["bridge", "--wss", "nowhere"]).is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //!   [`sys`] keeps statistics over time and publishes the `$SYS` topics.
 
 pub mod api;
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod connection;

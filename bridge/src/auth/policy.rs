@@ -1,0 +1,194 @@
+//! [`AuthPolicy`]: anonymous access, the password file, client certificates and the ACL
+//! file behind the broker's [`Policy`] seam.
+
+use std::sync::Arc;
+
+use protocol::reason;
+use subtle::ConstantTimeEq;
+
+use super::acl::Acl;
+use super::passwd::{PasswordFile, Verifier};
+use super::CertToken;
+use crate::broker::access::Policy;
+use crate::broker::{Action, Identity};
+
+/// The access policy built from `[auth]` (and the TLS listener's certificate identities).
+///
+/// CONNECT:
+/// * no user name: accepted if `allow_anonymous`, else refused "not authorized" (0x87;
+///   3.1.1 code 5);
+/// * a user name with the [`CertToken`] as password: the TLS listener vouches for it;
+/// * a user name, with a password file: accepted only with that user's password, else
+///   "bad user name or password" (0x86; 3.1.1 code 4);
+/// * a user name, no password file: accepted (unverified, as Mosquitto does) if
+///   `allow_anonymous`, else refused 0x86.
+///
+/// PUBLISH, SUBSCRIBE and deliveries: everything is allowed without an ACL file; with one,
+/// [`Acl::allows`] decides and deliveries are checked one by one.
+#[derive(Debug)]
+pub struct AuthPolicy {
+    allow_anonymous: bool,
+    passwords: Option<Verifier>,
+    acl: Option<Acl>,
+    cert_token: Option<Arc<CertToken>>,
+}
+
+impl AuthPolicy {
+    pub fn new(
+        allow_anonymous: bool,
+        passwords: Option<PasswordFile>,
+        acl: Option<Acl>,
+        cert_token: Option<Arc<CertToken>>,
+    ) -> AuthPolicy {
+        AuthPolicy {
+            allow_anonymous,
+            passwords: passwords.map(Verifier::new),
+            acl,
+            cert_token,
+        }
+    }
+
+    /// Users in the password file, if there is one.
+    pub fn user_count(&self) -> Option<usize> {
+        self.passwords.as_ref().map(|v| v.file().len())
+    }
+
+    /// Rules in the ACL file, if there is one.
+    pub fn rule_count(&self) -> Option<usize> {
+        self.acl.as_ref().map(Acl::rule_count)
+    }
+}
+
+impl Policy for AuthPolicy {
+    fn authenticate(&self, username: Option<&str>, password: Option<&[u8]>) -> Result<(), u8> {
+        let Some(username) = username else {
+            return if self.allow_anonymous {
+                Ok(())
+            } else {
+                Err(reason::NOT_AUTHORIZED)
+            };
+        };
+        if let (Some(token), Some(password)) = (&self.cert_token, password) {
+            if bool::from(password.ct_eq(token.as_bytes())) {
+                return Ok(());
+            }
+        }
+        match &self.passwords {
+            Some(verifier) => {
+                if verifier.verify(username, password.unwrap_or_default()) {
+                    Ok(())
+                } else {
+                    Err(reason::BAD_USER_NAME_OR_PASSWORD)
+                }
+            }
+            None if self.allow_anonymous => Ok(()),
+            None => Err(reason::BAD_USER_NAME_OR_PASSWORD),
+        }
+    }
+
+    fn authorize(&self, who: Identity<'_>, action: Action, topic: &str) -> bool {
+        match &self.acl {
+            Some(acl) => acl.allows(who, action, topic),
+            None => true,
+        }
+    }
+
+    fn checks_reads(&self) -> bool {
+        self.acl.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::passwd::hash_password;
+
+    fn passwords() -> PasswordFile {
+        let hash = hash_password(b"secret").unwrap();
+        PasswordFile::parse(&format!("alice:{hash}\n")).unwrap()
+    }
+
+    #[test]
+    fn anonymous_access() {
+        let open = AuthPolicy::new(true, None, None, None);
+        assert_eq!(open.authenticate(None, None), Ok(()));
+        assert_eq!(open.authenticate(Some("anyone"), Some(b"x")), Ok(()));
+        assert!(open.authorize(
+            Identity {
+                client_id: "c",
+                username: None
+            },
+            Action::Publish,
+            "a"
+        ));
+        assert!(!open.checks_reads());
+
+        let closed = AuthPolicy::new(false, None, None, None);
+        assert_eq!(closed.authenticate(None, None), Err(reason::NOT_AUTHORIZED));
+        assert_eq!(
+            closed.authenticate(Some("anyone"), Some(b"x")),
+            Err(reason::BAD_USER_NAME_OR_PASSWORD)
+        );
+    }
+
+    #[test]
+    fn password_file() {
+        for anonymous in [true, false] {
+            let policy = AuthPolicy::new(anonymous, Some(passwords()), None, None);
+            assert_eq!(policy.authenticate(Some("alice"), Some(b"secret")), Ok(()));
+            assert_eq!(
+                policy.authenticate(Some("alice"), Some(b"wrong")),
+                Err(reason::BAD_USER_NAME_OR_PASSWORD)
+            );
+            assert_eq!(
+                policy.authenticate(Some("alice"), None),
+                Err(reason::BAD_USER_NAME_OR_PASSWORD)
+            );
+            assert_eq!(
+                policy.authenticate(Some("bob"), Some(b"secret")),
+                Err(reason::BAD_USER_NAME_OR_PASSWORD)
+            );
+            let expected = if anonymous {
+                Ok(())
+            } else {
+                Err(reason::NOT_AUTHORIZED)
+            };
+            assert_eq!(policy.authenticate(None, None), expected);
+        }
+    }
+
+    #[test]
+    fn certificate_token_stands_for_a_password() {
+        let token = CertToken::generate();
+        let policy = AuthPolicy::new(false, Some(passwords()), None, Some(token.clone()));
+        assert_eq!(
+            policy.authenticate(Some("device-7"), Some(token.as_bytes())),
+            Ok(())
+        );
+        assert_eq!(
+            policy.authenticate(Some("device-7"), Some(&[0u8; 32])),
+            Err(reason::BAD_USER_NAME_OR_PASSWORD)
+        );
+        // Without a token configured, nothing stands in for a password.
+        let policy = AuthPolicy::new(false, Some(passwords()), None, None);
+        assert_eq!(
+            policy.authenticate(Some("device-7"), Some(token.as_bytes())),
+            Err(reason::BAD_USER_NAME_OR_PASSWORD)
+        );
+    }
+
+    #[test]
+    fn acl_decides_and_checks_reads() {
+        let acl = Acl::parse("user alice\ntopic readwrite alice/#\n").unwrap();
+        let policy = AuthPolicy::new(true, None, Some(acl), None);
+        assert!(policy.checks_reads());
+        let alice = Identity {
+            client_id: "c",
+            username: Some("alice"),
+        };
+        assert!(policy.authorize(alice, Action::Publish, "alice/x"));
+        assert!(!policy.authorize(alice, Action::Publish, "bob/x"));
+        assert!(!policy.authorize(alice, Action::Read, "bob/x"));
+        assert!(!policy.authorize(alice, Action::Subscribe, "#"));
+    }
+}
