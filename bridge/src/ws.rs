@@ -39,7 +39,8 @@ pub enum WsAcceptError {
     Handshake(#[source] tungstenite::Error),
 }
 
-/// Performs the server side of the WebSocket handshake on `tcp`.
+/// Performs the server side of the WebSocket handshake on `tcp` (a TCP stream, or a TLS
+/// stream over one for `wss`).
 ///
 /// The request must be for exactly `path` (the query string is ignored), otherwise it is
 /// answered 404. If the client offers subprotocols, one of [`SUBPROTOCOLS`] must be among
@@ -49,11 +50,14 @@ pub enum WsAcceptError {
 /// `max_message_size` bounds one WebSocket message (and frame): tungstenite buffers a whole
 /// message before we see a byte of it, so without this a client could make us buffer far
 /// more than the MQTT maximum packet size.
-pub async fn accept(
-    tcp: TcpStream,
+pub async fn accept<S>(
+    tcp: S,
     path: &str,
     max_message_size: usize,
-) -> Result<WsStream, WsAcceptError> {
+) -> Result<WsStream<S>, WsAcceptError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut chosen: Option<&'static str> = None;
     // The error type is tungstenite's `ErrorResponse`, fixed by its `Callback` trait.
     #[allow(clippy::result_large_err)]
@@ -125,8 +129,8 @@ fn reject(status: StatusCode, reason: String) -> ErrorResponse {
 }
 
 /// An accepted WebSocket, read and written as a byte stream (see the module docs).
-pub struct WsStream {
-    inner: WebSocketStream<TcpStream>,
+pub struct WsStream<S = TcpStream> {
+    inner: WebSocketStream<S>,
     subprotocol: Option<&'static str>,
     /// Unread rest of the last Binary message.
     read_buf: Bytes,
@@ -136,7 +140,7 @@ pub struct WsStream {
     write_buf: BytesMut,
 }
 
-impl WsStream {
+impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
     /// The subprotocol agreed in the handshake (`mqtt` or `mqttv3.1`), if the client
     /// offered any.
     pub fn subprotocol(&self) -> Option<&'static str> {
@@ -157,7 +161,7 @@ impl WsStream {
     }
 }
 
-impl AsyncRead for WsStream {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -193,7 +197,7 @@ impl AsyncRead for WsStream {
     }
 }
 
-impl AsyncWrite for WsStream {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
