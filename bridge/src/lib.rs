@@ -19,4 +19,5 @@ pub mod http;
 pub mod router;
 pub mod server;
 pub mod sys;
+pub mod tls;
 pub mod ws;

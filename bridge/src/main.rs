@@ -3,7 +3,11 @@
 //!
 //! Stdout carries only the `listening KIND ADDR` lines (see [`bridge::server::run`]);
 //! everything else goes to stderr. Exit codes: 0 after a signal, 1 when the server cannot
-//! start (a listener cannot be bound), 2 for a bad command line or configuration.
+//! start (a listener cannot be bound), 2 for a bad command line or configuration (or a
+//! password, ACL or certificate file it names).
+//!
+//! `bridge passwd ...` manages the MQTT password file instead (see
+//! [`bridge::auth::passwd`]).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -15,6 +19,12 @@ use tracing_subscriber::EnvFilter;
 use bridge::config::{Cli, Config};
 
 fn main() -> ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == "passwd")
+    {
+        return bridge::auth::passwd::main(std::env::args_os().skip(1));
+    }
     // clap prints its own message and exits with 2 on a bad command line.
     let cli = Cli::parse();
     let config = match Config::load(&cli) {
@@ -24,6 +34,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = bridge::server::check_files(&config) {
+        eprintln!("bridge: error: {e}");
+        return ExitCode::from(2);
+    }
     init_logging(&config.log.level);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -17,11 +17,13 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{
     self, accounts::Accounts, auth::Auth, ApiOptions, ApiState, BrokerInfo, ListenerInfo,
 };
-use crate::broker::Broker;
-use crate::config::{Config, Listen};
+use crate::auth::{self, CertToken};
+use crate::broker::{Access, Broker};
+use crate::config::{self as settings, Config, Listen};
 use crate::connection::{self, Transport};
 use crate::http::{self, Endpoints};
 use crate::sys::{self, Stats};
+use crate::tls::{self, TlsListener};
 use crate::ws;
 
 /// A client that connects to the WebSocket port must finish the HTTP upgrade within this
@@ -43,12 +45,35 @@ pub struct Server {
     pub ws: Option<SocketAddr>,
     /// Bound address of the HTTP listener, if enabled.
     pub http: Option<SocketAddr>,
+    /// Bound address of the MQTT-over-TLS listener, if enabled.
+    pub tls: Option<SocketAddr>,
+    /// Bound address of the MQTT-over-WebSocket-over-TLS listener, if enabled.
+    pub wss: Option<SocketAddr>,
     /// The broker core every connection of this server shares.
     pub broker: Arc<Broker>,
     /// Counters and their history, shared by the admin API and `$SYS`.
     pub stats: Arc<Stats>,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    /// What [`Server::reload`] re-reads.
+    auth: settings::Auth,
+    cert_token: Option<Arc<CertToken>>,
+    tls_listener: Option<Arc<TlsListener>>,
+}
+
+/// Reads the password, ACL and TLS files that `config` names, as [`Server::start`] will,
+/// so that the binary can refuse a bad one with a message naming the file (and line)
+/// before it binds anything.
+pub fn check_files(config: &Config) -> Result<(), String> {
+    auth::load(&config.auth, None).map_err(|e| e.to_string())?;
+    if uses_tls(config) {
+        tls::load(&config.tls).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn uses_tls(config: &Config) -> bool {
+    config.tls_listener() != Listen::Off || config.wss_listener() != Listen::Off
 }
 
 impl Server {
@@ -64,21 +89,42 @@ impl Server {
             Listen::On(_) => Some(Accounts::load(&config.dashboard, &config.data_dir)?),
             Listen::Off => None,
         };
+        // The token exists only where a TLS listener vouches for certificate user names.
+        let cert_token =
+            (uses_tls(config) && config.tls.use_identity_as_username).then(CertToken::generate);
+        let policy = auth::load(&config.auth, cert_token.clone())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let tls_listener = if uses_tls(config) {
+            let listener = TlsListener::new(&config.tls, cert_token.clone())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            Some(Arc::new(listener))
+        } else {
+            None
+        };
         let tcp = bind("tcp", config.listeners.tcp).await?;
         let ws = bind("ws", config.listeners.ws).await?;
         let http = bind("http", config.listeners.http).await?;
+        let tls = bind("tls", config.tls_listener()).await?;
+        let wss = bind("wss", config.wss_listener()).await?;
 
         let broker = Broker::new(config.broker_settings());
+        auth::log_summary(&config.auth, &policy, cert_token.is_some());
+        broker.set_access(Access::with_policy(Box::new(policy)));
         let stats = Stats::new(broker.clone());
         let stop = CancellationToken::new();
         let mut server = Server {
             tcp: local_addr(&tcp)?,
             ws: local_addr(&ws)?,
             http: local_addr(&http)?,
+            tls: local_addr(&tls)?,
+            wss: local_addr(&wss)?,
             broker: broker.clone(),
             stats: stats.clone(),
             stop: stop.clone(),
             tasks: Vec::new(),
+            auth: config.auth.clone(),
+            cert_token,
+            tls_listener: tls_listener.clone(),
         };
 
         server
@@ -118,6 +164,44 @@ impl Server {
                 stop.clone(),
                 move |stream, peer| {
                     tokio::spawn(serve_websocket(stream, peer, path.clone(), broker.clone()));
+                },
+            )));
+        }
+
+        if let (Some(listener), Some(tls_listener)) = (tls, &tls_listener) {
+            let broker = broker.clone();
+            let tls_listener = tls_listener.clone();
+            server.tasks.push(tokio::spawn(accept_loop(
+                "tls",
+                listener,
+                stop.clone(),
+                move |stream, peer| {
+                    tokio::spawn(serve_tls(
+                        stream,
+                        peer,
+                        tls_listener.clone(),
+                        broker.clone(),
+                    ));
+                },
+            )));
+        }
+
+        if let (Some(listener), Some(tls_listener)) = (wss, &tls_listener) {
+            let broker = broker.clone();
+            let tls_listener = tls_listener.clone();
+            let path: Arc<str> = config.listeners.ws_path.as_str().into();
+            server.tasks.push(tokio::spawn(accept_loop(
+                "wss",
+                listener,
+                stop.clone(),
+                move |stream, peer| {
+                    tokio::spawn(serve_wss(
+                        stream,
+                        peer,
+                        path.clone(),
+                        tls_listener.clone(),
+                        broker.clone(),
+                    ));
                 },
             )));
         }
@@ -165,6 +249,30 @@ impl Server {
         Ok(server)
     }
 
+    /// Re-reads the password file, the ACL file and the TLS certificate (SIGHUP). What
+    /// fails to load is logged and the old one stays in force; connections already
+    /// established keep their identity, later checks use the new policy.
+    pub fn reload(&self) {
+        match auth::load(&self.auth, self.cert_token.clone()) {
+            Ok(policy) => {
+                tracing::info!(
+                    users = policy.user_count(),
+                    rules = policy.rule_count(),
+                    "reloaded the access policy"
+                );
+                self.broker
+                    .set_access(Access::with_policy(Box::new(policy)));
+            }
+            Err(e) => tracing::error!("reload failed, keeping the old access policy: {e}"),
+        }
+        if let Some(tls) = &self.tls_listener {
+            match tls.reload() {
+                Ok(()) => tracing::info!("reloaded the TLS certificate"),
+                Err(e) => tracing::error!("reload failed, keeping the old TLS certificate: {e}"),
+            }
+        }
+    }
+
     /// Stops accepting and ends the accept loops; the listening sockets are closed when it
     /// returns. Connections already established are not touched.
     pub async fn shutdown(self) {
@@ -188,6 +296,8 @@ fn listener_info(server: &Server, ws_path: &str) -> Vec<ListenerInfo> {
     [
         ("tcp", server.tcp),
         ("ws", server.ws),
+        ("tls", server.tls),
+        ("wss", server.wss),
         ("http", server.http),
     ]
     .into_iter()
@@ -195,7 +305,7 @@ fn listener_info(server: &Server, ws_path: &str) -> Vec<ListenerInfo> {
         Some(ListenerInfo {
             kind,
             address: address?,
-            path: (kind == "ws").then(|| ws_path.to_owned()),
+            path: matches!(kind, "ws" | "wss").then(|| ws_path.to_owned()),
         })
     })
     .collect()
@@ -283,6 +393,86 @@ async fn serve_websocket(stream: TcpStream, peer: SocketAddr, path: Arc<str>, br
     }
 }
 
+/// MQTT over TLS: the handshake, then the connection (with the certificate's user name
+/// carried into CONNECT when `use_identity_as_username` is on).
+async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Arc<TlsListener>,
+    broker: Arc<Broker>,
+) {
+    match tls.accept(stream).await {
+        Ok(accepted) => {
+            serve_identified(
+                accepted.stream,
+                peer,
+                Transport::Tcp,
+                accepted.username,
+                &tls,
+                broker,
+            )
+            .await
+        }
+        // Like WebSocket handshakes: the client's business, seen when debugging.
+        Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+    }
+}
+
+/// MQTT over WebSocket over TLS.
+async fn serve_wss(
+    stream: TcpStream,
+    peer: SocketAddr,
+    path: Arc<str>,
+    tls: Arc<TlsListener>,
+    broker: Arc<Broker>,
+) {
+    let accepted = match tls.accept(stream).await {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+    };
+    let max_message = (2 * broker.settings.max_packet_size).max(1024 * 1024);
+    let upgrade = ws::accept(accepted.stream, &path, max_message);
+    match tokio::time::timeout(WS_HANDSHAKE_TIMEOUT, upgrade).await {
+        Ok(Ok(ws_stream)) => {
+            serve_identified(
+                ws_stream,
+                peer,
+                Transport::WebSocket,
+                accepted.username,
+                &tls,
+                broker,
+            )
+            .await
+        }
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "WebSocket handshake failed"),
+        Err(_) => tracing::debug!(%peer, "WebSocket handshake timed out"),
+    }
+}
+
+async fn serve_identified<S>(
+    stream: S,
+    peer: SocketAddr,
+    transport: Transport,
+    username: Option<String>,
+    tls: &TlsListener,
+    broker: Arc<Broker>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (Some(username), Some(token)) = (username, tls.identity()) else {
+        connection::serve(stream, peer, transport, broker).await;
+        return;
+    };
+    let max_packet_size = broker.settings.max_packet_size;
+    match tls::with_identity(stream, &username, token, max_packet_size).await {
+        Ok(stream) => connection::serve(stream, peer, transport, broker).await,
+        Err(e) => tracing::debug!(%peer, error = %e, "closing before CONNECT"),
+    }
+}
+
 /// The binary's life: starts the listeners, prints one `listening KIND ADDR` line per
 /// enabled listener to stdout, waits for Ctrl-C or SIGTERM, then stops them.
 ///
@@ -318,6 +508,16 @@ pub async fn run(config: Config) -> io::Result<()> {
             .map(|a| format!("http://{}", url_host(a)))
             .as_deref()
             .unwrap_or("off"),
+        tls = server
+            .tls
+            .map(|a| format!("mqtts://{}", url_host(a)))
+            .as_deref()
+            .unwrap_or("off"),
+        wss = server
+            .wss
+            .map(|a| format!("wss://{}{}", url_host(a), config.listeners.ws_path))
+            .as_deref()
+            .unwrap_or("off"),
         "broker ready"
     );
     if server.http.is_some() && !config.web.root.join("index.html").is_file() {
@@ -327,7 +527,12 @@ pub async fn run(config: Config) -> io::Result<()> {
         );
     }
 
-    let signal = signals.recv().await;
+    let signal = loop {
+        match signals.recv().await {
+            "SIGHUP" => server.reload(),
+            signal => break signal,
+        }
+    };
     tracing::info!(signal, "shutting down");
     server.shutdown().await;
     tracing::info!("stopped");
@@ -341,6 +546,8 @@ fn announce(server: &Server) {
     for (kind, addr) in [
         ("tcp", server.tcp),
         ("ws", server.ws),
+        ("tls", server.tls),
+        ("wss", server.wss),
         ("http", server.http),
     ] {
         if let Some(addr) = addr {
@@ -351,12 +558,15 @@ fn announce(server: &Server) {
     let _ = out.flush();
 }
 
-/// Ctrl-C and SIGTERM (how service managers and `docker stop` ask for an exit).
+/// Ctrl-C and SIGTERM (how service managers and `docker stop` ask for an exit), and
+/// SIGHUP (reload the access policy and certificate).
 struct Signals {
     #[cfg(unix)]
     interrupt: tokio::signal::unix::Signal,
     #[cfg(unix)]
     terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hangup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -367,6 +577,7 @@ impl Signals {
             Ok(Signals {
                 interrupt: signal(SignalKind::interrupt())?,
                 terminate: signal(SignalKind::terminate())?,
+                hangup: signal(SignalKind::hangup())?,
             })
         }
         #[cfg(not(unix))]
@@ -380,6 +591,7 @@ impl Signals {
             tokio::select! {
                 _ = self.interrupt.recv() => "SIGINT",
                 _ = self.terminate.recv() => "SIGTERM",
+                _ = self.hangup.recv() => "SIGHUP",
             }
         }
         #[cfg(not(unix))]
