@@ -757,6 +757,8 @@ pub struct Client {
     pending: VecDeque<Packet>,
     closed: bool,
     label: String,
+    /// The size in bytes (fixed header included) of every packet decoded so far.
+    sizes: Vec<usize>,
 }
 
 impl Client {
@@ -771,6 +773,7 @@ impl Client {
             pending: VecDeque::new(),
             closed: false,
             label: format!("v5 client on port {port}"),
+            sizes: Vec::new(),
         }
     }
 
@@ -831,6 +834,7 @@ impl Client {
             match decode(&self.buf) {
                 Ok(Some((p, used))) => {
                     self.buf.drain(..used);
+                    self.sizes.push(used);
                     return Ok(p);
                 }
                 Ok(None) => {}
@@ -934,6 +938,11 @@ impl Client {
     /// Whether the server has closed the connection (as observed so far).
     pub fn is_closed(&self) -> bool {
         self.closed
+    }
+
+    /// The size in bytes (fixed header included) of every packet received so far, in order.
+    pub fn received_sizes(&self) -> &[usize] {
+        &self.sizes
     }
 
     /// Reads until `pick` accepts a packet; PUBLISHes on the way are queued for `recv`,
