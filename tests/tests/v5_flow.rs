@@ -203,3 +203,58 @@ fn client_maximum_packet_size_drops_what_does_not_fit() {
     );
     small.ping();
 }
+
+/// MQTT-3.1.2-24 and MQTT-3.14.2-3: the client's Maximum Packet Size (40) bounds every packet
+/// the broker sends it, CONNACK and DISCONNECT included: the Reason String must be left out of
+/// a DISCONNECT it would make too large. Provoked with a PUBLISH carrying a property not
+/// allowed in PUBLISH (DISCONNECT 0x81).
+#[test]
+fn client_maximum_packet_size_bounds_the_server_disconnect() {
+    let b = Bridge::start();
+    let (mut c, _, _) = Client::connect(
+        b.tcp_port(),
+        &connect(&unique("mps40")).props(Props::new().four(prop::MAXIMUM_PACKET_SIZE, 40)),
+    );
+    c.send(&wire::publish(
+        "mps/t",
+        b"x",
+        0,
+        false,
+        0,
+        &Props::new().four(prop::SESSION_EXPIRY_INTERVAL, 10),
+    ));
+    let got = c.expect_closed(WAIT);
+    let sizes = c.received_sizes().to_vec();
+    assert!(
+        sizes.iter().all(|&n| n <= 40),
+        "packets of {sizes:?} bytes sent to a client with maximum packet size 40 \
+         (CONNACK first): {got:?}"
+    );
+    match got.as_slice() {
+        [Packet::Disconnect { reason, .. }] => assert_eq!(*reason, wire::rc::MALFORMED_PACKET),
+        [] => {}
+        other => panic!("expected at most a DISCONNECT, got {other:?}"),
+    }
+}
+
+/// Section 4.3.3 / 4.9: a PUBREC with a reason code of 0x80 or more ends the QoS 2 exchange:
+/// no PUBREL follows, and the slot is free again (Receive Maximum 1: the next PUBLISH comes).
+#[test]
+fn pubrec_with_an_error_ends_the_qos2_exchange() {
+    let b = Bridge::start();
+    let (mut sub, _, _) = Client::connect(
+        b.tcp_port(),
+        &connect(&unique("rm1")).props(Props::new().two(prop::RECEIVE_MAXIMUM, 1)),
+    );
+    assert_eq!(sub.subscribe(1, &[("rec/t", 2)]), [2]);
+    let mut publisher = Client::connect_clean(b.tcp_port(), &unique("rec-pub"));
+    publisher.publish("rec/t", b"refused", 2, false, 1);
+    publisher.publish("rec/t", b"next", 2, false, 2);
+    let first = unacked_publishes(&mut sub, QUIET);
+    assert_eq!(wire::payloads(&first), ["refused"], "{first:?}");
+    sub.send_ok(&wire::ack(0x50, pid_of(&first[0]), 0x80));
+    // `receive` fails on anything but a PUBLISH (a PUBREL, say), then completes its flow.
+    let p = sub.receive(WAIT);
+    assert_eq!(p.payload(), Some(&b"next"[..]), "{p:?}");
+    sub.expect_silence(QUIET);
+}
