@@ -7,6 +7,7 @@
 //! ```toml
 //! data_dir = "data"         # top-level keys come before the first [section]
 //! sys_interval = 10         # seconds between $SYS updates; 0 turns them off
+//! persistence = true        # sessions and retained messages in data_dir/bridge.redb
 //!
 //! [listeners]
 //! tcp = "0.0.0.0:1883"      # or "off"
@@ -149,6 +150,19 @@ pub struct Cli {
         value_parser = clap::value_parser!(u64).range(0..=MAX_SYS_INTERVAL)
     )]
     pub sys_interval: Option<u64>,
+
+    /// Keep sessions and retained messages on disk in the data directory: on or off
+    /// [default: on]
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    pub persistence: Option<bool>,
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        other => Err(format!("expected on or off, not {other:?}")),
+    }
 }
 
 /// Where a listener binds, or that it is disabled.
@@ -215,6 +229,9 @@ pub struct Config {
     /// Seconds between updates of the `$SYS/broker/...` topics; 0 turns them off.
     /// Default 10.
     pub sys_interval: u64,
+    /// Keep persistent sessions and retained messages in `data_dir/bridge.redb` so they
+    /// survive a restart or a crash. Default true.
+    pub persistence: bool,
     /// `[listeners]`: which sockets the broker binds.
     pub listeners: Listeners,
     /// `[limits]`: per-client limits of the broker core.
@@ -236,6 +253,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("data"),
             sys_interval: 10,
+            persistence: true,
             listeners: Listeners::default(),
             limits: Limits::default(),
             web: Web::default(),
@@ -693,6 +711,9 @@ impl Config {
         }
         if let Some(interval) = cli.sys_interval {
             self.sys_interval = interval;
+        }
+        if let Some(persistence) = cli.persistence {
+            self.persistence = persistence;
         }
     }
 

@@ -191,6 +191,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Ok(Err(e)) => return Err(e.to_string()),
             Ok(Ok(packet)) => packet,
         };
+        self.broker.metrics.packet_in(first.packet_type());
         let Packet::Connect(connect) = first else {
             return Err(format!(
                 "first packet is {}, not CONNECT (MQTT-3.1.0-1)",
@@ -402,6 +403,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             properties: forwardable(will.properties),
             expires_at,
             origin: Some(self.client_id.clone()),
+            stored_id: Default::default(),
         };
         (message, delay)
     }
@@ -428,6 +430,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 self.outbound_aliases = aliases;
                 self.count_publishes_out(written);
             }
+            // What this turn stored (acknowledged publishes, deliveries given a packet id,
+            // subscriptions) must be durable before any of it reaches the wire: the
+            // promise is that an acknowledged message survives a crash. QoS 0 and clean
+            // sessions store nothing, so they never wait here.
+            let touched = crate::store::take_touched();
+            if touched > 0 {
+                if let Some(store) = self.broker.store() {
+                    store.wait_durable(touched).await;
+                }
+            }
             unflushed |= !self.wbuf.is_empty();
             if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK {
                 let missing = self.decoder.missing_bytes(&self.rbuf);
@@ -450,6 +462,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     if let Some(keep_alive) = keep_alive {
                         deadline.as_mut().reset(Instant::now() + keep_alive);
                     }
+                    // Forget writes other tasks left on this thread: we wait for ours only.
+                    crate::store::take_touched();
                     if let Some(end) = self.handle_input(session) {
                         return end;
                     }
@@ -661,6 +675,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             properties: forwardable(properties),
             expires_at,
             origin: Some(self.client_id.clone()),
+            stored_id: Default::default(),
         };
         let ack_code = |matched: usize| {
             if matched == 0 {

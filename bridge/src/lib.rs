@@ -18,6 +18,7 @@ pub mod connection;
 pub mod http;
 pub mod router;
 pub mod server;
+pub mod store;
 pub mod sys;
 pub mod tls;
 pub mod ws;

@@ -22,6 +22,7 @@ use crate::broker::{Access, Broker};
 use crate::config::{self as settings, Config, Listen};
 use crate::connection::{self, Transport};
 use crate::http::{self, Endpoints};
+use crate::store::Store;
 use crate::sys::{self, Stats};
 use crate::tls::{self, TlsListener};
 use crate::ws;
@@ -107,7 +108,14 @@ impl Server {
         let tls = bind("tls", config.tls_listener()).await?;
         let wss = bind("wss", config.wss_listener()).await?;
 
-        let broker = Broker::new(config.broker_settings());
+        let broker = if config.persistence {
+            let (store, snapshot) = Store::open(&config.data_dir)
+                .map_err(|e| io::Error::other(format!("persistence: {e}")))?;
+            tracing::info!(path = %store.path().display(), "persisting sessions and retained messages");
+            Broker::with_store(config.broker_settings(), store, snapshot)
+        } else {
+            Broker::new(config.broker_settings())
+        };
         auth::log_summary(&config.auth, &policy, cert_token.is_some());
         broker.set_access(Access::with_policy(Box::new(policy)));
         let stats = Stats::new(broker.clone());
@@ -614,7 +622,11 @@ mod tests {
     const LIMIT: Duration = Duration::from_secs(20);
 
     fn loopback_config() -> Config {
-        let mut config = Config::default();
+        // Tests run servers side by side; a store is exercised by the e2e tests.
+        let mut config = Config {
+            persistence: false,
+            ..Config::default()
+        };
         let any = Listen::On("127.0.0.1:0".parse().unwrap());
         config.listeners.tcp = any;
         config.listeners.ws = any;

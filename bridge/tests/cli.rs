@@ -121,6 +121,15 @@ impl Drop for Bridge {
 
 fn command(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_bridge"));
+    // These tests run brokers side by side: none of them may share (and lock) ./data.
+    let subcommand = args.first().is_some_and(|a| !a.starts_with('-'));
+    if !subcommand
+        && !args
+            .iter()
+            .any(|a| a.starts_with("--data-dir") || a.starts_with("--persistence"))
+    {
+        command.args(["--persistence", "off"]);
+    }
     command
         .args(args)
         .stdin(Stdio::null())

@@ -221,6 +221,8 @@ pub struct Bridge {
     ws: u16,
     http: Option<u16>,
     log: PathBuf,
+    /// The store directory the harness chose (removed on drop), if it chose one.
+    data_dir: Option<PathBuf>,
 }
 
 impl Bridge {
@@ -238,6 +240,19 @@ impl Bridge {
         cmd.args(["--tcp", "127.0.0.1:0", "--ws", "127.0.0.1:0"]);
         if !extra.contains(&"--http") {
             cmd.args(["--http", "off"]);
+        }
+        // Each bridge keeps its store in a directory of its own (the store locks its
+        // file): next to the test's log, removed with the bridge. The pid keeps
+        // concurrent runs of the same test (on a shared machine) apart.
+        let mut data_dir = None;
+        if !extra
+            .iter()
+            .any(|a| *a == "--data-dir" || *a == "--persistence")
+        {
+            let dir = log.with_extension(format!("{}.data", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            cmd.arg("--data-dir").arg(&dir);
+            data_dir = Some(dir);
         }
         cmd.args(extra)
             .stdin(Stdio::null())
@@ -315,6 +330,7 @@ impl Bridge {
             ws: ws.unwrap(),
             http,
             log,
+            data_dir,
         }
     }
 
@@ -374,6 +390,9 @@ impl Drop for Bridge {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = &self.data_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

@@ -1,10 +1,12 @@
 //! An application message as the broker stores and forwards it.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use protocol::{Properties, QoS};
+
+use crate::store::{MessageRecord, Op, Store};
 
 /// One published message, shared by every subscriber it goes to (behind an `Arc`), so
 /// fan-out never copies the payload.
@@ -24,6 +26,9 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// The publishing client, for the no-local subscription option.
     pub origin: Option<Arc<str>>,
+    /// The message's id in the store, once it has been stored (once, however many
+    /// persistent sessions queue it).
+    pub stored_id: OnceLock<u64>,
 }
 
 impl Message {
@@ -37,6 +42,54 @@ impl Message {
             properties: Properties::default(),
             expires_at: None,
             origin: None,
+            stored_id: OnceLock::new(),
+        }
+    }
+
+    /// Stores the message (the first time only) and returns its id in the store.
+    pub fn store_in(&self, store: &Store) -> u64 {
+        *self.stored_id.get_or_init(|| {
+            let id = store.new_message_id();
+            store.submit(Op::MessagePut {
+                id,
+                bytes: crate::store::encode_message(&self.to_record()),
+            });
+            id
+        })
+    }
+
+    /// The message as the store keeps it (expiry as wall-clock time).
+    pub fn to_record(&self) -> MessageRecord {
+        MessageRecord {
+            topic: self.topic.clone(),
+            payload: self.payload.clone(),
+            qos: self.qos,
+            retain: self.retain,
+            properties: self.properties.clone(),
+            expires_at: self.expires_at.map(|at| {
+                unix_ms_now() + at.saturating_duration_since(Instant::now()).as_millis() as u64
+            }),
+            origin: self.origin.as_deref().map(str::to_owned),
+        }
+    }
+
+    /// A message read back from the store.
+    pub fn from_record(record: &MessageRecord, stored_id: Option<u64>) -> Message {
+        let stored = OnceLock::new();
+        if let Some(id) = stored_id {
+            let _ = stored.set(id);
+        }
+        Message {
+            topic: record.topic.clone(),
+            payload: record.payload.clone(),
+            qos: record.qos,
+            retain: record.retain,
+            properties: record.properties.clone(),
+            expires_at: record
+                .expires_at
+                .map(|at| Instant::now() + Duration::from_millis(at.saturating_sub(unix_ms_now()))),
+            origin: record.origin.as_deref().map(Arc::from),
+            stored_id: stored,
         }
     }
 
@@ -53,4 +106,12 @@ impl Message {
             u32::try_from(secs).unwrap_or(u32::MAX).max(1)
         })
     }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn unix_ms_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

@@ -27,6 +27,7 @@ use protocol::{reason, ProtocolVersion, QoS, SubscribeFilter};
 
 use crate::connection::Transport;
 use crate::router::Router;
+use crate::store::{Op, Snapshot, Store, SubRecord};
 pub use access::{Access, Action, Identity};
 pub use message::Message;
 pub use metrics::Metrics;
@@ -163,10 +164,34 @@ pub struct Broker {
     started: Instant,
     /// Replaced whole when the policy is (re)loaded; readers take a cheap `Arc` clone.
     access: RwLock<Arc<Access>>,
+    /// Where persistent sessions and retained messages are kept (none: memory only).
+    store: Option<Arc<Store>>,
 }
 
 impl Broker {
+    /// A broker that keeps everything in memory.
     pub fn new(settings: BrokerSettings) -> Arc<Broker> {
+        Broker::build(settings, None)
+    }
+
+    /// A broker that keeps persistent sessions and retained messages in `store`, starting
+    /// from what the store held. Must run inside the Tokio runtime (expiry timers).
+    pub fn with_store(
+        settings: BrokerSettings,
+        store: Arc<Store>,
+        snapshot: Snapshot,
+    ) -> Arc<Broker> {
+        let broker = Broker::build(settings, Some(store));
+        broker.restore(snapshot);
+        broker
+    }
+
+    /// The store, if the broker persists.
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.store.as_ref()
+    }
+
+    fn build(settings: BrokerSettings, store: Option<Arc<Store>>) -> Arc<Broker> {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -182,7 +207,112 @@ impl Broker {
             metrics: Metrics::default(),
             started: Instant::now(),
             access: RwLock::new(Arc::new(Access::allow_all())),
+            store,
         })
+    }
+
+    /// Rebuilds sessions, subscriptions, queues, pending wills and retained messages from
+    /// the store; re-arms expiry timers for the time already spent offline.
+    fn restore(self: &Arc<Self>, snapshot: Snapshot) {
+        let now = message::unix_ms_now();
+        for record in snapshot.retained {
+            let message = Message::from_record(&record, None);
+            if !message.is_expired(Instant::now()) {
+                self.retained.write().update(&Arc::new(message));
+            }
+        }
+        let mut restored = 0;
+        for stored in snapshot.sessions {
+            let id: Arc<str> = Arc::from(stored.client.as_str());
+            let session = Arc::new(Session::new(
+                id.clone(),
+                stored.expiry,
+                self.limits(),
+                self.store.clone(),
+            ));
+            // Messages are shared between sessions in the store: share them here too.
+            let mut messages: HashMap<u64, Arc<Message>> = HashMap::new();
+            let entries = stored
+                .queue
+                .iter()
+                .map(|entry| {
+                    let message = messages
+                        .entry(entry.message_id)
+                        .or_insert_with(|| {
+                            Arc::new(Message::from_record(&entry.message, Some(entry.message_id)))
+                        })
+                        .clone();
+                    let queued = Queued {
+                        message,
+                        qos: QoS::from_u8(entry.qos).unwrap_or(QoS::AtLeastOnce),
+                        retain: entry.retain,
+                        subscription_id: entry.subscription_id,
+                        shared: None,
+                        seq: entry.seq,
+                    };
+                    (queued, entry.pkid, entry.stage)
+                })
+                .collect();
+            session.restore(
+                stored.username.clone(),
+                stored.subscriptions.clone(),
+                entries,
+                stored.incoming_qos2.clone(),
+            );
+            self.sessions.lock().insert(id.clone(), session.clone());
+            for (filter, record) in &stored.subscriptions {
+                self.route(
+                    &session,
+                    &subscribe_filter(filter, record),
+                    record.subscription_id,
+                );
+            }
+            let offline_ms = stored
+                .disconnected_at
+                .map_or(0, |at| now.saturating_sub(at));
+            let generation = if let Some((fire_at, will)) = &stored.will {
+                let generation = session.restore_will(Message::from_record(will, None));
+                let delay = Duration::from_millis(fire_at.saturating_sub(now));
+                self.fire_will_later(&session, generation, delay);
+                generation
+            } else {
+                0
+            };
+            if stored.expiry != NEVER_EXPIRES {
+                let left = (u64::from(stored.expiry) * 1000).saturating_sub(offline_ms);
+                self.expire_later(&session, generation, Duration::from_millis(left));
+            }
+            restored += 1;
+        }
+        if restored > 0 || self.retained_count() > 0 {
+            tracing::info!(
+                sessions = restored,
+                retained = self.retained_count(),
+                "restored from the store"
+            );
+        }
+    }
+
+    fn fire_will_later(self: &Arc<Self>, session: &Arc<Session>, generation: u64, delay: Duration) {
+        let broker = Arc::clone(self);
+        let session = Arc::clone(session);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Some(will) = session.take_pending_will(generation) {
+                broker.publish(will);
+            }
+        });
+    }
+
+    fn expire_later(self: &Arc<Self>, session: &Arc<Session>, generation: u64, after: Duration) {
+        let broker = Arc::clone(self);
+        let session = Arc::clone(session);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            if session.offline_since(generation) {
+                broker.end_session(&session);
+            }
+        });
     }
 
     /// The access policy in force.
@@ -261,7 +391,12 @@ impl Broker {
         expiry: u32,
     ) -> Arc<Session> {
         let id: Arc<str> = Arc::from(client_id);
-        let session = Arc::new(Session::new(id.clone(), expiry, self.limits()));
+        let session = Arc::new(Session::new(
+            id.clone(),
+            expiry,
+            self.limits(),
+            self.store.clone(),
+        ));
         sessions.insert(id, session.clone());
         session
     }
@@ -284,8 +419,7 @@ impl Broker {
             None => (None, None),
         };
         let delay = will_later.as_ref().map(|(_, d)| *d);
-        let Some(generation) = session.release(connection_id, will_later.map(|(will, _)| will))
-        else {
+        let Some(generation) = session.release(connection_id, will_later) else {
             // Taken over or evicted meanwhile: the new owner (or the eviction) handles it.
             if let Some(will) = will_now {
                 self.publish(will);
@@ -303,25 +437,11 @@ impl Broker {
         }
         if let Some(delay) = delay {
             // The will goes out after its delay, or when the session ends, whichever is first.
-            let broker = Arc::clone(self);
-            let session = Arc::clone(session);
             let delay = delay.min(expiry);
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;
-                if let Some(will) = session.take_pending_will(generation) {
-                    broker.publish(will);
-                }
-            });
+            self.fire_will_later(session, generation, Duration::from_secs(u64::from(delay)));
         }
         if expiry != NEVER_EXPIRES {
-            let broker = Arc::clone(self);
-            let session = Arc::clone(session);
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
-                if session.offline_since(generation) {
-                    broker.end_session(&session);
-                }
-            });
+            self.expire_later(session, generation, Duration::from_secs(u64::from(expiry)));
         }
     }
 
@@ -376,6 +496,54 @@ impl Broker {
         filter: &SubscribeFilter,
         subscription_id: Option<u32>,
     ) {
+        session.add_subscription(
+            &filter.filter,
+            SubRecord {
+                qos: filter.qos as u8,
+                no_local: filter.no_local,
+                retain_as_published: filter.retain_as_published,
+                retain_handling: filter.retain_handling,
+                subscription_id,
+            },
+        );
+        let is_new = self.route(session, filter, subscription_id);
+        if parse_shared(&filter.filter).ok().flatten().is_some() {
+            return;
+        }
+        let send_retained = match filter.retain_handling {
+            0 => true,
+            1 => is_new,
+            _ => false,
+        };
+        if !send_retained {
+            return;
+        }
+        let now = Instant::now();
+        let retained = self.retained.read().matching(&filter.filter);
+        for message in retained {
+            if message.is_expired(now) {
+                continue;
+            }
+            let qos = message.qos.min(filter.qos);
+            session.deliver(Queued {
+                message,
+                qos,
+                retain: true,
+                subscription_id,
+                shared: None,
+                seq: 0,
+            });
+        }
+    }
+
+    /// Puts a subscription into the router (or its shared group); returns whether it is
+    /// new rather than a replacement.
+    fn route(
+        &self,
+        session: &Arc<Session>,
+        filter: &SubscribeFilter,
+        subscription_id: Option<u32>,
+    ) -> bool {
         let qos = filter.qos;
         if let Ok(Some((group, inner))) = parse_shared(&filter.filter) {
             let mut router = self.router.write();
@@ -394,9 +562,7 @@ impl Broker {
                 .clone();
             drop(shared);
             drop(router);
-            group_arc.join(session, qos, filter.retain_as_published, subscription_id);
-            session.add_subscription(&filter.filter, qos);
-            return;
+            return group_arc.join(session, qos, filter.retain_as_published, subscription_id);
         }
         let previous = self.router.write().subscribe(
             &filter.filter,
@@ -409,30 +575,7 @@ impl Broker {
                 subscription_id,
             }),
         );
-        session.add_subscription(&filter.filter, qos);
-        let send_retained = match filter.retain_handling {
-            0 => true,
-            1 => previous.is_none(),
-            _ => false,
-        };
-        if !send_retained {
-            return;
-        }
-        let now = Instant::now();
-        let retained = self.retained.read().matching(&filter.filter);
-        for message in retained {
-            if message.is_expired(now) {
-                continue;
-            }
-            let qos = message.qos.min(qos);
-            session.deliver(Queued {
-                message,
-                qos,
-                retain: true,
-                subscription_id,
-                shared: None,
-            });
-        }
+        previous.is_none()
     }
 
     /// Removes `session`'s subscription to `filter`; returns whether it had one.
@@ -463,6 +606,18 @@ impl Broker {
         Metrics::add(&self.metrics.messages_received, 1);
         if message.retain {
             self.retained.write().update(&message);
+            if let Some(store) = &self.store {
+                store.submit(if message.payload.is_empty() {
+                    Op::RetainDelete {
+                        topic: message.topic.clone(),
+                    }
+                } else {
+                    Op::RetainPut {
+                        topic: message.topic.clone(),
+                        bytes: crate::store::encode_message(&message.to_record()),
+                    }
+                });
+            }
         }
         let (mut matched, mut dropped, mut skipped) = (0, 0, 0);
         let access = self.access();
@@ -497,6 +652,7 @@ impl Broker {
                             retain: sub.retain_as_published && message.retain,
                             subscription_id: sub.subscription_id,
                             shared: None,
+                            seq: 0,
                         })
                     }
                     Route::Shared(group) => group.deliver(&message, None),
@@ -596,7 +752,13 @@ impl Broker {
 
     /// Deletes the retained message of `topic`; returns whether there was one.
     pub fn delete_retained(&self, topic: &str) -> bool {
-        self.retained.write().remove(topic)
+        let removed = self.retained.write().remove(topic);
+        if let (Some(store), true) = (&self.store, removed) {
+            store.submit(Op::RetainDelete {
+                topic: topic.to_owned(),
+            });
+        }
+        removed
     }
 
     /// Disconnects a client (the session stays, as after any disconnect). 5.0 clients are
@@ -692,5 +854,16 @@ fn snapshot(session: &Session) -> SessionSnapshot {
         queued,
         in_flight,
         dropped: session.dropped(),
+    }
+}
+
+/// A stored subscription's options as a SUBSCRIBE filter.
+fn subscribe_filter(filter: &str, record: &SubRecord) -> SubscribeFilter {
+    SubscribeFilter {
+        filter: filter.to_owned(),
+        qos: QoS::from_u8(record.qos).unwrap_or(QoS::AtMostOnce),
+        no_local: record.no_local,
+        retain_as_published: record.retain_as_published,
+        retain_handling: record.retain_handling,
     }
 }

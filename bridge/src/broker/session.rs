@@ -19,9 +19,10 @@ use protocol::{
 };
 use tokio::sync::Notify;
 
-use super::message::Message;
+use super::message::{unix_ms_now, Message};
 use super::shared::SharedGroup;
 use super::ConnectionInfo;
+use crate::store::{Op, Store, SubRecord};
 
 /// Session expiry interval meaning "never expires" (MQTT 5.0 §3.1.2.11.2).
 pub const NEVER_EXPIRES: u32 = u32::MAX;
@@ -39,6 +40,8 @@ pub struct Queued {
     /// The shared subscription group it came through, if any: such messages go to another
     /// member of the group when this client goes away before receiving them.
     pub shared: Option<Arc<SharedGroup>>,
+    /// Position in the session's queue, assigned on delivery; the store's key for it.
+    pub seq: u64,
 }
 
 /// Where an outgoing QoS 1/2 message stands.
@@ -155,8 +158,10 @@ struct State {
     generation: u64,
     /// Session expiry interval in seconds: 0 ends the session with its connection.
     expiry: u32,
-    /// Filter (as subscribed, `$share/...` included) → granted QoS.
-    subscriptions: HashMap<String, QoS>,
+    /// Filter (as subscribed, `$share/...` included) → options (granted QoS first).
+    subscriptions: HashMap<String, SubRecord>,
+    /// The next queue position.
+    next_seq: u64,
     queue: VecDeque<Queued>,
     /// Outgoing QoS 1/2 messages in the order they were first sent.
     in_flight: VecDeque<InFlight>,
@@ -184,6 +189,8 @@ pub struct Limits {
 pub struct Session {
     pub client_id: Arc<str>,
     limits: Limits,
+    /// Where the session is kept while its expiry is above 0 (none: not persisted).
+    store: Option<Arc<Store>>,
     state: Mutex<State>,
     /// Wakes the owning connection when there is something to send.
     wake: Notify,
@@ -191,10 +198,16 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(client_id: Arc<str>, expiry: u32, limits: Limits) -> Session {
+    pub fn new(
+        client_id: Arc<str>,
+        expiry: u32,
+        limits: Limits,
+        store: Option<Arc<Store>>,
+    ) -> Session {
         Session {
             client_id,
             limits,
+            store,
             state: Mutex::new(State {
                 next_pkid: 1,
                 expiry,
@@ -210,8 +223,93 @@ impl Session {
         self.state.lock().expiry
     }
 
+    /// Sets the expiry interval. A session that becomes persistent is written to the
+    /// store whole; one that stops being persistent is removed from it.
     pub fn set_expiry(&self, expiry: u32) {
-        self.state.lock().expiry = expiry;
+        let mut state = self.state.lock();
+        let was = state.expiry;
+        state.expiry = expiry;
+        let Some(store) = &self.store else {
+            return;
+        };
+        match (was > 0, expiry > 0) {
+            (_, true) => {
+                self.put_session(store, &state, None);
+                if was == 0 {
+                    for (filter, record) in &state.subscriptions {
+                        store.submit(Op::SubPut {
+                            client: self.client_id.clone(),
+                            filter: filter.clone(),
+                            record: *record,
+                        });
+                    }
+                    for queued in state.queue.iter() {
+                        self.put_entry(store, queued);
+                    }
+                    for entry in &state.in_flight {
+                        self.put_entry(store, &entry.queued);
+                        self.stage_entry(store, entry);
+                    }
+                    for pkid in &state.incoming_qos2 {
+                        store.submit(Op::Qos2Put {
+                            client: self.client_id.clone(),
+                            pkid: *pkid,
+                        });
+                    }
+                }
+            }
+            (true, false) => {
+                store.submit(Op::SessionDelete {
+                    client: self.client_id.clone(),
+                });
+            }
+            (false, false) => {}
+        }
+    }
+
+    /// The store, if this session is persisted now.
+    fn persisted<'a>(&'a self, state: &State) -> Option<&'a Arc<Store>> {
+        self.store.as_ref().filter(|_| state.expiry > 0)
+    }
+
+    fn put_session(&self, store: &Store, state: &State, disconnected_at: Option<u64>) {
+        store.submit(Op::SessionPut {
+            client: self.client_id.clone(),
+            expiry: state.expiry,
+            disconnected_at,
+            username: state.username.clone(),
+        });
+    }
+
+    fn put_entry(&self, store: &Store, queued: &Queued) {
+        let message_id = queued.message.store_in(store);
+        store.submit(Op::QueuePut {
+            client: self.client_id.clone(),
+            seq: queued.seq,
+            message_id,
+            qos: queued.qos as u8,
+            retain: queued.retain,
+            subscription_id: queued.subscription_id,
+        });
+    }
+
+    fn stage_entry(&self, store: &Store, entry: &InFlight) {
+        store.submit(Op::QueueStage {
+            client: self.client_id.clone(),
+            seq: entry.queued.seq,
+            pkid: entry.pkid,
+            stage: match entry.stage {
+                Stage::Published => 1,
+                Stage::Released => 2,
+            },
+        });
+    }
+
+    fn delete_entry(&self, store: &Store, seq: u64) {
+        store.submit(Op::QueueDelete {
+            client: self.client_id.clone(),
+            seq,
+        });
     }
 
     /// Makes `owner` the session's connection; returns the one it replaces, to be kicked,
@@ -219,8 +317,16 @@ impl Session {
     pub fn take_ownership(&self, owner: Owner) -> Option<Owner> {
         let mut state = self.state.lock();
         state.generation += 1;
-        state.pending_will = None;
+        let had_will = state.pending_will.take().is_some();
         state.username = owner.info.username.clone();
+        if let Some(store) = self.persisted(&state) {
+            if had_will {
+                store.submit(Op::WillDelete {
+                    client: self.client_id.clone(),
+                });
+            }
+            self.put_session(store, &state, None);
+        }
         state.owner.replace(owner)
     }
 
@@ -231,13 +337,23 @@ impl Session {
 
     /// Gives up ownership if `connection_id` still has it, leaving `will` pending if given.
     /// Returns the generation of the absence that begins, or `None` if it was not the owner.
-    pub fn release(&self, connection_id: u64, will: Option<Message>) -> Option<u64> {
+    pub fn release(&self, connection_id: u64, will: Option<(Message, u32)>) -> Option<u64> {
         let mut state = self.state.lock();
         if !state.is_owned_by(connection_id) {
             return None;
         }
         state.owner = None;
-        state.pending_will = will;
+        if let Some(store) = self.persisted(&state) {
+            self.put_session(store, &state, Some(unix_ms_now()));
+            if let Some((will, delay)) = &will {
+                store.submit(Op::WillPut {
+                    client: self.client_id.clone(),
+                    fire_at: unix_ms_now() + u64::from(*delay) * 1000,
+                    bytes: crate::store::encode_message(&will.to_record()),
+                });
+            }
+        }
+        state.pending_will = will.map(|(will, _)| will);
         Some(state.generation)
     }
 
@@ -245,7 +361,13 @@ impl Session {
     pub fn take_pending_will(&self, generation: u64) -> Option<Message> {
         let mut state = self.state.lock();
         if state.generation == generation && state.owner.is_none() {
-            state.pending_will.take()
+            let will = state.pending_will.take();
+            if let (Some(store), true) = (self.persisted(&state), will.is_some()) {
+                store.submit(Op::WillDelete {
+                    client: self.client_id.clone(),
+                });
+            }
+            will
         } else {
             None
         }
@@ -272,6 +394,11 @@ impl Session {
         let mut state = self.state.lock();
         state.queue.clear();
         state.in_flight.clear();
+        if let Some(store) = self.persisted(&state) {
+            store.submit(Op::SessionDelete {
+                client: self.client_id.clone(),
+            });
+        }
         state.pending_will.take()
     }
 
@@ -287,7 +414,7 @@ impl Session {
 
     /// Queues a message for delivery (its QoS is already the lower of the publish and the
     /// subscription QoS). Called by whichever task published it.
-    pub fn deliver(&self, queued: Queued) -> Delivery {
+    pub fn deliver(&self, mut queued: Queued) -> Delivery {
         let mut state = self.state.lock();
         if state.owner.is_none() && queued.qos == QoS::AtMostOnce && !self.limits.queue_qos0_offline
         {
@@ -298,6 +425,11 @@ impl Session {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return Delivery::Dropped;
         }
+        queued.seq = state.next_seq;
+        state.next_seq += 1;
+        if let (Some(store), true) = (self.persisted(&state), queued.qos != QoS::AtMostOnce) {
+            self.put_entry(store, &queued);
+        }
         state.queue.push_back(queued);
         let online = state.owner.is_some();
         drop(state);
@@ -305,6 +437,47 @@ impl Session {
             self.wake.notify_one();
         }
         Delivery::Queued
+    }
+
+    /// Puts back a session read from the store (without writing it again): subscriptions,
+    /// queued entries (with their packet id and stage if they were in flight) and incoming
+    /// QoS 2 identifiers.
+    pub fn restore(
+        &self,
+        username: Option<String>,
+        subscriptions: Vec<(String, SubRecord)>,
+        entries: Vec<(Queued, u16, u8)>,
+        incoming_qos2: Vec<u16>,
+    ) {
+        let mut state = self.state.lock();
+        state.username = username;
+        state.subscriptions = subscriptions.into_iter().collect();
+        for (queued, pkid, stage) in entries {
+            state.next_seq = state.next_seq.max(queued.seq + 1);
+            match stage {
+                0 => state.queue.push_back(queued),
+                _ => {
+                    state.next_pkid = pkid.wrapping_add(1).max(1);
+                    state.in_flight.push_back(InFlight {
+                        pkid,
+                        queued,
+                        stage: if stage == 2 {
+                            Stage::Released
+                        } else {
+                            Stage::Published
+                        },
+                    });
+                }
+            }
+        }
+        state.incoming_qos2 = incoming_qos2.into_iter().collect();
+    }
+
+    /// Restores a pending will read from the store.
+    pub fn restore_will(&self, will: Message) -> u64 {
+        let mut state = self.state.lock();
+        state.pending_will = Some(will);
+        state.generation
     }
 
     /// The user name the session's client last connected with.
@@ -328,23 +501,37 @@ impl Session {
         (state.queue.len(), state.in_flight.len())
     }
 
-    pub fn add_subscription(&self, filter: &str, qos: QoS) {
-        self.state
-            .lock()
-            .subscriptions
-            .insert(filter.to_owned(), qos);
+    pub fn add_subscription(&self, filter: &str, record: SubRecord) {
+        let mut state = self.state.lock();
+        if let Some(store) = self.persisted(&state) {
+            store.submit(Op::SubPut {
+                client: self.client_id.clone(),
+                filter: filter.to_owned(),
+                record,
+            });
+        }
+        state.subscriptions.insert(filter.to_owned(), record);
     }
 
     pub fn remove_subscription(&self, filter: &str) -> bool {
-        self.state.lock().subscriptions.remove(filter).is_some()
+        let mut state = self.state.lock();
+        let removed = state.subscriptions.remove(filter).is_some();
+        if let (Some(store), true) = (self.persisted(&state), removed) {
+            store.submit(Op::SubDelete {
+                client: self.client_id.clone(),
+                filter: filter.to_owned(),
+            });
+        }
+        removed
     }
 
+    /// (filter, granted QoS) of every subscription.
     pub fn subscriptions(&self) -> Vec<(String, QoS)> {
         let state = self.state.lock();
         state
             .subscriptions
             .iter()
-            .map(|(f, q)| (f.clone(), *q))
+            .map(|(f, r)| (f.clone(), QoS::from_u8(r.qos).unwrap_or(QoS::AtMostOnce)))
             .collect()
     }
 
@@ -352,7 +539,8 @@ impl Session {
     /// not received: everything still queued, and QoS 1 messages in flight. QoS 2 messages
     /// in flight stay: their delivery must be completed to this client (MQTT-4.8.2-4).
     pub fn take_shared_backlog(&self) -> Vec<Queued> {
-        let mut state = self.state.lock();
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
         let mut taken = Vec::new();
         state.queue.retain(|q| {
             if q.shared.is_some() {
@@ -370,6 +558,13 @@ impl Session {
                 true
             }
         });
+        if let Some(store) = self.store.as_ref().filter(|_| state.expiry > 0) {
+            for queued in &taken {
+                if queued.qos != QoS::AtMostOnce {
+                    self.delete_entry(store, queued.seq);
+                }
+            }
+        }
         taken
     }
 
@@ -426,14 +621,18 @@ impl Session {
             let Some(front) = state.queue.front() else {
                 break;
             };
-            if front.message.is_expired(now) {
-                state.queue.pop_front();
-                written.expired += 1;
-                continue;
-            }
-            if !fits(front, &info, now) {
-                state.queue.pop_front();
-                written.too_large += 1;
+            if front.message.is_expired(now) || !fits(front, &info, now) {
+                let dropped = state.queue.pop_front().expect("front exists");
+                if dropped.message.is_expired(now) {
+                    written.expired += 1;
+                } else {
+                    written.too_large += 1;
+                }
+                if let (Some(store), true) =
+                    (self.persisted(&state), dropped.qos != QoS::AtMostOnce)
+                {
+                    self.delete_entry(store, dropped.seq);
+                }
                 continue;
             }
             if front.qos == QoS::AtMostOnce {
@@ -446,11 +645,17 @@ impl Session {
                 let queued = state.queue.pop_front().expect("front exists");
                 let pkid = state.allocate_pkid();
                 write_publish(out, &queued, pkid, false, &info, aliases, now);
-                state.in_flight.push_back(InFlight {
+                let entry = InFlight {
                     pkid,
                     queued,
                     stage: Stage::Published,
-                });
+                };
+                if let Some(store) = self.persisted(&state) {
+                    // Durable before the PUBLISH leaves (the connection waits for it): a
+                    // restart must re-send it with this identifier and DUP, never as new.
+                    self.stage_entry(store, &entry);
+                }
+                state.in_flight.push_back(entry);
             }
             written.sent += 1;
         }
@@ -460,7 +665,16 @@ impl Session {
     /// PUBACK from the client: the QoS 1 message is done. False for an unknown identifier.
     pub fn on_puback(&self, pkid: u16) -> bool {
         let mut state = self.state.lock();
-        state.remove_in_flight(pkid, Stage::Published, QoS::AtLeastOnce)
+        let removed = state.remove_in_flight(pkid, Stage::Published, QoS::AtLeastOnce);
+        self.forget(&state, removed)
+    }
+
+    /// Removes a completed entry from the store.
+    fn forget(&self, state: &State, removed: Option<u64>) -> bool {
+        if let (Some(store), Some(seq)) = (self.persisted(state), removed) {
+            self.delete_entry(store, seq);
+        }
+        removed.is_some()
     }
 
     /// PUBREC from the client: answer with PUBREL and wait for PUBCOMP. A PUBREC for an
@@ -478,10 +692,14 @@ impl Session {
         match index {
             // A PUBREC with an error reason ends the exchange (MQTT 5.0 §4.3.3).
             Some(index) if failed => {
-                state.in_flight.remove(index);
+                let seq = state.in_flight.remove(index).map(|e| e.queued.seq);
+                self.forget(&state, seq);
             }
             Some(index) => {
                 state.in_flight[index].stage = Stage::Released;
+                if let Some(store) = self.persisted(&state) {
+                    self.stage_entry(store, &state.in_flight[index]);
+                }
                 write_packet(out, &Packet::PubRel(Ack::new(pkid)), &owner.info);
             }
             None => write_packet(
@@ -498,13 +716,22 @@ impl Session {
     /// PUBCOMP from the client: the QoS 2 message is done.
     pub fn on_pubcomp(&self, pkid: u16) -> bool {
         let mut state = self.state.lock();
-        state.remove_in_flight(pkid, Stage::Released, QoS::ExactlyOnce)
+        let removed = state.remove_in_flight(pkid, Stage::Released, QoS::ExactlyOnce);
+        self.forget(&state, removed)
     }
 
     /// Incoming QoS 2 PUBLISH: returns true the first time `pkid` is seen (route it), false
     /// for a duplicate still waiting for its PUBREL (do not route it again).
     pub fn begin_incoming_qos2(&self, pkid: u16) -> bool {
-        self.state.lock().incoming_qos2.insert(pkid)
+        let mut state = self.state.lock();
+        let new = state.incoming_qos2.insert(pkid);
+        if let (Some(store), true) = (self.persisted(&state), new) {
+            store.submit(Op::Qos2Put {
+                client: self.client_id.clone(),
+                pkid,
+            });
+        }
+        new
     }
 
     /// Incoming QoS 2 exchanges waiting for their PUBREL.
@@ -514,7 +741,15 @@ impl Session {
 
     /// PUBREL from the client: the identifier is free again. False if it was unknown.
     pub fn complete_incoming_qos2(&self, pkid: u16) -> bool {
-        self.state.lock().incoming_qos2.remove(&pkid)
+        let mut state = self.state.lock();
+        let known = state.incoming_qos2.remove(&pkid);
+        if let (Some(store), true) = (self.persisted(&state), known) {
+            store.submit(Op::Qos2Delete {
+                client: self.client_id.clone(),
+                pkid,
+            });
+        }
+        known
     }
 }
 
@@ -543,18 +778,13 @@ impl State {
         }
     }
 
-    fn remove_in_flight(&mut self, pkid: u16, stage: Stage, qos: QoS) -> bool {
-        match self
+    /// Removes a finished in-flight entry; returns its queue position.
+    fn remove_in_flight(&mut self, pkid: u16, stage: Stage, qos: QoS) -> Option<u64> {
+        let index = self
             .in_flight
             .iter()
-            .position(|e| e.pkid == pkid && e.stage == stage && e.queued.qos == qos)
-        {
-            Some(index) => {
-                self.in_flight.remove(index);
-                true
-            }
-            None => false,
-        }
+            .position(|e| e.pkid == pkid && e.stage == stage && e.queued.qos == qos)?;
+        self.in_flight.remove(index).map(|e| e.queued.seq)
     }
 }
 

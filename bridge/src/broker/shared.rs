@@ -114,6 +114,7 @@ impl SharedGroup {
             retain: member.retain_as_published && message.retain,
             subscription_id: member.subscription_id,
             shared: Some(self.clone()),
+            seq: 0,
         })
     }
 
