@@ -309,3 +309,74 @@ fn session_expiry_on_disconnect_after_zero_is_a_protocol_error() {
     assert!(!present, "the session (expiry 0) should have ended");
     again.disconnect();
 }
+
+/// Section 3.14.2.2.2: a DISCONNECT may change the session expiry interval: 60 on CONNECT and
+/// 0 on DISCONNECT ends the session at once (session present 0 on return); 1 on CONNECT and
+/// 60 on DISCONNECT keeps it past the first second (session present 1 after 3 s).
+#[test]
+fn disconnect_changes_the_session_expiry_interval() {
+    let b = Bridge::start();
+    let port = b.tcp_port();
+    let expiry = |secs: u32| Props::new().four(prop::SESSION_EXPIRY_INTERVAL, secs);
+
+    let shortened = unique("se-short");
+    let (c, _, _) = Client::connect(port, &connect(&shortened).session_expiry(60));
+    c.disconnect_with(0, &expiry(0));
+    let (c, present, _) = Client::connect(
+        port,
+        &connect(&shortened).clean_start(false).session_expiry(60),
+    );
+    assert!(
+        !present,
+        "session kept although DISCONNECT set its expiry to 0"
+    );
+    c.disconnect_with(0, &expiry(0));
+
+    let extended = unique("se-long");
+    let (c, _, _) = Client::connect(port, &connect(&extended).session_expiry(1));
+    c.disconnect_with(0, &expiry(60));
+    std::thread::sleep(Duration::from_secs(3));
+    let (c, present, _) = Client::connect(
+        port,
+        &connect(&extended).clean_start(false).session_expiry(0),
+    );
+    assert!(
+        present,
+        "session gone although DISCONNECT extended its expiry to 60"
+    );
+    c.disconnect();
+}
+
+/// Sections 3.1.2.11.3, 3.1.2.11.4, 3.1.2.11.7: Receive Maximum 0, Maximum Packet Size 0 and
+/// Request Problem Information 2 in CONNECT are each a Protocol Error: the connection is
+/// refused and closed; a CONNACK, if sent, carries 0x82 (protocol error, section 4.13.1).
+#[test]
+fn invalid_connect_property_values_are_protocol_errors() {
+    let b = Bridge::start();
+    let cases = [
+        (
+            "receive maximum 0",
+            Props::new().two(prop::RECEIVE_MAXIMUM, 0),
+        ),
+        (
+            "maximum packet size 0",
+            Props::new().four(prop::MAXIMUM_PACKET_SIZE, 0),
+        ),
+        (
+            "request problem information 2",
+            Props::new().byte(prop::REQUEST_PROBLEM_INFORMATION, 2),
+        ),
+    ];
+    for (what, props) in cases {
+        let mut c = Client::open(b.tcp_port());
+        c.send(&connect(&unique("badprop")).props(props).bytes());
+        let got = c.expect_closed(WAIT);
+        match got.as_slice() {
+            [] => {}
+            [Packet::Connack { reason, .. }] => {
+                assert_eq!(*reason, rc::PROTOCOL_ERROR, "{what}: CONNACK {got:?}")
+            }
+            other => panic!("{what}: expected at most a refusing CONNACK, got {other:?}"),
+        }
+    }
+}

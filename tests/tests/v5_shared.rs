@@ -226,3 +226,33 @@ fn unacknowledged_and_queued_messages_go_to_the_other_member() {
         wire::payloads(&held)
     );
 }
+
+/// MQTT-3.8.3-4: No Local on a shared subscription is a Protocol Error: DISCONNECT 0x82.
+#[test]
+fn no_local_on_a_shared_subscription_is_a_protocol_error() {
+    let b = Bridge::start();
+    let mut c = Client::connect_clean(b.tcp_port(), &unique("nl-shared"));
+    c.send(&wire::subscribe(
+        1,
+        &Props::new(),
+        &[("$share/g/nl/t", wire::sub_options(1, true, false, 0))],
+    ));
+    let (reason, _) = c.expect_disconnect(WAIT);
+    assert_eq!(reason, wire::rc::PROTOCOL_ERROR);
+}
+
+/// Section 3.3.1.3: retained messages are sent when a new *non-shared* subscription is made;
+/// a shared subscription gets none on subscribe, but does get later messages.
+#[test]
+fn shared_subscription_gets_no_retained_messages_on_subscribe() {
+    let b = Bridge::start();
+    let port = b.tcp_port();
+    let mut publisher = Client::connect_clean(port, &unique("ret-pub"));
+    publisher.publish("shret/t", b"retained", 1, true, 1);
+    let mut member = Client::connect_clean(port, &unique("ret-member"));
+    assert_eq!(member.subscribe(1, &[("$share/g/shret/t", 1)]), [1]);
+    member.expect_silence(Duration::from_secs(1));
+    publisher.publish("shret/t", b"live", 1, false, 2);
+    let p = member.receive(WAIT);
+    assert_eq!(p.payload(), Some(&b"live"[..]), "{p:?}");
+}
