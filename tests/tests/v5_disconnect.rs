@@ -6,7 +6,9 @@
 use std::time::{Duration, Instant};
 
 use tests::v5::paho::{self, json, Paho};
-use tests::v5::wire::{self, connect, packet, prop, put_bytes, rc, Client, Packet, Props, WAIT};
+use tests::v5::wire::{
+    self, connect, packet, prop, put_bytes, rc, Client, Packet, Props, RecvError, WAIT,
+};
 use tests::{unique, Bridge};
 
 /// A fresh 5.0 client gets its own QoS 1 message back: the broker still serves.
@@ -157,24 +159,6 @@ fn subscribe_with_bad_flags_is_malformed_0x81() {
     assert_disconnects(&mut b, "SUBSCRIBE flags 0", &bytes, rc::MALFORMED_PACKET);
 }
 
-/// Section 3.3.2.3.2: "It is a Protocol Error to include the Payload Format Indicator more
-/// than once" (likewise Content Type, 3.3.2.3.9): DISCONNECT 0x82.
-#[test]
-fn repeated_single_property_is_a_protocol_error_0x82() {
-    let mut b = Bridge::start();
-    let bytes = wire::publish(
-        "m/t",
-        b"xyz",
-        0,
-        false,
-        0,
-        &Props::new()
-            .str(prop::CONTENT_TYPE, "a")
-            .str(prop::CONTENT_TYPE, "b"),
-    );
-    assert_disconnects(&mut b, "Content Type twice", &bytes, rc::PROTOCOL_ERROR);
-}
-
 /// MQTT-3.1.0-2: a second CONNECT is a protocol error: DISCONNECT 0x82.
 #[test]
 fn second_connect_is_a_protocol_error_0x82() {
@@ -246,4 +230,142 @@ fn receive_maximum_exceeded_gets_disconnect_0x93() {
     assert_eq!(reason, rc::RECEIVE_MAXIMUM_EXCEEDED);
     b.assert_running();
     assert_serving(b.tcp_port());
+}
+
+/// What the broker did with a connection after a violation: "DISCONNECT 0x.." then close,
+/// "closed without DISCONNECT", "still open", or what else it sent.
+fn outcome(c: &mut Client) -> String {
+    let deadline = Instant::now() + WAIT;
+    let mut got = Vec::new();
+    loop {
+        match c.recv(deadline.saturating_duration_since(Instant::now())) {
+            Ok(p) => got.push(p),
+            Err(RecvError::Closed(_)) => break,
+            Err(RecvError::Timeout) => return format!("still open after {WAIT:?} ({got:?})"),
+            Err(RecvError::Malformed(m)) => return format!("malformed bytes: {m}"),
+        }
+    }
+    match got.as_slice() {
+        [] => "closed without DISCONNECT".into(),
+        [Packet::Disconnect { reason, props }] => match props.get_str(prop::REASON_STRING) {
+            Some(why) => format!("DISCONNECT {reason:#04x} ({why})"),
+            None => format!("DISCONNECT {reason:#04x}"),
+        },
+        other => format!("sent {other:?}"),
+    }
+}
+
+/// Sends each case's bytes on a fresh connection and asserts every one ends with a DISCONNECT
+/// carrying `want`; lists all the cases that did not.
+fn assert_all_disconnect(b: &mut Bridge, cases: &[(&str, Vec<u8>)], want: u8) {
+    let mut wrong = Vec::new();
+    for (what, bytes) in cases {
+        let mut c = Client::connect_clean(b.tcp_port(), &unique("violator"));
+        c.send(bytes);
+        let got = outcome(&mut c);
+        if !got.starts_with(&format!("DISCONNECT {want:#04x}")) {
+            wrong.push(format!("{what}: {got}"));
+        }
+    }
+    b.assert_running();
+    assert_serving(b.tcp_port());
+    assert!(
+        wrong.is_empty(),
+        "expected DISCONNECT {want:#04x} then close; {} of {} cases differ:\n  {}",
+        wrong.len(),
+        cases.len(),
+        wrong.join("\n  ")
+    );
+}
+
+/// Malformed packets (section 1.5, 2.1.3, 2.2.2, 4.13.1): DISCONNECT 0x81 for reserved bits in
+/// the subscription options (MQTT-3.8.3-5) and a PUBLISH with both QoS bits set (MQTT-3.3.1-4).
+#[test]
+fn more_malformed_packets_get_disconnect_0x81() {
+    let mut b = Bridge::start();
+    let mut qos3 = wire::publish("m/t", b"x", 1, false, 1, &Props::new());
+    qos3[0] |= 0x06;
+    let cases = [
+        (
+            "subscription options with reserved bits 6-7 set",
+            wire::subscribe(1, &Props::new(), &[("m/t", 0xC1)]),
+        ),
+        ("PUBLISH with QoS 3", qos3),
+    ];
+    assert_all_disconnect(&mut b, &cases, rc::MALFORMED_PACKET);
+}
+
+/// What the spec calls a Protocol Error gets DISCONNECT 0x82 (section 4.13.1, reason code 0x82
+/// in section 3.14.2.1):
+/// * "It is a Protocol Error to include the Content Type more than once" (3.3.2.3.9);
+/// * "It is a Protocol Error if the Subscription Identifier has a value of 0" (3.8.2.1.2);
+/// * "It is a Protocol Error to send a Retain Handling value of 3" (3.8.3.1);
+/// * "It is a Protocol Error if the Maximum QoS field has the value 3" (3.8.3.1);
+/// * "A SUBSCRIBE packet with no Payload is a Protocol Error" (3.8.3, MQTT-3.8.3-2);
+/// * "An UNSUBSCRIBE packet with no Payload is a Protocol Error" (3.10.3, MQTT-3.10.3-2);
+/// * a PUBLISH from a client with a Subscription Identifier (MQTT-3.3.4-6, 3.3.2.3.8);
+/// * a Response Topic with wildcards (MQTT-3.3.2-14, 3.3.2.3.5);
+/// * AUTH without an Authentication Method in CONNECT (3.1.2.11.9, 4.12).
+#[test]
+fn protocol_errors_get_disconnect_0x82() {
+    let mut b = Bridge::start();
+    let empty_subscribe = wire::packet(0x82, &[0x00, 0x01, 0x00]);
+    let empty_unsubscribe = wire::packet(0xA2, &[0x00, 0x01, 0x00]);
+    let cases = [
+        (
+            "Content Type twice",
+            wire::publish(
+                "m/t",
+                b"x",
+                0,
+                false,
+                0,
+                &Props::new()
+                    .str(prop::CONTENT_TYPE, "a")
+                    .str(prop::CONTENT_TYPE, "b"),
+            ),
+        ),
+        (
+            "Subscription Identifier 0",
+            wire::subscribe(
+                1,
+                &Props::new().var(prop::SUBSCRIPTION_IDENTIFIER, 0),
+                &[("m/t", 1)],
+            ),
+        ),
+        (
+            "Retain Handling 3",
+            wire::subscribe(1, &Props::new(), &[("m/t", 0x31)]),
+        ),
+        (
+            "Maximum QoS 3",
+            wire::subscribe(1, &Props::new(), &[("m/t", 0x03)]),
+        ),
+        ("SUBSCRIBE without filters", empty_subscribe),
+        ("UNSUBSCRIBE without filters", empty_unsubscribe),
+        (
+            "PUBLISH with a Subscription Identifier",
+            wire::publish(
+                "m/t",
+                b"x",
+                1,
+                false,
+                1,
+                &Props::new().var(prop::SUBSCRIPTION_IDENTIFIER, 3),
+            ),
+        ),
+        (
+            "Response Topic with a wildcard",
+            wire::publish(
+                "m/t",
+                b"x",
+                1,
+                false,
+                1,
+                &Props::new().str(prop::RESPONSE_TOPIC, "reply/#"),
+            ),
+        ),
+        ("AUTH without an authentication method", vec![0xF0, 0x00]),
+    ];
+    assert_all_disconnect(&mut b, &cases, rc::PROTOCOL_ERROR);
 }

@@ -281,21 +281,6 @@ fn large_subscription_identifiers_on_the_wire() {
     assert_eq!(ids, [200_000, 268_435_455], "{got:?}");
 }
 
-/// Section 3.8.2.1.2: "It is a Protocol Error if the Subscription Identifier has a value of 0":
-/// DISCONNECT 0x82.
-#[test]
-fn subscription_identifier_0_is_a_protocol_error() {
-    let b = Bridge::start();
-    let mut c = Client::connect_clean(b.tcp_port(), &unique("sid0"));
-    c.send(&wire::subscribe(
-        1,
-        &Props::new().var(prop::SUBSCRIPTION_IDENTIFIER, 0),
-        &[("sid0/t", 1)],
-    ));
-    let (reason, _) = c.expect_disconnect(WAIT);
-    assert_eq!(reason, rc::PROTOCOL_ERROR);
-}
-
 /// Section 3.9.3: one SUBSCRIBE with valid and invalid filters gets one reason code per
 /// filter, in order: the granted QoS for valid ones, 0x8F (topic filter invalid) for "a/#/b",
 /// "a+/b", and shared subscriptions without a share name or without a filter (MQTT-4.8.2-1,
