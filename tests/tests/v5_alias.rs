@@ -241,3 +241,54 @@ fn broker_aliases_respect_the_client_maximum() {
         );
     }
 }
+
+/// MQTT-3.3.2-7 from the broker's side: a QoS 1 message first sent with an alias only, not
+/// acknowledged, is re-sent on the next connection (session resumed) with its topic name (or
+/// an alias defined anew on that connection), never with the old connection's alias alone.
+#[test]
+fn resent_message_does_not_use_the_old_connection_alias() {
+    let b = Bridge::start();
+    let port = b.tcp_port();
+    let id = unique("alias-resend");
+    let tam = |c: wire::Connect| {
+        c.session_expiry(60)
+            .props(Props::new().two(prop::TOPIC_ALIAS_MAXIMUM, 5))
+    };
+    let (mut sub, _, _) = Client::connect(port, &tam(connect(&id)).session_expiry(60));
+    assert_eq!(sub.subscribe(1, &[("rs/t", 1)]), [1]);
+    let mut publisher = Client::connect_clean(port, &unique("rs-pub"));
+    publisher.publish("rs/t", b"one", 1, false, 1);
+    publisher.publish("rs/t", b"two", 1, false, 2);
+    let first = sub.receive(WAIT);
+    assert_eq!(first.payload(), Some(&b"one"[..]));
+    let second = sub.expect_publish(WAIT);
+    assert_eq!(second.payload(), Some(&b"two"[..]));
+    sub.drop_abruptly();
+
+    let (mut sub, present, _) = Client::connect(
+        port,
+        &tam(connect(&id).clean_start(false)).session_expiry(60),
+    );
+    assert!(present);
+    let again = sub.receive(WAIT);
+    let Packet::Publish {
+        topic,
+        props,
+        payload,
+        dup,
+        ..
+    } = &again
+    else {
+        unreachable!()
+    };
+    assert_eq!(payload, b"two");
+    assert!(
+        *dup,
+        "a re-sent PUBLISH must have DUP set (MQTT-4.4.0-1): {again:?}"
+    );
+    assert_eq!(
+        topic, "rs/t",
+        "re-sent with an alias of the previous connection: {again:?}"
+    );
+    assert!(props.count(prop::TOPIC_ALIAS) <= 1);
+}

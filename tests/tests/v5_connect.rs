@@ -380,3 +380,27 @@ fn invalid_connect_property_values_are_protocol_errors() {
         }
     }
 }
+
+/// MQTT-3.1.2-4 / MQTT-3.2.2-2: Clean Start 1 discards an existing session: session present 0,
+/// its subscriptions and queued messages are gone.
+#[test]
+fn clean_start_discards_an_existing_session() {
+    let b = Bridge::start();
+    let port = b.tcp_port();
+    let id = unique("cs1");
+    let (mut c, _, _) = Client::connect(port, &connect(&id).session_expiry(300));
+    assert_eq!(c.subscribe(1, &[("cs/t", 1)]), [1]);
+    c.disconnect();
+    let mut publisher = Client::connect_clean(port, &unique("cs-pub"));
+    assert_eq!(publisher.publish("cs/t", b"queued", 1, false, 1), 0);
+
+    let (mut c, present, _) = Client::connect(port, &connect(&id).session_expiry(300));
+    assert!(!present, "Clean Start 1 must give session present 0");
+    c.expect_silence(Duration::from_secs(1));
+    assert_eq!(
+        publisher.publish("cs/t", b"after", 1, false, 2),
+        rc::NO_MATCHING_SUBSCRIBERS,
+        "the discarded session's subscription still matches"
+    );
+    c.disconnect();
+}

@@ -324,3 +324,40 @@ fn expired_retained_message_is_not_sent_to_new_subscribers() {
         "expiry interval {left} after waiting 4 s of 60"
     );
 }
+
+/// MQTT-3.3.2-4 / section 3.3.2.3.2: a receiver MAY check a payload whose Payload Format
+/// Indicator says UTF-8. Whichever the broker chooses, it must be consistent: either it refuses
+/// an invalid one (PUBACK 0x99) and does not forward it, or it accepts it (PUBACK < 0x80) and
+/// forwards it with the indicator unaltered.
+#[test]
+fn invalid_utf8_with_payload_format_indicator_is_refused_or_forwarded_unaltered() {
+    let b = Bridge::start();
+    let port = b.tcp_port();
+    let mut sub = Client::connect_clean(port, &unique("pfi-sub"));
+    assert_eq!(sub.subscribe(1, &[("pfi/t", 1)]), [1]);
+    let mut publisher = Client::connect_clean(port, &unique("pfi-pub"));
+    let bad = [0xC3u8, 0x28, 0xFF];
+    let code = publisher.publish_with(
+        "pfi/t",
+        &bad,
+        1,
+        false,
+        1,
+        &Props::new().byte(prop::PAYLOAD_FORMAT_INDICATOR, 1),
+    );
+    let got = sub.receive_all(Duration::from_secs(2));
+    match code {
+        0x99 => assert!(got.is_empty(), "refused with 0x99 but forwarded: {got:?}"),
+        c if c < 0x80 => {
+            assert_eq!(got.len(), 1, "accepted ({c:#04x}) but not forwarded");
+            let Packet::Publish { payload, props, .. } = &got[0] else {
+                unreachable!()
+            };
+            assert_eq!(payload, &bad);
+            assert_eq!(props.get_byte(prop::PAYLOAD_FORMAT_INDICATOR), Some(1));
+        }
+        c => panic!("unexpected PUBACK reason {c:#04x}"),
+    }
+    publisher.publish("pfi/t", b"valid", 1, false, 2);
+    assert_eq!(sub.receive(WAIT).payload(), Some(&b"valid"[..]));
+}

@@ -256,3 +256,37 @@ fn shared_subscription_gets_no_retained_messages_on_subscribe() {
     let p = member.receive(WAIT);
     assert_eq!(p.payload(), Some(&b"live"[..]), "{p:?}");
 }
+
+/// MQTT-4.8.2-5: a QoS 2 message whose delivery to a member had begun is not sent to another
+/// member when the first member's session ends (connection broken, session expiry 0); the
+/// messages still queued for it are.
+#[test]
+fn qos2_in_flight_to_a_departed_member_is_not_sent_to_another() {
+    let b = Bridge::start();
+    let port = b.tcp_port();
+    let (mut silent, _, _) = Client::connect(
+        port,
+        &connect(&unique("silent2")).props(Props::new().two(prop::RECEIVE_MAXIMUM, 1)),
+    );
+    assert_eq!(silent.subscribe(1, &[("$share/g/q2/t", 2)]), [2]);
+    let mut helper = Client::connect_clean(port, &unique("helper2"));
+    assert_eq!(helper.subscribe(1, &[("$share/g/q2/t", 2)]), [2]);
+
+    let mut publisher = Client::connect_clean(port, &unique("q2-pub"));
+    let sent = numbered(0..6);
+    for (i, m) in sent.iter().enumerate() {
+        publisher.publish("q2/t", m.as_bytes(), 2, false, i as u16 + 1);
+    }
+    let held = unacked(&mut silent, Duration::from_secs(1));
+    assert_eq!(held.len(), 1, "receive maximum 1: {held:?}");
+    let held = wire::payloads(&held).remove(0);
+    let mut got = wire::payloads(&helper.receive_all(Duration::from_secs(1)));
+    silent.drop_abruptly();
+    got.extend(wire::payloads(&helper.receive_all(Duration::from_secs(3))));
+    got.sort();
+    let want: Vec<String> = sent.iter().filter(|m| **m != held).cloned().collect();
+    assert_eq!(
+        got, want,
+        "the helper should get everything but {held} (in flight to the departed member)"
+    );
+}

@@ -215,3 +215,47 @@ fn will_message_expiry_applies_to_offline_subscribers() {
     let got = sub.receive_all(Duration::from_secs(2));
     assert_eq!(tests::v5::wire::payloads(&got), ["wexp/long"], "{got:?}");
 }
+
+/// Section 3.1.4 (non-normative note after MQTT-3.1.4-3): when a session is taken over and the
+/// existing connection's Will Delay Interval is 0, its will is sent because its network
+/// connection is closed; with a Will Delay (and Clean Start 0 on the new connection) it is not,
+/// since a new connection to the session was made before the delay passed (MQTT-3.1.3-9).
+#[test]
+fn takeover_publishes_the_will_only_without_a_delay() {
+    let b = Bridge::start();
+    let port = b.tcp_port();
+    let mut w = watcher(port, "takeover/#");
+
+    let id = unique("to-nodelay");
+    let (mut old, _, _) = Client::connect(
+        port,
+        &connect(&id)
+            .session_expiry(60)
+            .will("takeover/now", b"no delay", 1, false, Props::new()),
+    );
+    let (new, present, _) =
+        Client::connect(port, &connect(&id).clean_start(false).session_expiry(60));
+    assert!(present);
+    old.expect_disconnect(WAIT);
+    let will = w.receive(WAIT);
+    assert_eq!(will.payload(), Some(&b"no delay"[..]), "{will:?}");
+    new.disconnect();
+
+    let id = unique("to-delay");
+    let (mut old, _, _) = Client::connect(
+        port,
+        &connect(&id).session_expiry(60).will(
+            "takeover/later",
+            b"delayed",
+            1,
+            false,
+            will_props(2),
+        ),
+    );
+    let (new, present, _) =
+        Client::connect(port, &connect(&id).clean_start(false).session_expiry(60));
+    assert!(present);
+    old.expect_disconnect(WAIT);
+    w.expect_silence(Duration::from_secs(5));
+    new.disconnect();
+}
