@@ -20,8 +20,12 @@
 //! [limits]
 //! max_packet_size = 1048576
 //! max_inflight = 32
-//! max_queued_messages = 1000
+//! max_queued_messages = 100000
+//! max_queued_bytes = 268435456
+//! queue_full_policy = "drop_newest"   # or "drop_oldest", "disconnect"
 //! queue_qos0_messages = false
+//! receive_maximum = 1024              # MQTT 5.0
+//! topic_alias_maximum = 64            # MQTT 5.0
 //!
 //! [web]
 //! root = "www/dist"
@@ -56,7 +60,7 @@ use std::str::FromStr;
 use clap::Parser;
 use serde::Deserialize;
 
-use crate::broker::BrokerSettings;
+use crate::broker::{BrokerSettings, QueuePolicy};
 
 /// Smallest packet MQTT has: a fixed header with a zero remaining length (PINGREQ).
 pub const MIN_PACKET_SIZE: u32 = 2;
@@ -398,11 +402,22 @@ pub struct Limits {
     pub max_packet_size: u32,
     /// QoS 1/2 messages sent to one client and not yet acknowledged (1..=65535); default 32.
     pub max_inflight: u16,
-    /// QoS 1/2 messages queued per session beyond the in-flight window, for offline or
-    /// slow clients; further messages are dropped. Default 1000.
+    /// Messages queued per session beyond the in-flight window, for offline or slow
+    /// clients; past it `queue_full_policy` applies. Default 100000.
     pub max_queued_messages: usize,
+    /// Bytes (topic + payload) queued per session; past it `queue_full_policy` applies.
+    /// Default 268435456 (256 MiB).
+    pub max_queued_bytes: usize,
+    /// What a full queue does with a new message: "drop_newest" (default), "drop_oldest"
+    /// or "disconnect" (the slow client; 5.0 reason 0x97). Every drop is counted.
+    pub queue_full_policy: QueuePolicy,
     /// Whether QoS 0 messages are also queued for offline persistent sessions; default false.
     pub queue_qos0_messages: bool,
+    /// MQTT 5.0: incoming QoS 2 exchanges a client may have open (our receive maximum,
+    /// 1..=65535); default 1024.
+    pub receive_maximum: u16,
+    /// MQTT 5.0: topic aliases a client may define towards us (0..=65535); default 64.
+    pub topic_alias_maximum: u16,
 }
 
 impl Default for Limits {
@@ -412,7 +427,11 @@ impl Default for Limits {
             max_packet_size: core.max_packet_size as u32,
             max_inflight: core.max_inflight as u16,
             max_queued_messages: core.max_queued_messages,
+            max_queued_bytes: core.max_queued_bytes,
+            queue_full_policy: core.queue_full_policy,
             queue_qos0_messages: core.queue_qos0_messages,
+            receive_maximum: core.receive_maximum,
+            topic_alias_maximum: core.topic_alias_maximum,
         }
     }
 }
@@ -723,8 +742,11 @@ impl Config {
             max_packet_size: self.limits.max_packet_size as usize,
             max_inflight: usize::from(self.limits.max_inflight),
             max_queued_messages: self.limits.max_queued_messages,
+            max_queued_bytes: self.limits.max_queued_bytes,
+            queue_full_policy: self.limits.queue_full_policy,
             queue_qos0_messages: self.limits.queue_qos0_messages,
-            ..BrokerSettings::default()
+            receive_maximum: self.limits.receive_maximum,
+            topic_alias_maximum: self.limits.topic_alias_maximum,
         }
     }
 }

@@ -360,6 +360,13 @@ impl Bridge {
         self.child.id()
     }
 
+    /// SIGKILL, for real: no shutdown code runs, nothing is flushed. The data directory
+    /// is kept so that a new bridge can be started on it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Whether the bridge process is still alive (it must survive any client misbehaviour).
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -43,9 +43,13 @@ pub struct BrokerSettings {
     pub max_packet_size: usize,
     /// QoS 1/2 messages sent to one client and not yet acknowledged.
     pub max_inflight: usize,
-    /// Messages queued per session beyond the in-flight window (offline or slow);
-    /// beyond it new messages are dropped and counted.
+    /// Messages queued per session beyond the in-flight window (offline or slow); past
+    /// it, or past `max_queued_bytes`, `queue_full_policy` decides and the drop is counted.
     pub max_queued_messages: usize,
+    /// Bytes (topic + payload) queued per session.
+    pub max_queued_bytes: usize,
+    /// What a full session queue does with one more message.
+    pub queue_full_policy: QueuePolicy,
     /// Whether QoS 0 messages are queued for offline persistent sessions (Mosquitto's
     /// `queue_qos0_messages`, off by default).
     pub queue_qos0_messages: bool,
@@ -60,12 +64,29 @@ impl Default for BrokerSettings {
         BrokerSettings {
             max_packet_size: 1024 * 1024,
             max_inflight: 32,
-            max_queued_messages: 1000,
+            // Mosquitto and EMQX default to 1000 and silently drop the rest; queues here
+            // are also on disk, so the default is a hundred times that, bounded in bytes.
+            max_queued_messages: 100_000,
+            max_queued_bytes: 256 * 1024 * 1024,
+            queue_full_policy: QueuePolicy::DropNewest,
             queue_qos0_messages: false,
             receive_maximum: 1024,
             topic_alias_maximum: 64,
         }
     }
+}
+
+/// What a session whose queue is full does with another message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueuePolicy {
+    /// Keep the queue, drop the new message.
+    DropNewest,
+    /// Drop the oldest queued message to make room.
+    DropOldest,
+    /// Disconnect the (slow) client, with 5.0 reason 0x97 "quota exceeded"; for an
+    /// offline session, drop the new message.
+    Disconnect,
 }
 
 /// A direct subscription as the router stores it: its options and the subscriber's
@@ -339,6 +360,8 @@ impl Broker {
         session::Limits {
             max_inflight: self.settings.max_inflight,
             max_queued: self.settings.max_queued_messages,
+            max_queued_bytes: self.settings.max_queued_bytes,
+            policy: self.settings.queue_full_policy,
             queue_qos0_offline: self.settings.queue_qos0_messages,
         }
     }

@@ -163,6 +163,8 @@ struct State {
     /// The next queue position.
     next_seq: u64,
     queue: VecDeque<Queued>,
+    /// Topic and payload bytes held in `queue`.
+    queued_bytes: usize,
     /// Outgoing QoS 1/2 messages in the order they were first sent.
     in_flight: VecDeque<InFlight>,
     /// Incoming QoS 2 packet identifiers that got a PUBREC and wait for a PUBREL:
@@ -180,6 +182,8 @@ struct State {
 pub struct Limits {
     pub max_inflight: usize,
     pub max_queued: usize,
+    pub max_queued_bytes: usize,
+    pub policy: super::QueuePolicy,
     pub queue_qos0_offline: bool,
 }
 
@@ -393,6 +397,7 @@ impl Session {
     pub fn end(&self) -> Option<Message> {
         let mut state = self.state.lock();
         state.queue.clear();
+        state.queued_bytes = 0;
         state.in_flight.clear();
         if let Some(store) = self.persisted(&state) {
             store.submit(Op::SessionDelete {
@@ -420,11 +425,32 @@ impl Session {
         {
             return Delivery::Skipped;
         }
-        if state.queue.len() >= self.limits.max_queued {
-            drop(state);
+        let size = queued_size(&queued);
+        while state.queue.len() >= self.limits.max_queued
+            || state.queued_bytes + size > self.limits.max_queued_bytes
+        {
+            let oldest = match self.limits.policy {
+                super::QueuePolicy::DropOldest => state.queue.pop_front(),
+                super::QueuePolicy::Disconnect => {
+                    if let Some(owner) = &state.owner {
+                        owner.kick.kick(protocol::reason::QUOTA_EXCEEDED);
+                    }
+                    None
+                }
+                super::QueuePolicy::DropNewest => None,
+            };
+            let Some(oldest) = oldest else {
+                drop(state);
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return Delivery::Dropped;
+            };
+            state.queued_bytes -= queued_size(&oldest);
             self.dropped.fetch_add(1, Ordering::Relaxed);
-            return Delivery::Dropped;
+            if let (Some(store), true) = (self.persisted(&state), oldest.qos != QoS::AtMostOnce) {
+                self.delete_entry(store, oldest.seq);
+            }
         }
+        state.queued_bytes += size;
         queued.seq = state.next_seq;
         state.next_seq += 1;
         if let (Some(store), true) = (self.persisted(&state), queued.qos != QoS::AtMostOnce) {
@@ -455,7 +481,10 @@ impl Session {
         for (queued, pkid, stage) in entries {
             state.next_seq = state.next_seq.max(queued.seq + 1);
             match stage {
-                0 => state.queue.push_back(queued),
+                0 => {
+                    state.queued_bytes += queued_size(&queued);
+                    state.queue.push_back(queued);
+                }
                 _ => {
                     state.next_pkid = pkid.wrapping_add(1).max(1);
                     state.in_flight.push_back(InFlight {
@@ -550,6 +579,7 @@ impl Session {
                 true
             }
         });
+        state.queued_bytes = state.queue.iter().map(queued_size).sum();
         state.in_flight.retain(|f| {
             if f.queued.shared.is_some() && f.queued.qos == QoS::AtLeastOnce {
                 taken.push(f.queued.clone());
@@ -623,6 +653,7 @@ impl Session {
             };
             if front.message.is_expired(now) || !fits(front, &info, now) {
                 let dropped = state.queue.pop_front().expect("front exists");
+                state.queued_bytes -= queued_size(&dropped);
                 if dropped.message.is_expired(now) {
                     written.expired += 1;
                 } else {
@@ -637,12 +668,14 @@ impl Session {
             }
             if front.qos == QoS::AtMostOnce {
                 let queued = state.queue.pop_front().expect("front exists");
+                state.queued_bytes -= queued_size(&queued);
                 write_publish(out, &queued, 0, false, &info, aliases, now);
             } else {
                 if state.in_flight.len() >= window {
                     break;
                 }
                 let queued = state.queue.pop_front().expect("front exists");
+                state.queued_bytes -= queued_size(&queued);
                 let pkid = state.allocate_pkid();
                 write_publish(out, &queued, pkid, false, &info, aliases, now);
                 let entry = InFlight {
@@ -786,6 +819,11 @@ impl State {
             .position(|e| e.pkid == pkid && e.stage == stage && e.queued.qos == qos)?;
         self.in_flight.remove(index).map(|e| e.queued.seq)
     }
+}
+
+/// What a queued message counts against `max_queued_bytes`.
+fn queued_size(queued: &Queued) -> usize {
+    queued.message.topic.len() + queued.message.payload.len()
 }
 
 /// Properties of messages that carry none, to 3.1.1 clients or without 5.0 extras.
