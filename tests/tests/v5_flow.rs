@@ -258,3 +258,92 @@ fn pubrec_with_an_error_ends_the_qos2_exchange() {
     assert_eq!(p.payload(), Some(&b"next"[..]), "{p:?}");
     sub.expect_silence(QUIET);
 }
+
+/// MQTT-3.3.4-9 after a reconnect: the send quota starts again from the new connection's
+/// Receive Maximum (section 4.9: not part of the session state). 5 QoS 1 messages left
+/// unacknowledged on a connection with Receive Maximum 10 are re-sent (MQTT-4.4.0-1) on a new
+/// connection with Receive Maximum 2 at most 2 at a time; acknowledging brings the rest.
+#[test]
+fn resent_messages_respect_the_new_receive_maximum() {
+    let b = Bridge::start();
+    let port = b.tcp_port();
+    let id = unique("rm-resend");
+    let with_rm = |c: wire::Connect, rm: u16| {
+        c.props(
+            Props::new()
+                .four(prop::SESSION_EXPIRY_INTERVAL, 60)
+                .two(prop::RECEIVE_MAXIMUM, rm),
+        )
+    };
+    let (mut sub, _, _) = Client::connect(port, &with_rm(connect(&id), 10));
+    assert_eq!(sub.subscribe(1, &[("rmr/t", 1)]), [1]);
+    let mut publisher = Client::connect_clean(port, &unique("rmr-pub"));
+    for i in 0..5u16 {
+        publisher.publish("rmr/t", format!("m{i}").as_bytes(), 1, false, i + 1);
+    }
+    let first = unacked_publishes(&mut sub, QUIET);
+    assert_eq!(first.len(), 5, "{first:?}");
+    sub.drop_abruptly();
+
+    let (mut sub, present, _) = Client::connect(port, &with_rm(connect(&id).clean_start(false), 2));
+    assert!(present);
+    let mut all = Vec::new();
+    let mut outstanding: VecDeque<Packet> = unacked_publishes(&mut sub, QUIET).into();
+    assert!(
+        outstanding.len() <= 2,
+        "{} unacknowledged PUBLISHes re-sent to a client with receive maximum 2: {outstanding:?}",
+        outstanding.len()
+    );
+    all.extend(outstanding.iter().cloned());
+    while let Some(oldest) = outstanding.pop_front() {
+        sub.send_ok(&wire::puback(pid_of(&oldest)));
+        let more = unacked_publishes(&mut sub, QUIET);
+        all.extend(more.iter().cloned());
+        outstanding.extend(more);
+        assert!(outstanding.len() <= 2, "{outstanding:?}");
+    }
+    assert_eq!(
+        wire::payloads(&all),
+        ["m0", "m1", "m2", "m3", "m4"],
+        "{all:?}"
+    );
+}
+
+/// MQTT-3.1.2-24 / -25 after a reconnect: a 500-byte message left unacknowledged on a
+/// connection without a limit must not be re-sent on a new connection that announces Maximum
+/// Packet Size 100 (it is discarded as if sent); smaller messages still come.
+#[test]
+fn resent_messages_respect_the_new_maximum_packet_size() {
+    let b = Bridge::start();
+    let port = b.tcp_port();
+    let id = unique("mps-resend");
+    let (mut sub, _, _) = Client::connect(port, &connect(&id).session_expiry(60));
+    assert_eq!(sub.subscribe(1, &[("mpr/t", 1)]), [1]);
+    let mut publisher = Client::connect_clean(port, &unique("mpr-pub"));
+    publisher.publish("mpr/t", "B".repeat(500).as_bytes(), 1, false, 1);
+    publisher.publish("mpr/t", b"small", 1, false, 2);
+    let first = unacked_publishes(&mut sub, QUIET);
+    assert_eq!(first.len(), 2, "{first:?}");
+    sub.drop_abruptly();
+
+    let (mut sub, present, _) = Client::connect(
+        port,
+        &connect(&id).clean_start(false).props(
+            Props::new()
+                .four(prop::SESSION_EXPIRY_INTERVAL, 60)
+                .four(prop::MAXIMUM_PACKET_SIZE, 100),
+        ),
+    );
+    assert!(present);
+    let got = sub.receive_all(QUIET);
+    let sizes: Vec<usize> = sub.received_sizes().to_vec();
+    assert!(
+        sizes.iter().all(|&n| n <= 100),
+        "packets of {sizes:?} bytes (CONNACK first) sent to a client with maximum packet size \
+         100; payload sizes {:?}",
+        got.iter()
+            .map(|p| p.payload().map_or(0, <[u8]>::len))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(wire::payloads(&got), ["small"]);
+}
