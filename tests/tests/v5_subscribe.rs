@@ -397,3 +397,40 @@ fn raw_subscription_options_byte_is_honoured() {
     c.publish("opt/a", b"self", 1, false, 2);
     c.expect_silence(Duration::from_secs(1));
 }
+
+/// MQTT-3.1.2-29: with Request Problem Information 0 the broker sends no Reason String or User
+/// Property on SUBACK, UNSUBACK, PUBACK, PUBREC or PUBCOMP, even when they carry error or
+/// information reason codes.
+#[test]
+fn request_problem_information_0_keeps_acks_bare() {
+    let b = Bridge::start();
+    let (mut c, _, _) = Client::connect(
+        b.tcp_port(),
+        &wire::connect(&unique("rpi0"))
+            .props(Props::new().byte(prop::REQUEST_PROBLEM_INFORMATION, 0)),
+    );
+    c.send_ok(&wire::subscribe(1, &Props::new(), &[("bad/#/x", 1)]));
+    c.send_ok(&wire::unsubscribe(2, &["never/x"]));
+    c.send_ok(&wire::publish("rpi/t", b"x", 1, false, 3, &Props::new()));
+    c.send_ok(&wire::publish("rpi/t", b"x", 2, false, 4, &Props::new()));
+    c.send_ok(&wire::pubrel(999));
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let p = c.expect(WAIT);
+        let props = match &p {
+            Packet::Suback { props, .. }
+            | Packet::Unsuback { props, .. }
+            | Packet::Ack { props, .. } => props.clone(),
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(props.count(prop::REASON_STRING), 0, "{p:?}");
+        assert_eq!(props.count(prop::USER_PROPERTY), 0, "{p:?}");
+        seen.push(p);
+    }
+    assert!(
+        seen.iter().any(
+            |p| matches!(p, Packet::Suback { codes, .. } if codes == &[rc::TOPIC_FILTER_INVALID])
+        ),
+        "{seen:?}"
+    );
+}
