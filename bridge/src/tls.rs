@@ -301,7 +301,7 @@ fn directory_string(tag: u8, value: &[u8]) -> Option<String> {
         0x14 => Some(value.iter().map(|&b| char::from(b)).collect()),
         // BMPString: UTF-16BE.
         0x1E => {
-            if value.len() % 2 != 0 {
+            if !value.len().is_multiple_of(2) {
                 return None;
             }
             let units: Vec<u16> = value
@@ -312,7 +312,7 @@ fn directory_string(tag: u8, value: &[u8]) -> Option<String> {
         }
         // UniversalString: UTF-32BE.
         0x1C => {
-            if value.len() % 4 != 0 {
+            if !value.len().is_multiple_of(4) {
                 return None;
             }
             value
