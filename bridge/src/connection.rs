@@ -100,9 +100,7 @@ impl From<DecodeError> for End {
     fn from(e: DecodeError) -> End {
         let code = match e {
             DecodeError::PacketTooLarge { .. } => reason::PACKET_TOO_LARGE,
-            DecodeError::InvalidFlags { .. } | DecodeError::ReservedPacketType(_) => {
-                reason::MALFORMED_PACKET
-            }
+            DecodeError::Protocol { .. } => reason::PROTOCOL_ERROR,
             _ => reason::MALFORMED_PACKET,
         };
         End::violation(code, e.to_string())

@@ -61,11 +61,25 @@ pub enum DecodeError {
         packet: &'static str,
         reason: String,
     },
+    /// Well-formed bytes that break a rule of the protocol (MQTT 5.0 answers these with
+    /// reason 0x82 rather than 0x81).
+    #[error("protocol error in {packet}: {reason}")]
+    Protocol {
+        packet: &'static str,
+        reason: String,
+    },
 }
 
 impl DecodeError {
     pub(crate) fn malformed(packet: &'static str, reason: impl Into<String>) -> DecodeError {
         DecodeError::Malformed {
+            packet,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn protocol(packet: &'static str, reason: impl Into<String>) -> DecodeError {
+        DecodeError::Protocol {
             packet,
             reason: reason.into(),
         }

@@ -158,7 +158,8 @@ impl Properties {
             // Only user properties and (in PUBLISH) subscription identifiers may repeat.
             let repeatable = id == 0x26 || (id == 0x0B && context == Context::Publish);
             if seen[id as usize] && !repeatable {
-                return Err(DecodeError::malformed(
+                // MQTT 5.0 §2.2.2.2: "a Protocol Error to include the same property twice".
+                return Err(DecodeError::protocol(
                     packet,
                     format!("property {id:#04x} given twice"),
                 ));
@@ -190,7 +191,7 @@ impl Properties {
             let flag = |b: &mut Bytes| -> Result<u8, DecodeError> {
                 let v = byte(b)?;
                 if v > 1 {
-                    return Err(DecodeError::malformed(
+                    return Err(DecodeError::protocol(
                         packet,
                         format!("property {id:#04x} must be 0 or 1"),
                     ));
@@ -207,7 +208,7 @@ impl Properties {
                     let id =
                         read_vbi(b).map_err(|reason| DecodeError::malformed(packet, reason))?;
                     if id == 0 {
-                        return Err(DecodeError::malformed(packet, "subscription identifier 0"));
+                        return Err(DecodeError::protocol(packet, "subscription identifier 0"));
                     }
                     p.subscription_identifiers.push(id);
                 }
@@ -234,7 +235,7 @@ impl Properties {
                 0x21 => {
                     let v = two(b)?;
                     if v == 0 {
-                        return Err(DecodeError::malformed(packet, "receive maximum 0"));
+                        return Err(DecodeError::protocol(packet, "receive maximum 0"));
                     }
                     p.receive_maximum = Some(v);
                 }
@@ -250,7 +251,7 @@ impl Properties {
                 0x27 => {
                     let v = four(b)?;
                     if v == 0 {
-                        return Err(DecodeError::malformed(packet, "maximum packet size 0"));
+                        return Err(DecodeError::protocol(packet, "maximum packet size 0"));
                     }
                     p.maximum_packet_size = Some(v);
                 }

@@ -237,15 +237,12 @@ fn codec_defect_property_overrunning_its_length_is_malformed() {
 }
 
 #[test]
-fn codec_defect_duplicate_and_misplaced_properties_are_malformed() {
-    // PUBLISH with message expiry given twice.
+fn codec_defect_duplicate_and_misplaced_properties_are_refused() {
+    // PUBLISH with message expiry given twice: a protocol error (MQTT 5.0 §2.2.2.2).
     let dup = [
         0x30, 0x0e, 0x00, 0x01, b't', 0x0a, 0x02, 0, 0, 0, 1, 0x02, 0, 0, 0, 2,
     ];
-    assert!(matches!(
-        decode_v5(&dup),
-        Err(DecodeError::Malformed { .. })
-    ));
+    assert!(matches!(decode_v5(&dup), Err(DecodeError::Protocol { .. })));
     // PUBLISH with a session expiry interval, which only CONNECT, CONNACK and DISCONNECT carry.
     let misplaced = [0x30, 0x09, 0x00, 0x01, b't', 0x05, 0x11, 0, 0, 0, 1];
     assert!(matches!(

@@ -60,7 +60,7 @@ pub(super) fn read_packet(header: FixedHeader, frame: Bytes) -> Result<Packet, D
                 filters.push(read_string(b, name, "topic filter")?);
             }
             if filters.is_empty() {
-                return Err(DecodeError::malformed(
+                return Err(DecodeError::protocol(
                     name,
                     "no topic filters (MQTT-3.10.3-2)",
                 ));
@@ -191,11 +191,12 @@ fn read_subscribe(b: &mut Bytes) -> Result<Subscribe, DecodeError> {
                 "reserved subscription option bits set (MQTT-3.8.3-5)",
             ));
         }
+        // Both are protocol errors in 5.0 (§3.8.3.1), not malformed packets.
         let qos = QoS::from_u8(options & 0b11)
-            .ok_or_else(|| DecodeError::malformed(NAME, "requested QoS 3"))?;
+            .ok_or_else(|| DecodeError::protocol(NAME, "requested QoS 3"))?;
         let retain_handling = (options >> 4) & 0b11;
         if retain_handling == 3 {
-            return Err(DecodeError::malformed(NAME, "retain handling 3"));
+            return Err(DecodeError::protocol(NAME, "retain handling 3"));
         }
         filters.push(SubscribeFilter {
             filter,
@@ -206,7 +207,7 @@ fn read_subscribe(b: &mut Bytes) -> Result<Subscribe, DecodeError> {
         });
     }
     if filters.is_empty() {
-        return Err(DecodeError::malformed(
+        return Err(DecodeError::protocol(
             NAME,
             "no topic filters (MQTT-3.8.3-2)",
         ));
