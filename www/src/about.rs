@@ -1,30 +1,22 @@
-//! The first screen: where the broker is and how to talk to it.
-//! The MQTT client UI (on the client-wasm crate) comes next.
+//! The About page: where the broker is and how to connect a device or a browser to it.
 
 use web_sys::HtmlInputElement;
 use yew::prelude::*;
 
-use crate::endpoints::{Endpoints, DEFAULT_HTTP_PORT, DEFAULT_TCP_PORT, DEFAULT_WS_PORT, WS_PATH};
+use crate::endpoints::{DEFAULT_HTTP_PORT, DEFAULT_TCP_PORT, DEFAULT_WS_PORT, WS_PATH};
+use crate::platform;
+use crate::shell::{Link, Route};
 
-/// The page's address, read once: it doesn't change while the app runs.
-fn endpoints_of_this_page() -> Endpoints {
-    let location = web_sys::window().map(|w| w.location());
-    let read = |f: fn(&web_sys::Location) -> Result<String, wasm_bindgen::JsValue>| {
-        location
-            .as_ref()
-            .and_then(|l| f(l).ok())
-            .unwrap_or_default()
-    };
-    Endpoints::from_location(
-        &read(web_sys::Location::protocol),
-        &read(web_sys::Location::hostname),
-        &read(web_sys::Location::origin),
-    )
+#[derive(Properties, PartialEq, Default)]
+pub struct AboutProps {
+    /// A line shown above the page (the Dashboard route uses it while it has no page).
+    #[prop_or_default]
+    pub notice: Option<AttrValue>,
 }
 
-#[function_component(App)]
-pub fn app() -> Html {
-    let endpoints = use_memo((), |_| endpoints_of_this_page());
+#[function_component(About)]
+pub fn about(props: &AboutProps) -> Html {
+    let endpoints = use_memo((), |_| platform::endpoints());
     let topic = use_state(|| "topic_1".to_owned());
     let message = use_state(|| "hello".to_owned());
 
@@ -43,13 +35,11 @@ pub fn app() -> Html {
 
     html! {
         <>
-            <header class="top">
-                <div class="wrap">
-                    <h1 class="brand">{ "bridge" }</h1>
-                    <p class="tagline">{ "MQTT broker · devices and browsers on one router" }</p>
-                </div>
-            </header>
-            <main class="wrap">
+            <div class="wrap about">
+                <h1 class="page-title">{ "About · connect a device" }</h1>
+                if let Some(notice) = &props.notice {
+                    <p class="notice" role="status">{ notice }</p>
+                }
                 <section class="card">
                     <h2>{ "Endpoints" }</h2>
                     <table class="endpoints">
@@ -63,7 +53,7 @@ pub fn app() -> Html {
                         </tbody>
                     </table>
                     <p class="hint">
-                        { "MQTT 3.1.1 and 3.1. These are the default ports; a broker started with " }
+                        { "MQTT 5.0, 3.1.1 and 3.1. These are the default ports; a broker started with " }
                         <code>{ "--tcp" }</code>{ ", " }<code>{ "--ws" }</code>{ " or " }
                         <code>{ "--http" }</code>{ " listens where it was told." }
                     </p>
@@ -104,15 +94,16 @@ pub fn app() -> Html {
                         <a href="https://www.npmjs.com/package/mqtt">{ "MQTT.js" }</a>{ ":" }
                     </p>
                     <pre class="cmd">{ endpoints.mqtt_js(&topic, &message) }</pre>
+                    <p>
+                        { "Or use this app's own " }<Link to={Route::Client}>{ "MQTT client" }</Link>
+                        { ": it connects to " }<code>{ endpoints.ws.clone() }</code>{ " by default." }
+                    </p>
                     <p class="hint">
                         { "Devices and browsers share one router: a message published over TCP reaches \
                            WebSocket subscribers, and the other way round." }
                     </p>
                 </section>
-            </main>
-            <footer class="wrap foot">
-                { "bridge · ports follow EMQX's conventions · all configurable" }
-            </footer>
+            </div>
         </>
     }
 }
