@@ -285,6 +285,14 @@ impl Server {
     /// returns. Connections already established are not touched.
     pub async fn shutdown(self) {
         self.stop.cancel();
+        // Tell every connected client (5.0 clients get DISCONNECT 0x8B), then give the
+        // connections a moment to send that and hand their sessions back (which writes
+        // persistent sessions to the store) before the runtime goes away.
+        self.broker.shutdown();
+        let deadline = tokio::time::Instant::now() + CONNECTION_DRAIN_TIMEOUT;
+        while self.broker.connection_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         for task in self.tasks {
             let abort = task.abort_handle();
             // The MQTT loops end at once; only HTTP may wait for requests in progress,
@@ -298,6 +306,9 @@ impl Server {
         }
     }
 }
+
+/// How long a shutdown waits for connections to say goodbye.
+const CONNECTION_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The bound listeners, as `GET /api/v1/broker` shows them.
 fn listener_info(server: &Server, ws_path: &str) -> Vec<ListenerInfo> {

@@ -342,6 +342,54 @@ fn sigterm_exits_cleanly() {
     assert!(bridge.stderr().contains("SIGTERM"), "{}", bridge.stderr());
 }
 
+/// MQTT 5.0 §4.13: a server that closes a 5.0 connection says why — on shutdown,
+/// DISCONNECT 0x8B "server shutting down".
+#[test]
+fn shutdown_tells_mqtt5_clients_why() {
+    let dir = TempDir::new();
+    let web_root = dir.arg("no-app");
+    let mut bridge = Bridge::start(&all_loopback(&web_root));
+    let tcp = bridge.listening("tcp");
+    bridge.listening("ws");
+    bridge.listening("http");
+    let mut client = TcpStream::connect(tcp).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // CONNECT: MQTT 5.0, clean start, keep-alive 0, no properties, client id "v5".
+    client
+        .write_all(&[
+            0x10, 15, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 0, 0, 0, 2, b'v', b'5',
+        ])
+        .unwrap();
+    let mut connack = [0u8; 64];
+    let n = client.read(&mut connack).unwrap();
+    assert!(
+        n >= 4 && connack[0] == 0x20 && connack[3] == 0,
+        "{:?}",
+        &connack[..n]
+    );
+    bridge.terminate();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while let Ok(n) = client.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.len() >= 3 && got[0] == 0xE0 && got[2] == 0x8B,
+        "expected DISCONNECT 0x8B, got {got:02x?}"
+    );
+    assert_eq!(
+        bridge.wait().code(),
+        Some(0),
+        "stderr:\n{}",
+        bridge.stderr()
+    );
+}
+
 #[test]
 fn config_file_is_applied_and_flags_override_it() {
     let dir = TempDir::new();
