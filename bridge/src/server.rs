@@ -18,7 +18,7 @@ use crate::api::{
     self, accounts::Accounts, auth::Auth, ApiOptions, ApiState, BrokerInfo, ListenerInfo,
 };
 use crate::auth::{self, CertToken};
-use crate::broker::{Access, Broker};
+use crate::broker::Broker;
 use crate::config::{self as settings, Config, Listen};
 use crate::connection::{self, Transport};
 use crate::http::{self, Endpoints};
@@ -117,7 +117,7 @@ impl Server {
             Broker::new(config.broker_settings())
         };
         auth::log_summary(&config.auth, &policy, cert_token.is_some());
-        broker.set_access(Access::with_policy(Box::new(policy)));
+        broker.set_access(policy.into_access());
         let stats = Stats::new(broker.clone());
         let stop = CancellationToken::new();
         let mut server = Server {
@@ -268,8 +268,7 @@ impl Server {
                     rules = policy.rule_count(),
                     "reloaded the access policy"
                 );
-                self.broker
-                    .set_access(Access::with_policy(Box::new(policy)));
+                self.broker.set_access(policy.into_access());
             }
             Err(e) => tracing::error!("reload failed, keeping the old access policy: {e}"),
         }

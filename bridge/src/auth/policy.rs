@@ -10,7 +10,7 @@ use super::acl::Acl;
 use super::passwd::{PasswordFile, Verifier};
 use super::CertToken;
 use crate::broker::access::Policy;
-use crate::broker::{Action, Identity};
+use crate::broker::{Access, Action, Identity};
 
 /// The access policy built from `[auth]` (and the TLS listener's certificate identities).
 ///
@@ -56,6 +56,24 @@ impl AuthPolicy {
     /// Rules in the ACL file, if there is one.
     pub fn rule_count(&self) -> Option<usize> {
         self.acl.as_ref().map(Acl::rule_count)
+    }
+
+    /// Whether the policy lets everyone do everything (the default `[auth]`).
+    pub fn is_open(&self) -> bool {
+        self.allow_anonymous
+            && self.passwords.is_none()
+            && self.acl.is_none()
+            && self.cert_token.is_none()
+    }
+
+    /// The broker's [`Access`] for this policy: [`Access::allow_all`] when it is open, so
+    /// that the broker can skip the checks altogether.
+    pub fn into_access(self) -> Access {
+        if self.is_open() {
+            Access::allow_all()
+        } else {
+            Access::with_policy(Box::new(self))
+        }
     }
 }
 
@@ -122,6 +140,9 @@ mod tests {
             "a"
         ));
         assert!(!open.checks_reads());
+        assert!(open.is_open());
+        assert!(!AuthPolicy::new(false, None, None, None).is_open());
+        assert!(!AuthPolicy::new(true, None, None, Some(CertToken::generate())).is_open());
 
         let closed = AuthPolicy::new(false, None, None, None);
         assert_eq!(closed.authenticate(None, None), Err(reason::NOT_AUTHORIZED));
