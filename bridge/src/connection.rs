@@ -23,7 +23,7 @@ use protocol::{
     encode, reason, Ack, ConnAck, Connect, DecodeError, Decoder, Disconnect, Packet, Properties,
     ProtocolVersion, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{debug, info, Instrument};
 
@@ -112,10 +112,25 @@ pub async fn serve<S>(stream: S, peer: SocketAddr, transport: Transport, broker:
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let (reader, writer) = tokio::io::split(stream);
+    serve_split(reader, writer, peer, transport, broker).await
+}
+
+/// [`serve`] for a stream already split in two, e.g. `TcpStream::into_split`, whose halves
+/// need no lock between them (`tokio::io::split` takes one on every read and write).
+pub async fn serve_split<R, W>(
+    reader: R,
+    writer: W,
+    peer: SocketAddr,
+    transport: Transport,
+    broker: Arc<Broker>,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let id = broker.new_connection_id();
     let span = tracing::info_span!("conn", id, %peer, ?transport);
     async move {
-        let (reader, writer) = tokio::io::split(stream);
         let mut conn = Connection {
             reader,
             writer,
@@ -144,9 +159,9 @@ where
     .await
 }
 
-struct Connection<S> {
-    reader: ReadHalf<S>,
-    writer: WriteHalf<S>,
+struct Connection<R, W> {
+    reader: R,
+    writer: W,
     rbuf: BytesMut,
     wbuf: BytesMut,
     decoder: Decoder,
@@ -172,7 +187,7 @@ struct Opened {
     kick: Arc<Kick>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
     fn is_v5(&self) -> bool {
         self.version == ProtocolVersion::V5
     }
@@ -377,7 +392,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Whether the access policy lets this client do `action` on `topic`.
     fn may(&self, action: Action, topic: &str) -> bool {
-        self.broker.access().authorize(
+        self.broker.may(
             Identity {
                 client_id: &self.client_id,
                 username: self.username.as_deref(),

@@ -152,9 +152,11 @@ impl Server {
                 "tcp",
                 listener,
                 stop.clone(),
-                move |stream, peer| {
-                    tokio::spawn(connection::serve(
-                        stream,
+                move |stream: TcpStream, peer| {
+                    let (reader, writer) = stream.into_split();
+                    tokio::spawn(connection::serve_split(
+                        reader,
+                        writer,
                         peer,
                         Transport::Tcp,
                         broker.clone(),

@@ -66,6 +66,11 @@ impl Access {
         }
     }
 
+    /// Whether a policy is configured at all.
+    pub fn is_active(&self) -> bool {
+        self.policy.is_some()
+    }
+
     pub fn checks_reads(&self) -> bool {
         self.policy.as_ref().is_some_and(|p| p.checks_reads())
     }

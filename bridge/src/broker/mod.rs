@@ -185,6 +185,10 @@ pub struct Broker {
     started: Instant,
     /// Replaced whole when the policy is (re)loaded; readers take a cheap `Arc` clone.
     access: RwLock<Arc<Access>>,
+    /// Whether any policy is configured, and whether it checks deliveries: read on every
+    /// publish, so the common case (no policy) costs a load, not a shared refcount bump.
+    access_active: std::sync::atomic::AtomicBool,
+    reads_checked: std::sync::atomic::AtomicBool,
     /// Where persistent sessions and retained messages are kept (none: memory only).
     store: Option<Arc<Store>>,
 }
@@ -228,6 +232,8 @@ impl Broker {
             metrics: Metrics::default(),
             started: Instant::now(),
             access: RwLock::new(Arc::new(Access::allow_all())),
+            access_active: Default::default(),
+            reads_checked: Default::default(),
             store,
         })
     }
@@ -343,7 +349,17 @@ impl Broker {
 
     /// Puts a new access policy in force for every later check.
     pub fn set_access(&self, access: Access) {
-        *self.access.write() = Arc::new(access);
+        let mut current = self.access.write();
+        self.access_active
+            .store(access.is_active(), Ordering::Relaxed);
+        self.reads_checked
+            .store(access.checks_reads(), Ordering::Relaxed);
+        *current = Arc::new(access);
+    }
+
+    /// Whether `who` may do `action` on `topic`; true at no cost when no policy is set.
+    pub fn may(&self, who: Identity<'_>, action: Action, topic: &str) -> bool {
+        !self.access_active.load(Ordering::Relaxed) || self.access().authorize(who, action, topic)
     }
 
     /// A number identifying one connection for the life of the process.
@@ -643,8 +659,8 @@ impl Broker {
             }
         }
         let (mut matched, mut dropped, mut skipped) = (0, 0, 0);
-        let access = self.access();
-        let check_reads = access.checks_reads();
+        let check_reads = self.reads_checked.load(Ordering::Relaxed);
+        let access = check_reads.then(|| self.access());
         self.router
             .read()
             .for_each_match(&message.topic, |_, route| {
@@ -655,8 +671,8 @@ impl Broker {
                         {
                             return;
                         }
-                        if check_reads
-                            && !access.authorize(
+                        let readable = access.as_ref().is_none_or(|access| {
+                            access.authorize(
                                 Identity {
                                     client_id: &sub.session.client_id,
                                     username: sub.session.username().as_deref(),
@@ -664,7 +680,8 @@ impl Broker {
                                 Action::Read,
                                 &message.topic,
                             )
-                        {
+                        });
+                        if !readable {
                             return;
                         }
                         sub.session.deliver(Queued {
