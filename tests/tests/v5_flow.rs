@@ -11,11 +11,13 @@ use tests::{spawn_line_buffered, unique, Bridge};
 /// Long enough for a broker that ignores the limit to have sent more.
 const QUIET: Duration = Duration::from_millis(1500);
 
-/// Reads PUBLISHes (without acknowledging them) until nothing arrives for `quiet`.
-fn unacked_publishes(c: &mut Client, quiet: Duration) -> Vec<Packet> {
+/// Reads PUBLISHes without acknowledging them: the first `at_least` within [`WAIT`] each (the
+/// machine may be slow), then more until nothing arrives for `quiet`.
+fn unacked_publishes(c: &mut Client, at_least: usize, quiet: Duration) -> Vec<Packet> {
     let mut got = Vec::new();
     loop {
-        match c.recv(quiet) {
+        let wait = if got.len() < at_least { WAIT } else { quiet };
+        match c.recv(wait) {
             Ok(p @ Packet::Publish { .. }) => got.push(p),
             Ok(other) => panic!("expected PUBLISH, got {other:?}"),
             Err(RecvError::Timeout) => return got,
@@ -52,7 +54,7 @@ fn setup(b: &Bridge, topic: &str, qos: u8, n: usize) -> Client {
 fn receive_maximum_2_bounds_unacknowledged_qos1() {
     let b = Bridge::start();
     let mut sub = setup(&b, "rm/q1", 1, 6);
-    let mut outstanding: VecDeque<Packet> = unacked_publishes(&mut sub, QUIET).into();
+    let mut outstanding: VecDeque<Packet> = unacked_publishes(&mut sub, 2, QUIET).into();
     assert_eq!(
         outstanding.len(),
         2,
@@ -61,7 +63,7 @@ fn receive_maximum_2_bounds_unacknowledged_qos1() {
     let mut all: Vec<Packet> = outstanding.iter().cloned().collect();
     while let Some(oldest) = outstanding.pop_front() {
         sub.send_ok(&wire::puback(pid_of(&oldest)));
-        let more = unacked_publishes(&mut sub, QUIET);
+        let more = unacked_publishes(&mut sub, usize::from(all.len() < 6), QUIET);
         assert!(
             more.len() <= 1,
             "one PUBACK let {} more PUBLISHes through: {more:?}",
@@ -89,7 +91,7 @@ fn receive_maximum_2_bounds_unacknowledged_qos1() {
 fn receive_maximum_2_bounds_unacknowledged_qos2() {
     let b = Bridge::start();
     let mut sub = setup(&b, "rm/q2", 2, 4);
-    let first = unacked_publishes(&mut sub, QUIET);
+    let first = unacked_publishes(&mut sub, 2, QUIET);
     assert_eq!(first.len(), 2, "{first:?}");
     let pid = pid_of(&first[0]);
     sub.send_ok(&wire::pubrec(pid));
@@ -102,13 +104,13 @@ fn receive_maximum_2_bounds_unacknowledged_qos2() {
         } if p == pid => {}
         other => panic!("expected PUBREL {pid}, got {other:?}"),
     }
-    let early = unacked_publishes(&mut sub, QUIET);
+    let early = unacked_publishes(&mut sub, 0, QUIET);
     assert!(
         early.is_empty(),
         "a PUBLISH came after PUBREC, before PUBCOMP: {early:?}"
     );
     sub.send_ok(&wire::pubcomp(pid));
-    let third = unacked_publishes(&mut sub, QUIET);
+    let third = unacked_publishes(&mut sub, 1, QUIET);
     assert_eq!(wire::payloads(&third), ["m2"], "{third:?}");
 
     // Completing everything delivers the rest.
@@ -250,7 +252,7 @@ fn pubrec_with_an_error_ends_the_qos2_exchange() {
     let mut publisher = Client::connect_clean(b.tcp_port(), &unique("rec-pub"));
     publisher.publish("rec/t", b"refused", 2, false, 1);
     publisher.publish("rec/t", b"next", 2, false, 2);
-    let first = unacked_publishes(&mut sub, QUIET);
+    let first = unacked_publishes(&mut sub, 1, QUIET);
     assert_eq!(wire::payloads(&first), ["refused"], "{first:?}");
     sub.send_ok(&wire::ack(0x50, pid_of(&first[0]), 0x80));
     // `receive` fails on anything but a PUBLISH (a PUBREL, say), then completes its flow.
@@ -281,14 +283,14 @@ fn resent_messages_respect_the_new_receive_maximum() {
     for i in 0..5u16 {
         publisher.publish("rmr/t", format!("m{i}").as_bytes(), 1, false, i + 1);
     }
-    let first = unacked_publishes(&mut sub, QUIET);
+    let first = unacked_publishes(&mut sub, 5, QUIET);
     assert_eq!(first.len(), 5, "{first:?}");
     sub.drop_abruptly();
 
     let (mut sub, present, _) = Client::connect(port, &with_rm(connect(&id).clean_start(false), 2));
     assert!(present);
     let mut all = Vec::new();
-    let mut outstanding: VecDeque<Packet> = unacked_publishes(&mut sub, QUIET).into();
+    let mut outstanding: VecDeque<Packet> = unacked_publishes(&mut sub, 1, QUIET).into();
     assert!(
         outstanding.len() <= 2,
         "{} unacknowledged PUBLISHes re-sent to a client with receive maximum 2: {outstanding:?}",
@@ -297,7 +299,7 @@ fn resent_messages_respect_the_new_receive_maximum() {
     all.extend(outstanding.iter().cloned());
     while let Some(oldest) = outstanding.pop_front() {
         sub.send_ok(&wire::puback(pid_of(&oldest)));
-        let more = unacked_publishes(&mut sub, QUIET);
+        let more = unacked_publishes(&mut sub, usize::from(all.len() < 5), QUIET);
         all.extend(more.iter().cloned());
         outstanding.extend(more);
         assert!(outstanding.len() <= 2, "{outstanding:?}");
@@ -322,7 +324,7 @@ fn resent_messages_respect_the_new_maximum_packet_size() {
     let mut publisher = Client::connect_clean(port, &unique("mpr-pub"));
     publisher.publish("mpr/t", "B".repeat(500).as_bytes(), 1, false, 1);
     publisher.publish("mpr/t", b"small", 1, false, 2);
-    let first = unacked_publishes(&mut sub, QUIET);
+    let first = unacked_publishes(&mut sub, 2, QUIET);
     assert_eq!(first.len(), 2, "{first:?}");
     sub.drop_abruptly();
 

@@ -48,7 +48,7 @@ fn no_local_suppresses_only_own_messages() {
         .step(json!({"pub": "nl/echo", "payload": "own echo", "qos": 1}))
         .step(json!({"mark": "published"}))
         .step(json!({"recv": 2}))
-        .step(json!({"listen": 1.5}))
+        .step(json!({"listen": 2}))
         .spawn();
     me.wait_mark("published", paho::RUN);
     Paho::tcp(port)
@@ -129,7 +129,7 @@ fn retain_handling_0_1_2() {
         publisher.publish(&t, format!("retained {n}").as_bytes(), 1, true, n + 1);
     }
     let sub = |n: u8| json!({"sub": [{"filter": format!("rh/{n}"), "qos": 1, "rh": n}]});
-    let quiet = json!({"listen": 1.5});
+    let quiet = json!({"listen": 2});
     let events = Paho::tcp(port)
         .step(sub(0))
         .step(quiet.clone())
