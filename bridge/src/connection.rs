@@ -434,6 +434,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         let deadline = sleep_until(Instant::now() + keep_alive.unwrap_or(NO_DEADLINE));
         tokio::pin!(deadline);
         let mut unflushed = false;
+        // Packets that came in the same read as the CONNECT are already buffered: handle
+        // them now, not when the client next sends something.
+        if !self.rbuf.is_empty() {
+            crate::store::take_touched();
+            if let Some(end) = self.handle_input(session) {
+                return end;
+            }
+        }
 
         loop {
             if self.wbuf.len() < WRITE_HIGH_WATER {
