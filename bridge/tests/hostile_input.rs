@@ -57,7 +57,6 @@ async fn read_some(client: &mut DuplexStream, want: usize) -> Vec<u8> {
 /// Found by the hostile-client battery (tests/tests/hostile.rs, invalid UTF-8 in a PUBLISH
 /// sent right behind CONNECT was never answered).
 #[tokio::test]
-
 async fn packets_in_the_same_read_as_connect_are_handled() {
     let mut client = start();
     let mut bytes = connect_bytes();
@@ -74,7 +73,6 @@ async fn packets_in_the_same_read_as_connect_are_handled() {
 /// The same as above, for a violation: a malformed PUBLISH (topic not UTF-8) right behind the
 /// CONNECT must close the connection at once, not when the client next sends something.
 #[tokio::test]
-
 async fn violation_in_the_same_read_as_connect_closes() {
     let mut client = start();
     let mut bytes = connect_bytes();
