@@ -349,3 +349,34 @@ fn resent_messages_respect_the_new_maximum_packet_size() {
     );
     assert_eq!(wire::payloads(&got), ["small"]);
 }
+
+/// MQTT-3.1.2-24 with topic aliases: a client with Maximum Packet Size 100 and Topic Alias
+/// Maximum 5 is never sent a packet over 100 bytes, also when the broker adds a Topic Alias
+/// property (3 bytes) to a message that is exactly 100 bytes without it.
+#[test]
+fn topic_alias_does_not_push_a_packet_over_the_maximum_size() {
+    let b = Bridge::start();
+    let (mut sub, _, _) = Client::connect(
+        b.tcp_port(),
+        &connect(&unique("mps-alias")).props(
+            Props::new()
+                .four(prop::MAXIMUM_PACKET_SIZE, 100)
+                .two(prop::TOPIC_ALIAS_MAXIMUM, 5),
+        ),
+    );
+    assert_eq!(sub.subscribe(1, &[("ps/t", 1)]), [1]);
+    let mut publisher = Client::connect_clean(b.tcp_port(), &unique("mps-alias-pub"));
+    // Fixed header 2 + topic 6 + packet id 2 + empty properties 1 + payload 89 = 100 bytes.
+    let payload = "P".repeat(89);
+    for pid in 1..=3 {
+        publisher.publish("ps/t", payload.as_bytes(), 1, false, pid);
+    }
+    let got = sub.receive_all(Duration::from_secs(2));
+    let sizes = sub.received_sizes().to_vec();
+    assert!(
+        sizes.iter().all(|&n| n <= 100),
+        "packets of {sizes:?} bytes (CONNACK, SUBACK first) sent to a client with maximum \
+         packet size 100; {} PUBLISHes received",
+        got.len()
+    );
+}
