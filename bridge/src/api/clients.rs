@@ -2,7 +2,7 @@
 //! a client's behalf.
 //!
 //! A "client" here is a session, online or not (as in EMQX): a persistent session whose
-//! client is away is listed with `connected: false` and no connection fields.
+//! client is away is listed with `connected: false` and the details of its last connection.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -47,7 +47,8 @@ pub struct ClientView {
 
 impl From<SessionSnapshot> for ClientView {
     fn from(session: SessionSnapshot) -> ClientView {
-        let connection = session.connection.as_deref();
+        let connected = session.connection.is_some();
+        let connection = session.last_connection.as_deref();
         ClientView {
             clientid: session.client_id.to_string(),
             username: connection.and_then(|c| c.username.clone()),
@@ -56,7 +57,7 @@ impl From<SessionSnapshot> for ClientView {
             transport: connection.map(|c| transport_name(c.transport)),
             ip: connection.map(|c| c.peer.ip().to_string()),
             port: connection.map(|c| c.peer.port()),
-            connected: connection.is_some(),
+            connected,
             connected_at: connection.map(|c| rfc3339(c.connected_at)),
             keepalive: connection.map(|c| c.keep_alive),
             clean_start: connection.map_or(session.clean(), |c| c.clean_start),

@@ -141,6 +141,9 @@ pub struct SessionSnapshot {
     pub client_id: Arc<str>,
     /// The live connection, if the client is online.
     pub connection: Option<Arc<ConnectionInfo>>,
+    /// The last connection (the live one while online): who the client was and from where,
+    /// for listing offline sessions.
+    pub last_connection: Option<Arc<ConnectionInfo>>,
     /// Session expiry interval in seconds (0: ends with the connection).
     pub expiry: u32,
     pub subscriptions: usize,
@@ -889,6 +892,7 @@ fn snapshot(session: &Session) -> SessionSnapshot {
     SessionSnapshot {
         client_id: session.client_id.clone(),
         connection: session.connection(),
+        last_connection: session.last_connection(),
         expiry: session.expiry(),
         subscriptions: session.subscriptions().len(),
         queued,

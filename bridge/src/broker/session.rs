@@ -175,6 +175,8 @@ struct State {
     pending_will: Option<Message>,
     /// The user name of the last connection, kept for access checks while offline.
     username: Option<String>,
+    /// The last connection that drove the session, kept for listings while offline.
+    last_connection: Option<Arc<ConnectionInfo>>,
 }
 
 /// Session limits, copied from the broker settings.
@@ -323,6 +325,7 @@ impl Session {
         state.generation += 1;
         let had_will = state.pending_will.take().is_some();
         state.username = owner.info.username.clone();
+        state.last_connection = Some(owner.info.clone());
         if let Some(store) = self.persisted(&state) {
             if had_will {
                 store.submit(Op::WillDelete {
@@ -512,6 +515,11 @@ impl Session {
     /// The user name the session's client last connected with.
     pub fn username(&self) -> Option<String> {
         self.state.lock().username.clone()
+    }
+
+    /// The last connection that drove the session (the current one while online).
+    pub fn last_connection(&self) -> Option<Arc<ConnectionInfo>> {
+        self.state.lock().last_connection.clone()
     }
 
     /// The connection driving the session, if it is online.
