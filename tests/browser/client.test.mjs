@@ -276,6 +276,16 @@ test('the message list filters by topic and shows payload formats', async () => 
   await page.locator('.messages .msg.in .payload', { hasText: '"temperature": 21.5' }).waitFor();
 });
 
+test('the pane tabs follow the arrow keys', async () => {
+  await page.getByRole('tab', { name: /Messages/ }).focus();
+  await page.keyboard.press('ArrowRight');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'tab-publish');
+  assert.equal(await page.getByRole('tab', { name: 'Publish' }).getAttribute('aria-selected'), 'true');
+  await page.keyboard.press('ArrowLeft');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'tab-messages');
+  assert.equal(await page.getByRole('tab', { name: /Messages/ }).getAttribute('aria-selected'), 'true');
+});
+
 test('screenshots at 1280x800 and at phone width', async () => {
   await page.setViewportSize(WIDE);
   await screenshot('client-1280.png');

@@ -79,6 +79,21 @@ pub fn save(key: &str, value: &str) -> bool {
     local_storage().is_some_and(|s| s.set_item(key, value).is_ok())
 }
 
+/// Moves the keyboard focus to the element with this id, if there is one.
+pub fn focus(id: &str) {
+    if !cfg!(target_arch = "wasm32") {
+        return;
+    }
+    use wasm_bindgen::JsCast;
+    let element = web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.get_element_by_id(id))
+        .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok());
+    if let Some(element) = element {
+        let _ = element.focus();
+    }
+}
+
 /// The broker's endpoints as seen from this page: the page was served by the broker.
 pub fn endpoints() -> Endpoints {
     if !cfg!(target_arch = "wasm32") {

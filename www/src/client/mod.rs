@@ -91,6 +91,21 @@ impl Tab {
         }
     }
 
+    /// The tab the arrow keys (and Home, End) lead to from this one, as the ARIA tabs
+    /// pattern has it.
+    fn step(self, key: &str) -> Option<Tab> {
+        let i = Tab::ALL.iter().position(|t| *t == self)?;
+        let n = Tab::ALL.len();
+        let to = match key {
+            "ArrowRight" => (i + 1) % n,
+            "ArrowLeft" => (i + n - 1) % n,
+            "Home" => 0,
+            "End" => n - 1,
+            _ => return None,
+        };
+        Some(Tab::ALL[to])
+    }
+
     fn key(self) -> &'static str {
         match self {
             Tab::Connection => "connection",
@@ -368,11 +383,21 @@ impl Component for ClientPage {
                                they last only as long as this tab." }
                         </p>
                     }
-                    <div class="tabs" role="tablist" aria-label="Panes">
+                    <div class="tabs" role="tablist" aria-label="Panes"
+                        onkeydown={link.batch_callback({
+                            let current = self.tab;
+                            move |e: KeyboardEvent| {
+                                let next = current.step(&e.key())?;
+                                e.prevent_default();
+                                platform::focus(&format!("tab-{}", next.key()));
+                                Some(Msg::Tab(next))
+                            }
+                        })}>
                         { for Tab::ALL.iter().map(|&tab| {
                             let selected = tab == self.tab;
                             html! {
                                 <button role="tab" id={format!("tab-{}", tab.key())}
+                                    tabindex={if selected { "0" } else { "-1" }}
                                     class={classes!("tab", selected.then_some("active"))}
                                     aria-selected={selected.to_string()}
                                     aria-controls={format!("pane-{}", tab.key())}
@@ -738,6 +763,16 @@ mod tests {
             ack_text("Published".into(), 0x87),
             Err("Published, but the broker refused it: not authorized (0x87).".into())
         );
+    }
+
+    #[test]
+    fn arrow_keys_move_between_tabs() {
+        assert_eq!(Tab::Connection.step("ArrowRight"), Some(Tab::Subscriptions));
+        assert_eq!(Tab::Connection.step("ArrowLeft"), Some(Tab::Publish));
+        assert_eq!(Tab::Publish.step("ArrowRight"), Some(Tab::Connection));
+        assert_eq!(Tab::Messages.step("Home"), Some(Tab::Connection));
+        assert_eq!(Tab::Messages.step("End"), Some(Tab::Publish));
+        assert_eq!(Tab::Messages.step("a"), None);
     }
 
     #[test]

@@ -110,10 +110,12 @@ pub fn duration(ms: u64) -> String {
     if ms < 1000 {
         format!("{ms} ms")
     } else if ms < 60_000 {
-        if ms.is_multiple_of(1000) {
-            format!("{} s", ms / 1000)
+        // Integer tenths: float formatting would add kilobytes of wasm for one digit.
+        let tenths = (ms + 50) / 100;
+        if tenths.is_multiple_of(10) {
+            format!("{} s", tenths / 10)
         } else {
-            format!("{:.1} s", ms as f64 / 1000.0)
+            format!("{}.{} s", tenths / 10, tenths % 10)
         }
     } else {
         format!("{} min", (ms + 30_000) / 60_000)
