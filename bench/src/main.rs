@@ -230,8 +230,10 @@ async fn bench(args: Args) -> Result<Value, String> {
         "latency_us": latency_json(&r.latency),
         "stalls": r.stalls,
         "written_off": r.written_off,
+        "gaps": r.gaps,
         "setup_ms": round1(r.setup_ms),
         "drain_ms": round1(r.drain_ms),
+        "drain_end": r.drain_end.name(),
         "errors": r.errors,
         "error_samples": r.error_samples,
     });

@@ -91,6 +91,33 @@ pub struct Report {
     pub error_samples: Vec<String>,
     pub setup_ms: f64,
     pub drain_ms: f64,
+    pub drain_end: DrainEnd,
+    /// Messages missing below the highest sequence number a subscriber got from a
+    /// publisher: certainly dropped, whatever was still on its way when the run ended.
+    pub gaps: u64,
+}
+
+/// How the drain after the measurement ended.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum DrainEnd {
+    /// Every message acknowledged and delivered.
+    #[default]
+    Settled,
+    /// Nothing moved for the stall time: what is missing now will not come.
+    Quiet,
+    /// The drain time ran out while messages were still arriving: some of the
+    /// undelivered ones were on their way, not lost.
+    Cut,
+}
+
+impl DrainEnd {
+    pub fn name(self) -> &'static str {
+        match self {
+            DrainEnd::Settled => "settled",
+            DrainEnd::Quiet => "quiet",
+            DrainEnd::Cut => "cut",
+        }
+    }
 }
 
 #[derive(Default)]
@@ -174,6 +201,9 @@ struct SubOutcome {
     foreign: u64,
     /// By publisher; QoS 1/2 only.
     seen: Vec<SeqSet>,
+    /// By publisher: messages received, and the highest sequence number + 1.
+    totals: Vec<u64>,
+    high: Vec<u64>,
     latency: Histogram,
 }
 
@@ -383,9 +413,15 @@ pub async fn run(
     // As long as a publisher waits before it writes messages off.
     let quiet_ns = (plan.stall.as_nanos() as u64).min(plan.drain.as_nanos() as u64);
     let (mut last, mut last_change) = (progress(), now_ns());
+    let mut drain_end = DrainEnd::Settled;
     while !settled() {
         let now = now_ns();
-        if now - drain_start > plan.drain.as_nanos() as u64 || now - last_change > quiet_ns {
+        if now - drain_start > plan.drain.as_nanos() as u64 {
+            drain_end = DrainEnd::Cut;
+            break;
+        }
+        if now - last_change > quiet_ns {
+            drain_end = DrainEnd::Quiet;
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -404,13 +440,23 @@ pub async fn run(
         extra_in_window: end_x - start_x,
         setup_ms,
         drain_ms,
+        drain_end,
         ..Report::default()
     };
     let mut outcomes = Vec::new();
     for task in sub_tasks {
         match tokio::time::timeout(Duration::from_secs(5), task).await {
             Ok(Ok(outcome)) => outcomes.push(outcome),
-            _ => shared.errors.add("a subscriber task did not finish".into()),
+            _ => {
+                shared.errors.add("a subscriber task did not finish".into());
+                // Keeps the indexes: subscriber s is outcomes[s].
+                let n = shared.pubs.len();
+                outcomes.push(SubOutcome {
+                    totals: vec![0; n],
+                    high: vec![0; n],
+                    ..SubOutcome::default()
+                });
+            }
         }
     }
     for task in pub_tasks {
@@ -443,6 +489,19 @@ pub async fn run(
                 table.unexpected
             ));
         }
+        report.gaps += match &expected[i] {
+            Some(subs) => subs
+                .iter()
+                .filter_map(|&s| outcomes.get(s))
+                .map(|o| o.high[i].saturating_sub(o.totals[i]))
+                .sum(),
+            // Spread over subscribers, order between them is not kept: an estimate.
+            None => {
+                let high = outcomes.iter().map(|o| o.high[i]).max().unwrap_or(0);
+                let total: u64 = outcomes.iter().map(|o| o.totals[i]).sum();
+                high.saturating_sub(total)
+            }
+        };
         if !qos_track(qos) {
             continue;
         }
@@ -487,7 +546,14 @@ pub async fn run(
         }
     }
     if !qos_track(qos) {
-        report.lost = report.expected.saturating_sub(report.received);
+        // QoS 0: what never arrived, unless the drain was cut short while messages were
+        // still arriving; then only the gaps are certain.
+        report.lost = match report.drain_end {
+            DrainEnd::Cut => report.gaps,
+            _ => report
+                .expected
+                .saturating_sub(report.received - report.duplicates),
+        };
     }
     report.errors = shared.errors.count.load(Ordering::Relaxed);
     report.error_samples = shared.errors.samples.lock().clone();
@@ -736,7 +802,11 @@ async fn subscriber(
         ..
     } = conn;
     let npubs = shared.pubs.len();
-    let mut out = SubOutcome::default();
+    let mut out = SubOutcome {
+        totals: vec![0; npubs],
+        high: vec![0; npubs],
+        ..SubOutcome::default()
+    };
     let mut counts = vec![0u64; npubs];
     let mut wbuf = BytesMut::with_capacity(64 << 10);
     let (window_start, window_end) = (shared.measure_start, shared.measure_end);
@@ -756,6 +826,8 @@ async fn subscriber(
                                     let p = s.publisher as usize;
                                     counts[p] += 1;
                                     out.received += 1;
+                                    out.totals[p] += 1;
+                                    out.high[p] = out.high[p].max(s.seq + 1);
                                     if qos > 0 {
                                         if out.seen.is_empty() {
                                             out.seen = vec![SeqSet::default(); npubs];
