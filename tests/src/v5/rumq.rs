@@ -1,6 +1,10 @@
 //! A thin wrapper over the `rumqttc` MQTT 5.0 client (`rumqttc::v5`), like [`crate::rumq`]
 //! for 3.1.1: the event loop runs in a task, events are read back with timeouts, and it never
 //! reconnects on its own.
+//!
+//! Beware: rumqttc 0.25.1 reports an incoming PUBLISH *before* resolving its topic alias
+//! (`MqttState::handle_incoming_packet` queues the event first), so with a Topic Alias Maximum
+//! the application sees an empty topic on aliased messages.
 
 use std::collections::VecDeque;
 use std::time::Duration;
