@@ -35,6 +35,10 @@ fn user(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 fn connect(version: ProtocolVersion, full: bool) -> Packet {
+    connect_as(version, full, "seed-dev")
+}
+
+fn connect_as(version: ProtocolVersion, full: bool, client_id: &str) -> Packet {
     let v5 = version == V5;
     let will = full.then(|| Will {
         topic: "will/dev".into(),
@@ -58,7 +62,7 @@ fn connect(version: ProtocolVersion, full: bool) -> Packet {
     });
     Packet::Connect(Box::new(Connect {
         version,
-        client_id: "seed-dev".into(),
+        client_id: client_id.into(),
         clean_session: true,
         keep_alive: 30,
         will,
@@ -245,6 +249,10 @@ fn single_packets(version: ProtocolVersion) -> Vec<(&'static str, Packet)> {
 /// A client's whole session: CONNECT, subscribe, publish at every QoS, the QoS 2
 /// release, ping, unsubscribe, disconnect.
 fn session(version: ProtocolVersion, full_connect: bool) -> Vec<u8> {
+    session_as(version, full_connect, "seed-dev")
+}
+
+fn session_as(version: ProtocolVersion, full_connect: bool, client_id: &str) -> Vec<u8> {
     let v5 = version == V5;
     let props = if v5 {
         publish_properties()
@@ -252,7 +260,7 @@ fn session(version: ProtocolVersion, full_connect: bool) -> Vec<u8> {
         Properties::default()
     };
     let mut packets = vec![
-        connect(version, full_connect),
+        connect_as(version, full_connect, client_id),
         subscribe(v5),
         publish(QoS::AtMostOnce, 0, Properties::default()),
         publish(QoS::AtLeastOnce, 10, props.clone()),
@@ -348,6 +356,51 @@ fn main() {
     level6.extend(bytes_of(&[connect(V3_1_1, false)], V3_1_1));
     level6[1 + 2 + 2 + 4] = 6; // plan, fixed header, name length, "MQTT": the level byte
     write(&connection, "level-6", &level6);
+
+    // Two clients on one broker (plan bit 6): the bytes are split in half, so the shorter
+    // side is padded with PINGREQs (harmless, and not read at all after a DISCONNECT).
+    let pair = |plan: u8, a: Vec<u8>, b: Vec<u8>| {
+        let half = a.len().max(b.len()).next_multiple_of(2);
+        let mut bytes = vec![plan];
+        for mut side in [a, b] {
+            while side.len() < half {
+                side.extend_from_slice(&[0xC0, 0x00]);
+            }
+            side.truncate(half);
+            bytes.extend(side);
+        }
+        bytes
+    };
+    // The same client id, 3.1.1 then 5.0: a takeover across versions.
+    write(
+        &connection,
+        "pair-takeover",
+        &pair(0xC0, session(V3_1_1, true), session(V5, true)),
+    );
+    // Two members of the shared group `$share/g/seed/#`, each publishing to it.
+    write(
+        &connection,
+        "pair-shared",
+        &pair(
+            0xC1,
+            session_as(V5, false, "seed-a"),
+            session_as(V5, false, "seed-b"),
+        ),
+    );
+    // A will subscriber, and a client that leaves without DISCONNECT (its will goes out).
+    let watcher = bytes_of(
+        &[
+            connect_as(V3_1_1, false, "seed-watch"),
+            Packet::Subscribe(Subscribe {
+                pkid: 1,
+                filters: vec![SubscribeFilter::new("will/#", QoS::AtLeastOnce)],
+                properties: Properties::default(),
+            }),
+        ],
+        V3_1_1,
+    );
+    let leaver = bytes_of(&[connect_as(V5, true, "seed-leaver")], V5);
+    write(&connection, "pair-will", &pair(0x42, watcher, leaver));
 
     let count = |dir: &Path| fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
     println!(
