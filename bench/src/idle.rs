@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::conn::Conn;
+use crate::procinfo::proc_status_kib;
 use crate::stamp::now_ns;
 use crate::target::Target;
 use crate::wire::{self, Frame};
@@ -23,19 +24,6 @@ pub struct IdleReport {
     pub rss_before_kib: Option<u64>,
     pub rss_after_kib: Option<u64>,
     pub errors: Vec<String>,
-}
-
-/// A field of /proc/PID/status in KiB (`VmRSS`, `VmHWM`, …).
-pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    parse_status_kib(&status, field)
-}
-
-fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
-    status.lines().find_map(|line| {
-        let rest = line.strip_prefix(field)?.strip_prefix(':')?;
-        rest.split_whitespace().next()?.parse().ok()
-    })
 }
 
 pub async fn run(
@@ -122,24 +110,5 @@ pub async fn run(
         rss_before_kib,
         rss_after_kib,
         errors,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_proc_status_fields() {
-        let status = "Name:\tbridge\nVmHWM:\t   20480 kB\nVmRSS:\t   10240 kB\nThreads:\t2\n";
-        assert_eq!(parse_status_kib(status, "VmRSS"), Some(10240));
-        assert_eq!(parse_status_kib(status, "VmHWM"), Some(20480));
-        assert_eq!(parse_status_kib(status, "VmSwap"), None);
-        assert_eq!(parse_status_kib(status, "Vm"), None);
-    }
-
-    #[test]
-    fn reads_our_own_status() {
-        assert!(proc_status_kib(std::process::id(), "VmRSS").unwrap() > 0);
     }
 }

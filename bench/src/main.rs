@@ -15,6 +15,7 @@
 mod conn;
 mod hist;
 mod idle;
+mod procinfo;
 mod run;
 mod scenario;
 mod seqset;
@@ -88,7 +89,8 @@ struct Args {
     /// outstanding (counted as a stall) and goes on
     #[arg(long, default_value_t = 1.0)]
     stall: f64,
-    /// The broker's PID: `idle` reads its VmRSS before and after
+    /// The broker's PID: `idle` reads its VmRSS before and after; the other scenarios
+    /// report its CPU use
     #[arg(long)]
     broker_pid: Option<u32>,
 }
@@ -195,6 +197,7 @@ async fn bench(args: Args) -> Result<Value, String> {
         duration,
         drain: secs(args.drain, "drain")?,
         stall: secs(args.stall, "stall")?,
+        broker_pid: args.broker_pid,
     };
     let r = run::run(
         plan,
@@ -231,6 +234,8 @@ async fn bench(args: Args) -> Result<Value, String> {
         "stalls": r.stalls,
         "written_off": r.written_off,
         "gaps": r.gaps,
+        "bench_cpu": r.bench_cpu,
+        "broker_cpu": r.broker_cpu,
         "setup_ms": round1(r.setup_ms),
         "drain_ms": round1(r.drain_ms),
         "drain_end": r.drain_end.name(),

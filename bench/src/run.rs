@@ -62,6 +62,8 @@ pub struct Plan {
     /// Longest wait for acknowledgements and deliveries after the publishers stop.
     pub drain: Duration,
     pub stall: Duration,
+    /// The broker's PID, to report its CPU use during the measurement.
+    pub broker_pid: Option<u32>,
 }
 
 /// What a run measured.
@@ -72,6 +74,9 @@ pub struct Report {
     pub sent_in_window: u64,
     /// The caller's extra counter (the sink's), read at the same instants.
     pub extra_in_window: u64,
+    /// CPU used during the measurement, in cores (1.0 = one core busy all the time).
+    pub bench_cpu: Option<f64>,
+    pub broker_cpu: Option<f64>,
     pub sent: u64,
     /// Deliveries the subscriptions call for: each message times its matching subscribers.
     pub expected: u64,
@@ -378,11 +383,21 @@ pub async fn run(
             .sum()
     };
     let extra_now = || extra.as_ref().map_or(0, |c| c.load(Ordering::Acquire));
+    let cpu_now = || {
+        (
+            crate::procinfo::cpu_secs(std::process::id()),
+            plan.broker_pid.and_then(crate::procinfo::cpu_secs),
+        )
+    };
 
     sleep_until_ns(measure_start).await;
     let (start_t, start_d, start_s, start_x) = (now_ns(), delivered(), sent(), extra_now());
+    let start_cpu = cpu_now();
     sleep_until_ns(measure_end).await;
     let (end_t, end_d, end_s, end_x) = (now_ns(), delivered(), sent(), extra_now());
+    let end_cpu = cpu_now();
+    let secs = (end_t - start_t) as f64 / 1e9;
+    let share = |a: Option<f64>, b: Option<f64>| Some(((b? - a?) / secs * 100.0).round() / 100.0);
     shared.stop_sending.store(true, Ordering::Release);
     for p in &shared.pubs {
         p.notify.notify_one();
@@ -438,6 +453,8 @@ pub async fn run(
         delivered_in_window: end_d - start_d,
         sent_in_window: end_s - start_s,
         extra_in_window: end_x - start_x,
+        bench_cpu: share(start_cpu.0, end_cpu.0),
+        broker_cpu: share(start_cpu.1, end_cpu.1),
         setup_ms,
         drain_ms,
         drain_end,
@@ -931,6 +948,7 @@ mod tests {
             duration: Duration::from_millis(200),
             drain: Duration::from_millis(200),
             stall: Duration::from_millis(100),
+            broker_pid: None,
         };
         let report = run(plan, &target, sink.addr, Some(sink.publishes.clone()))
             .await
@@ -938,6 +956,7 @@ mod tests {
         assert_eq!(report.errors, 0, "{:?}", report.error_samples);
         assert!(report.sent_in_window > 0);
         assert!(report.extra_in_window > 0);
+        assert!(report.bench_cpu.is_some() && report.broker_cpu.is_none());
         // Nobody subscribes: nothing is expected, nothing lost.
         assert_eq!((report.expected, report.received, report.lost), (0, 0, 0));
         // The sink sees every message written (it may still be reading its socket).
