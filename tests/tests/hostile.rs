@@ -989,3 +989,96 @@ fn flood_to_a_subscriber_that_does_not_read_keeps_memory_bounded() {
     assert_healthy(&mut b, "after the flood");
     rss.finish("flood to a subscriber that does not read");
 }
+
+// --- outbound topic aliases ---------------------------------------------------------------
+
+/// A 5.0 subscriber may announce a Topic Alias Maximum of 65,535; the broker then gives each
+/// new topic it delivers an alias and remembers the topic for the life of the connection. If
+/// it honours the client's maximum without a cap of its own, a publisher and a subscriber
+/// working together make it keep up to 65,535 topics of up to 64 KiB each (4 GiB) after the
+/// messages themselves are long gone. Here: 2,000 distinct topics of 60,000 bytes (about
+/// 115 MiB of topic names), delivered and read; the broker's memory must not keep them.
+#[test]
+#[ignore = "known defect (issue 6): outbound topic aliases keep every topic the client's \
+            Topic Alias Maximum allows (up to 65,535 x 64 KiB per connection)"]
+fn outbound_topic_aliases_do_not_keep_every_topic() {
+    const TOPICS: usize = 2_000;
+    const TOPIC_LEN: usize = 60_000;
+    let mut b = Bridge::start();
+    let port = b.tcp_port();
+    let prefix = unique("alias");
+    let rss = RssPeak::start(&b);
+    let idle = rss_kib(b.pid());
+
+    // 5.0 subscriber: Topic Alias Maximum (0x22) 65,535; SUBSCRIBE `{prefix}/#` QoS 0.
+    let mut sub = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sub.write_all(&v5_connect(
+        unique("aliased").as_bytes(),
+        &[0x22, 0xff, 0xff],
+    ))
+    .unwrap();
+    assert_connack_ok(
+        Some(&read_frame(&mut sub, WAIT, "alias subscriber")),
+        "subscriber",
+    );
+    let mut body = 1u16.to_be_bytes().to_vec();
+    body.push(0); // no properties
+    put_bytes(format!("{prefix}/#").as_bytes(), &mut body);
+    body.push(0);
+    sub.write_all(&packet(0x82, &body)).unwrap();
+    let suback = read_frame(&mut sub, WAIT, "SUBACK");
+    assert_eq!(suback.first, 0x90, "SUBACK: {suback:?}");
+
+    // Publisher on its own thread; the subscriber reads everything meanwhile.
+    let publisher = {
+        let prefix = prefix.clone();
+        thread::spawn(move || {
+            let mut c = RawClient::connect_clean(port, &unique("alias-pub"));
+            for i in 0..TOPICS {
+                let mut topic = format!("{prefix}/{i}/");
+                topic.push_str(&"a".repeat(TOPIC_LEN - topic.len()));
+                c.send_ok(&wire::publish(&topic, b"x", 0, false, 0));
+            }
+            c.ping();
+            c.disconnect();
+        })
+    };
+    let mut received = 0;
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 1 << 16];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    sub.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    while received < TOPICS && Instant::now() < deadline {
+        match sub.read(&mut chunk) {
+            Ok(0) => panic!("subscriber closed after {received} messages"),
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                received += split_frames(&mut buf)
+                    .iter()
+                    .filter(|f| f.first >> 4 == 3)
+                    .count();
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            Err(e) => panic!("subscriber read failed after {received} messages: {e}"),
+        }
+    }
+    publisher.join().expect("publisher");
+    eprintln!("[hostile] topic aliases: the subscriber got {received} of {TOPICS} messages");
+    thread::sleep(Duration::from_millis(500));
+    let after = rss_kib(b.pid());
+    eprintln!(
+        "[hostile] topic aliases: RSS idle {:.1} MiB, after {TOPICS} topics of {TOPIC_LEN} bytes \
+         {:.1} MiB",
+        idle as f64 / 1024.0,
+        after as f64 / 1024.0
+    );
+    assert_healthy(&mut b, "after the aliased topics");
+    // Still connected, the subscriber keeps its aliases: the memory must not hold the topics.
+    assert!(
+        after < idle + 64 * 1024,
+        "broker RSS went from {idle} KiB to {after} KiB and stays there while the subscriber is \
+         connected: the outbound alias table keeps every topic"
+    );
+    drop(sub);
+    rss.finish("outbound topic aliases");
+}
