@@ -83,9 +83,14 @@ impl RssPeak {
         }
     }
 
-    /// Stops sampling; asserts the peak (and the current RSS) stayed below the bound and
-    /// prints both under `label`. Returns the peak in KiB.
-    fn finish(mut self, label: &str) -> u64 {
+    /// Stops sampling; asserts the peak (and the current RSS) stayed below [`RSS_BOUND_KIB`]
+    /// and prints both under `label`. Returns the peak in KiB.
+    fn finish(self, label: &str) -> u64 {
+        self.finish_below(label, RSS_BOUND_KIB)
+    }
+
+    /// [`RssPeak::finish`] with another bound.
+    fn finish_below(mut self, label: &str, bound_kib: u64) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
         let peak = self
             .sampler
@@ -101,8 +106,8 @@ impl RssPeak {
             now as f64 / 1024.0
         );
         assert!(
-            peak < RSS_BOUND_KIB,
-            "{label}: broker RSS peaked at {peak} KiB, above the bound of {RSS_BOUND_KIB} KiB"
+            peak < bound_kib,
+            "{label}: broker RSS peaked at {peak} KiB, above the bound of {bound_kib} KiB"
         );
         peak
     }
@@ -375,12 +380,17 @@ fn huge_remaining_length_closes_without_buffering() {
 
 /// Slowloris: 200 connections each send half a CONNECT and then nothing. Each is closed by
 /// the CONNECT timeout (10 s) without a CONNACK; meanwhile a well-behaved client, connected
-/// before and connecting during, is served as usual.
+/// before and connecting during, is served as usual. At the same time, on the WebSocket
+/// listener: 50 connections send half an HTTP upgrade request (closed by the handshake
+/// timeout, 10 s) and 50 complete the upgrade and send half a CONNECT (closed by the CONNECT
+/// timeout).
 #[test]
 fn slowloris_half_connects_are_closed_by_the_connect_timeout() {
     const CONNECTIONS: usize = 200;
+    const WS_CONNECTIONS: usize = 50;
     let mut b = Bridge::start();
     let port = b.tcp_port();
+    let ws_port = b.ws_port();
     let rss = RssPeak::start(&b);
     let topic = unique("loris");
     let mut regular = RawClient::connect_clean(port, &unique("regular"));
@@ -391,6 +401,19 @@ fn slowloris_half_connects_are_closed_by_the_connect_timeout() {
         .bytes();
     let half = &whole[..whole.len() / 2];
     let opened = Instant::now();
+    let ws_lorises = {
+        let url = b.ws_url();
+        let half = half.to_vec();
+        thread::spawn(move || ws_slowloris(&url, &half, WS_CONNECTIONS, opened))
+    };
+    let mut half_upgrades: Vec<TcpStream> = (0..WS_CONNECTIONS)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", ws_port)).expect("open connection");
+            s.write_all(b"GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n")
+                .expect("half an upgrade request");
+            s
+        })
+        .collect();
     let mut lorises: Vec<TcpStream> = (0..CONNECTIONS)
         .map(|_| {
             let mut s = TcpStream::connect(("127.0.0.1", port)).expect("open connection");
@@ -435,10 +458,66 @@ fn slowloris_half_connects_are_closed_by_the_connect_timeout() {
         "[hostile] all {CONNECTIONS} half-open connections closed {:?} after opening",
         opened.elapsed()
     );
+    for (i, s) in half_upgrades.iter_mut().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        // Whatever the server says (an HTTP error or nothing), it must close.
+        let mut sink = [0u8; 4096];
+        s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        loop {
+            match s.read(&mut sink) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    panic!(
+                        "half upgrade request {i}: still open {:?} after opening",
+                        opened.elapsed()
+                    )
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    ws_lorises.join().expect("WebSocket half CONNECTs");
+    eprintln!(
+        "[hostile] all {} WebSocket half-open connections closed {:?} after opening",
+        2 * WS_CONNECTIONS,
+        opened.elapsed()
+    );
     regular.ping();
     regular.disconnect();
     assert_healthy(&mut b, "after the half-open connections were closed");
     rss.finish("slowloris");
+}
+
+/// `count` WebSockets that complete the upgrade, send half a CONNECT and wait: each must be
+/// closed by the CONNECT timeout (with a generous margin) without an answer.
+fn ws_slowloris(url: &str, half: &[u8], count: usize, opened: Instant) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut sockets = Vec::new();
+        for _ in 0..count {
+            let mut ws = ws_connect(url, "mqtt").await.expect("WebSocket upgrade");
+            ws.send(Message::binary(half.to_vec()))
+                .await
+                .expect("half a CONNECT");
+            sockets.push(ws);
+        }
+        let deadline = opened + CONNECT_TIMEOUT + Duration::from_secs(20);
+        for (i, ws) in sockets.iter_mut().enumerate() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            ws_expect_closed_within(
+                ws,
+                left.max(Duration::from_millis(1)),
+                &format!("WebSocket half CONNECT {i}"),
+            )
+            .await;
+        }
+    });
 }
 
 /// One client subscribes to 10,000 filters, in 100 SUBSCRIBEs of 100 filters each, sent in
@@ -788,6 +867,15 @@ async fn ws_expect_closed(ws: &mut Ws, what: &str) {
     }
 }
 
+/// Waits for the server to close the WebSocket without sending anything first.
+async fn ws_expect_closed_within(ws: &mut Ws, within: Duration, what: &str) {
+    match ws_next(ws, within).await {
+        WsEvent::Closed => {}
+        WsEvent::Binary(b) => panic!("{what}: got {b:?} instead of a close"),
+        WsEvent::Timeout => panic!("{what}: WebSocket still open after {within:?}"),
+    }
+}
+
 /// [`assert_healthy`] from async code (the probe is a blocking client).
 async fn assert_healthy_async(b: Bridge, when: &'static str) -> Bridge {
     tokio::task::spawn_blocking(move || {
@@ -920,14 +1008,13 @@ async fn websocket_message_over_the_limit_closes() {
 // --- flood ----------------------------------------------------------------------------------
 
 /// A publisher sends QoS 0 messages as fast as it can, for 5 s, to a subscriber that does not
-/// read its socket. The broker may drop messages for the subscriber (its session queue holds
-/// 1000 by default), but its memory stays bounded and other clients are served; when the
-/// subscriber starts reading it gets what was kept, then new messages as usual.
-#[test]
-fn flood_to_a_subscriber_that_does_not_read_keeps_memory_bounded() {
+/// read its socket. The broker may drop messages for the subscriber (its session queue is
+/// bounded), but its memory stays below `bound_kib` and other clients are served; when the
+/// subscriber starts reading it gets what was kept, then new messages as usual. Returns the
+/// peak RSS in KiB.
+fn flood(mut b: Bridge, label: &str, bound_kib: u64) -> u64 {
     const FLOOD: Duration = Duration::from_secs(5);
     const PAYLOAD: usize = 16 * 1024;
-    let mut b = Bridge::start();
     let port = b.tcp_port();
     let rss = RssPeak::start(&b);
     let idle = rss_kib(b.pid());
@@ -987,7 +1074,34 @@ fn flood_to_a_subscriber_that_does_not_read_keeps_memory_bounded() {
     p.disconnect();
     subscriber.disconnect();
     assert_healthy(&mut b, "after the flood");
-    rss.finish("flood to a subscriber that does not read");
+    rss.finish_below(label, bound_kib)
+}
+
+/// The flood with the per-session queue limited to 1,000 messages (`[limits]
+/// max_queued_messages`): the broker keeps at most about 16 MiB for the subscriber, and its
+/// memory stays below [`RSS_BOUND_KIB`].
+#[test]
+fn flood_to_a_subscriber_that_does_not_read_keeps_memory_bounded() {
+    let config = std::env::temp_dir().join(format!("{}.toml", unique("hostile-flood")));
+    std::fs::write(&config, "[limits]\nmax_queued_messages = 1000\n").expect("write config");
+    let b = Bridge::start_with(&["--config", config.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&config);
+    flood(b, "flood, queue of 1,000 messages", RSS_BOUND_KIB);
+}
+
+/// The flood with the default limits: a session queues up to 100,000 messages or 256 MiB
+/// (`max_queued_bytes`), so one subscriber that does not read can make the broker hold about
+/// that much; the bound is that plus [`RSS_BOUND_KIB`] of slack. (Every further subscriber
+/// that does not read can hold as much again: memory is bounded per session, not in total.)
+#[test]
+fn flood_with_default_limits_stays_within_the_queued_bytes_limit() {
+    const DEFAULT_MAX_QUEUED_BYTES_KIB: u64 = 256 * 1024;
+    let b = Bridge::start();
+    flood(
+        b,
+        "flood, default queue limits",
+        DEFAULT_MAX_QUEUED_BYTES_KIB + RSS_BOUND_KIB,
+    );
 }
 
 // --- outbound topic aliases ---------------------------------------------------------------
