@@ -1196,3 +1196,69 @@ fn outbound_topic_aliases_do_not_keep_every_topic() {
     drop(sub);
     rss.finish("outbound topic aliases");
 }
+
+// --- takeover storm ---------------------------------------------------------------------------
+
+/// 100 connections race for one client id (half of them asking for a persistent session),
+/// each subscribing and publishing as soon as it is connected: every takeover closes the
+/// previous holder (MQTT-3.1.4-2), the broker survives, and the id is usable afterwards.
+#[test]
+fn takeover_storm_on_one_client_id() {
+    const RACERS: usize = 100;
+    let mut b = Bridge::start();
+    let port = b.tcp_port();
+    let id = unique("contested");
+    let topic = unique("storm");
+    let (connacked, connacks) = std::sync::mpsc::channel();
+    let racers: Vec<JoinHandle<()>> = (0..RACERS)
+        .map(|i| {
+            let (id, topic, connacked) = (id.clone(), topic.clone(), connacked.clone());
+            thread::spawn(move || {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+                let mut bytes = connect(&id).clean(i % 2 == 0).keep_alive(5).bytes();
+                bytes.extend(wire::subscribe(1, &[(&topic, 1)]));
+                bytes.extend(wire::publish(&topic, b"mine", 1, false, 2));
+                // Errors are expected: a later racer may take the session at any moment.
+                let _ = s.write_all(&bytes);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
+                let mut got = Vec::new();
+                let mut sink = [0u8; 4096];
+                let mut told = false;
+                while let Ok(n) = s.read(&mut sink) {
+                    if n == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&sink[..n]);
+                    if !told && got.len() >= 4 {
+                        // Every CONNECT is answered, even one whose session is taken at once.
+                        assert_eq!(got[..4], [0x20, 0x02, got[2], 0x00], "racer {i}: CONNACK");
+                        connacked.send(()).unwrap();
+                        told = true;
+                    }
+                }
+                assert!(told, "racer {i}: closed without a CONNACK: {got:?}");
+            })
+        })
+        .collect();
+    for _ in 0..RACERS {
+        connacks
+            .recv_timeout(Duration::from_secs(30))
+            .expect("every racer gets its CONNACK");
+    }
+    assert_healthy(&mut b, "during the takeover storm");
+    // The last word: a clean client with the same id takes over and is served.
+    let mut last = RawClient::connect_clean(port, &id);
+    assert_eq!(last.subscribe(1, &[(&topic, 1)]), vec![1]);
+    last.publish(&topic, b"finally", 1, false, 3);
+    assert_eq!(
+        last.receive(WAIT)
+            .as_publish()
+            .map(|(t, p)| (t.to_owned(), p.to_vec())),
+        Some((topic.clone(), b"finally".to_vec()))
+    );
+    for racer in racers {
+        racer.join().expect("racer");
+    }
+    last.disconnect();
+    assert_healthy(&mut b, "after the takeover storm");
+}
