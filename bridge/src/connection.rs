@@ -37,6 +37,10 @@ use crate::broker::{
 pub enum Transport {
     Tcp,
     WebSocket,
+    /// MQTT over TLS.
+    Tls,
+    /// MQTT over WebSocket over TLS.
+    Wss,
 }
 
 /// How long a new connection has to send its CONNECT: a client that opens a socket and
@@ -348,13 +352,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
     /// a normal DISCONNECT.
     async fn run(&mut self, connect: Connect, opened: Opened) {
         let Opened { session, kick } = opened;
-        let mut aliases = std::mem::take(&mut self.outbound_aliases);
-        let resent = session.write_resend(self.id, &mut self.wbuf, &mut aliases);
-        self.outbound_aliases = aliases;
-        self.count_publishes_out(Written {
-            sent: resent,
-            ..Written::default()
-        });
+        session.mark_for_resend(self.id);
         let end = self.serve_session(&connect, &session, &kick).await;
         match &end {
             End::Disconnected { .. } | End::Kicked(_) | End::Lost(_) => {
@@ -380,6 +378,19 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             let mut disconnect = Disconnect::new(code);
             if let End::Violation { message, .. } = &end {
                 disconnect.properties.reason_string = Some(message.clone());
+                // The reason string is left out if it would make the packet larger than
+                // the client accepts (MQTT-3.14.2-3, MQTT-3.1.2-24).
+                let max = connect.properties.maximum_packet_size.unwrap_or(u32::MAX) as usize;
+                let mut probe = BytesMut::new();
+                let fits = encode(
+                    &Packet::Disconnect(disconnect.clone()),
+                    self.version,
+                    &mut probe,
+                )
+                .is_ok_and(|()| probe.len() <= max);
+                if !fits {
+                    disconnect.properties.reason_string = None;
+                }
             }
             self.queue(&Packet::Disconnect(disconnect));
         }

@@ -87,7 +87,18 @@ impl Server {
         // Read before binding: a damaged password file must stop the start, not fall back
         // to the configured password.
         let accounts = match config.listeners.http {
-            Listen::On(_) => Some(Accounts::load(&config.dashboard, &config.data_dir)?),
+            Listen::On(addr) => {
+                let accounts = Accounts::load(&config.dashboard, &config.data_dir)?;
+                if accounts.uses_default_password() {
+                    tracing::warn!(
+                        %addr,
+                        "the dashboard account {:?} still has the default password: change \
+                         it in the dashboard, or set [dashboard] password in the config",
+                        accounts.username()
+                    );
+                }
+                Some(accounts)
+            }
             Listen::Off => None,
         };
         // The token exists only where a TLS listener vouches for certificate user names.
@@ -426,7 +437,7 @@ async fn serve_tls(
             serve_identified(
                 accepted.stream,
                 peer,
-                Transport::Tcp,
+                Transport::Tls,
                 accepted.username,
                 &tls,
                 broker,
@@ -460,7 +471,7 @@ async fn serve_wss(
             serve_identified(
                 ws_stream,
                 peer,
-                Transport::WebSocket,
+                Transport::Wss,
                 accepted.username,
                 &tls,
                 broker,

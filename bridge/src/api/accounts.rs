@@ -102,6 +102,11 @@ impl Accounts {
         })
     }
 
+    /// Whether anyone can log in with the well-known default password right now.
+    pub fn uses_default_password(&self) -> bool {
+        self.stored.lock().is_none() && self.initial_password == DEFAULT_PASSWORD
+    }
+
     /// The account's name.
     pub fn username(&self) -> &str {
         &self.username

@@ -32,10 +32,15 @@ const MAX_DELAY: Duration = Duration::from_secs(5 * 60);
 /// that a flood of logins from many addresses cannot grow memory without bound.
 const SWEEP_ABOVE: usize = 10_000;
 
+/// Password checks (argon2, ~19 MiB each) running at once; more wait in line, so a
+/// flood of logins costs queue slots, not memory.
+const MAX_CONCURRENT_CHECKS: usize = 2;
+
 /// Tokens, the throttle and the account.
 pub struct Auth {
     pub accounts: Accounts,
     ttl: Duration,
+    checks: tokio::sync::Semaphore,
     tokens: Mutex<HashMap<String, Token>>,
     failures: Mutex<HashMap<IpAddr, Failures>>,
 }
@@ -64,6 +69,7 @@ impl Auth {
         Auth {
             accounts,
             ttl,
+            checks: tokio::sync::Semaphore::new(MAX_CONCURRENT_CHECKS),
             tokens: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
         }
@@ -218,10 +224,20 @@ fn bearer_token(value: &str) -> Option<&str> {
 }
 
 /// `POST /api/v1/login` body.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct LoginRequest {
     pub username: String,
     pub password: String,
+}
+
+// Written by hand so that a password can never reach a log through `{:?}`.
+impl std::fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 /// `POST /api/v1/login` answer.
@@ -243,6 +259,24 @@ pub async fn login(
     PeerIp(ip): PeerIp,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
+    if let Err(seconds) = state.auth.throttled(ip) {
+        return Err(ApiError {
+            retry_after: Some(seconds),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TOO_MANY_REQUESTS",
+                format!("too many failed logins; retry in {seconds} s"),
+            )
+        });
+    }
+    // One check at a time per permit; the throttle is asked again once a permit is ours,
+    // so attempts queued behind failures from the same address are refused, not checked.
+    let _permit = state
+        .auth
+        .checks
+        .acquire()
+        .await
+        .map_err(|e| ApiError::internal(format!("password check unavailable: {e}")))?;
     if let Err(seconds) = state.auth.throttled(ip) {
         return Err(ApiError {
             retry_after: Some(seconds),
@@ -290,10 +324,16 @@ pub async fn logout(
 }
 
 /// `PUT /api/v1/users/{username}/password` body.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct ChangePassword {
     pub old_password: String,
     pub new_password: String,
+}
+
+impl std::fmt::Debug for ChangePassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChangePassword { <redacted> }")
+    }
 }
 
 /// `PUT /api/v1/users/{username}/password`: checks the old password, stores the new one
@@ -311,6 +351,12 @@ pub async fn change_password(
             "only your own password can be changed",
         ));
     }
+    let _permit = state
+        .auth
+        .checks
+        .acquire()
+        .await
+        .map_err(|e| ApiError::internal(format!("password check unavailable: {e}")))?;
     let auth: Arc<Auth> = state.auth.clone();
     let name = username.clone();
     let changed = tokio::task::spawn_blocking(move || {

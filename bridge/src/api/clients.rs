@@ -73,6 +73,8 @@ fn transport_name(transport: Transport) -> &'static str {
     match transport {
         Transport::Tcp => "tcp",
         Transport::WebSocket => "ws",
+        Transport::Tls => "tls",
+        Transport::Wss => "wss",
     }
 }
 

@@ -58,6 +58,9 @@ struct InFlight {
     pkid: u16,
     queued: Queued,
     stage: Stage,
+    /// Still to be re-sent on the current connection (set when a session is resumed): the
+    /// re-sends go out as the new connection's receive maximum allows, like new messages.
+    resend: bool,
 }
 
 /// The connection currently driving a session.
@@ -134,19 +137,20 @@ impl TopicAliases {
         }
     }
 
-    /// (send the topic name?, alias to send).
-    fn resolve(&mut self, topic: &str) -> (bool, Option<u16>) {
-        if let Some(&alias) = self.assigned.get(topic) {
-            return (false, Some(alias));
-        }
+    /// The alias already given to `topic`, if any.
+    fn lookup(&self, topic: &str) -> Option<u16> {
+        self.assigned.get(topic).copied()
+    }
+
+    /// Gives `topic` the next free alias, if any is left.
+    fn assign(&mut self, topic: &str) -> Option<u16> {
         let next = self.assigned.len() + 1;
-        if next <= usize::from(self.max) {
-            let alias = next as u16;
-            self.assigned.insert(topic.to_owned(), alias);
-            (true, Some(alias))
-        } else {
-            (true, None)
+        if next > usize::from(self.max) {
+            return None;
         }
+        let alias = next as u16;
+        self.assigned.insert(topic.to_owned(), alias);
+        Some(alias)
     }
 }
 
@@ -498,6 +502,7 @@ impl Session {
                         } else {
                             Stage::Published
                         },
+                        resend: true,
                     });
                 }
             }
@@ -606,38 +611,24 @@ impl Session {
         taken
     }
 
-    /// On resuming a session: re-sends every unacknowledged PUBLISH (with DUP) and PUBREL
-    /// with its original packet identifier, in the original order (MQTT-4.4.0-1).
-    /// Writes nothing unless `connection_id` owns the session, so a connection being taken
-    /// over can never move messages it will not send. Returns the PUBLISH packets written.
-    pub fn write_resend(
-        &self,
-        connection_id: u64,
-        out: &mut BytesMut,
-        aliases: &mut TopicAliases,
-    ) -> usize {
-        let state = self.state.lock();
-        let Some(info) = state.info_for(connection_id) else {
-            return 0;
-        };
-        let now = Instant::now();
-        let mut sent = 0;
-        for entry in &state.in_flight {
-            match entry.stage {
-                Stage::Published => {
-                    write_publish(out, &entry.queued, entry.pkid, true, &info, aliases, now);
-                    sent += 1;
-                }
-                Stage::Released => write_packet(out, &Packet::PubRel(Ack::new(entry.pkid)), &info),
+    /// On resuming a session: every unacknowledged PUBLISH (with DUP) and PUBREL is to be
+    /// re-sent with its original packet identifier, in the original order (MQTT-4.4.0-1).
+    /// [`Session::write_queued`] sends them first, within the new connection's limits.
+    pub fn mark_for_resend(&self, connection_id: u64) {
+        let mut state = self.state.lock();
+        if state.is_owned_by(connection_id) {
+            for entry in state.in_flight.iter_mut() {
+                entry.resend = true;
             }
         }
-        sent
     }
 
-    /// Moves queued messages into `out` while the in-flight window (the lower of our limit
-    /// and the client's receive maximum) has room and `out` is below `max_bytes`. Drops
-    /// messages that expired or that exceed the client's maximum packet size. Does
-    /// nothing unless `connection_id` owns the session.
+    /// Re-sends what [`Session::mark_for_resend`] marked, then moves queued messages into
+    /// `out`, while the in-flight window (the lower of our limit and the client's receive
+    /// maximum, counting only what this connection was sent) has room and `out` is below
+    /// `max_bytes`. Drops messages that expired or that exceed the client's maximum packet
+    /// size (a re-send too: "as if it had been sent", MQTT-3.1.2-25). Does nothing unless
+    /// `connection_id` owns the session.
     pub fn write_queued(
         &self,
         connection_id: u64,
@@ -655,6 +646,36 @@ impl Session {
             .max_inflight
             .min(usize::from(info.receive_maximum));
         let now = Instant::now();
+        let mut in_window = state.in_flight.iter().filter(|e| !e.resend).count();
+        let mut index = 0;
+        while index < state.in_flight.len() && in_window < window && out.len() < max_bytes {
+            let entry = &state.in_flight[index];
+            if !entry.resend {
+                index += 1;
+                continue;
+            }
+            if entry.stage == Stage::Published && !fits(&entry.queued, &info, now) {
+                let dropped = state.in_flight.remove(index).expect("index in range");
+                written.too_large += 1;
+                self.forget(&state, Some(dropped.queued.seq));
+                continue;
+            }
+            let entry = &mut state.in_flight[index];
+            entry.resend = false;
+            match entry.stage {
+                Stage::Published => {
+                    write_publish(out, &entry.queued, entry.pkid, true, &info, aliases, now);
+                    written.sent += 1;
+                }
+                Stage::Released => write_packet(out, &Packet::PubRel(Ack::new(entry.pkid)), &info),
+            }
+            in_window += 1;
+            index += 1;
+        }
+        if state.in_flight.iter().any(|e| e.resend) {
+            // Re-sends come before anything new.
+            return written;
+        }
         while out.len() < max_bytes {
             let Some(front) = state.queue.front() else {
                 break;
@@ -679,7 +700,7 @@ impl Session {
                 state.queued_bytes -= queued_size(&queued);
                 write_publish(out, &queued, 0, false, &info, aliases, now);
             } else {
-                if state.in_flight.len() >= window {
+                if in_window >= window {
                     break;
                 }
                 let queued = state.queue.pop_front().expect("front exists");
@@ -690,7 +711,9 @@ impl Session {
                     pkid,
                     queued,
                     stage: Stage::Published,
+                    resend: false,
                 };
+                in_window += 1;
                 if let Some(store) = self.persisted(&state) {
                     // Durable before the PUBLISH leaves (the connection waits for it): a
                     // restart must re-send it with this identifier and DUP, never as new.
@@ -888,13 +911,33 @@ fn write_publish(
     let mut properties = None;
     if info.version == ProtocolVersion::V5 {
         properties = delivery_properties(queued, now);
-        let (send_topic, alias) = aliases.resolve(&message.topic);
-        if let Some(alias) = alias {
+        if let Some(alias) = aliases.lookup(&message.topic) {
+            // The alias alone stands for the topic: the packet only shrinks.
             properties
                 .get_or_insert_with(Properties::default)
                 .topic_alias = Some(alias);
-            if !send_topic {
-                topic = "";
+            topic = "";
+        } else if aliases.max > 0 {
+            // Defining an alias adds its property (up to 4 bytes with a longer property
+            // length): only if the packet still fits the client's maximum (MQTT-3.1.2-24).
+            let size = publish_size(
+                &PublishRef {
+                    dup,
+                    qos: queued.qos,
+                    retain: queued.retain,
+                    topic,
+                    pkid: 1,
+                    payload: &message.payload,
+                    properties: properties.as_ref().unwrap_or(&NO_PROPERTIES),
+                },
+                info.version,
+            );
+            if size + 4 <= info.max_packet_size as usize {
+                if let Some(alias) = aliases.assign(&message.topic) {
+                    properties
+                        .get_or_insert_with(Properties::default)
+                        .topic_alias = Some(alias);
+                }
             }
         }
     }
