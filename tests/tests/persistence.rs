@@ -116,7 +116,7 @@ fn acknowledged_messages_survive_sigkill() {
     while acked.len() < KILL_AFTER && next <= TOTAL {
         while in_flight.len() < WINDOW as usize && next <= TOTAL {
             let pid = (next % 60_000 + 1) as u16;
-            let qos = if next % 2 == 0 { 2 } else { 1 };
+            let qos = if next.is_multiple_of(2) { 2 } else { 1 };
             publisher.send(&publish("stream/data", &payload(next), qos, false, pid));
             in_flight.insert(pid, next);
             next += 1;
@@ -167,7 +167,7 @@ fn acknowledged_messages_survive_sigkill() {
             .collect();
         let duplicated_qos2: Vec<u32> = delivered
             .iter()
-            .filter(|(seq, n)| *seq % 2 == 0 && **n > 1)
+            .filter(|(seq, n)| seq.is_multiple_of(2) && **n > 1)
             .map(|(seq, _)| *seq)
             .collect();
         println!(
