@@ -10,14 +10,15 @@ use yew::prelude::*;
 
 use crate::about::About;
 use crate::client::ClientPage;
+use crate::dashboard::Dashboard;
 
 /// The app's pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     /// The MQTT client: connection profiles, subscriptions, messages, publish.
     Client,
-    /// The broker's dashboard (clients, subscriptions, metrics from the admin API).
-    /// Not built yet: until it is, the route shows the About page with a note.
+    /// The broker's dashboard (clients, subscriptions, metrics from the admin API); its
+    /// own pages are in the URL's fragment (`/dashboard#clients`).
     Dashboard,
     /// Endpoints and how to connect a device or a browser.
     About,
@@ -105,12 +106,7 @@ pub fn shell() -> Html {
 
     let page = match *route {
         Route::Client => html! {},
-        Route::Dashboard => html! {
-            <About notice={AttrValue::from(
-                "The broker dashboard (connected clients, subscriptions, metrics) comes with \
-                 the admin API. Meanwhile, this is how to connect a device."
-            )} />
-        },
+        Route::Dashboard => html! { <Dashboard /> },
         Route::About => html! { <About /> },
     };
 

@@ -1,0 +1,438 @@
+// End-to-end test of the broker dashboard (www/src/dashboard) in Debian's Chromium, driven by
+// playwright-core, against the real broker and its admin API: the walkthrough our users know
+// (log in as admin / public, see a newly connected client and its subscription to topic_1
+// appear, publish from another client and the first receives it), then the rest of the
+// dashboard: kicking, subscribing on a client's behalf, publishing, retained messages, the
+// password change, logging out and an expired token.
+//
+//   node --test tests/browser/        (scripts/test runs it as the `browser` step)
+//
+// It builds nothing: www/dist (trunk) and target/debug/bridge must exist. Screenshots go to
+// tests/output/browser/dashboard-*.png. The broker, the browser and every MQTT client are
+// stopped at the end, also on failure.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import mqtt from 'mqtt';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const BRIDGE = path.join(ROOT, 'target', 'debug', 'bridge');
+const DIST = path.join(ROOT, 'www', 'dist');
+const OUT = path.join(ROOT, 'tests', 'output', 'browser');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+
+// Headless Chromium as root, and never reaching out to the network on its own.
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+const WIDE = { width: 1280, height: 800 };
+const PHONE = { width: 390, height: 844 };
+const NEW_PASSWORD = 'walkthrough-2026';
+
+let bridge; // { proc, tcp, ws, http, log }
+let context;
+let page;
+let userDataDir;
+let dataDir;
+const pageErrors = [];
+// Every process and MQTT connection the test starts, so `after` can end them all.
+const procs = new Set();
+const mqttClients = new Set();
+let loadTimer;
+// The walkthrough's mosquitto_sub, kept running from one test to the next.
+let walkthroughSub;
+
+/// Starts the broker on free ports with its own data folder; resolves once it printed all
+/// three listening lines.
+function startBridge() {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(
+      BRIDGE,
+      ['--tcp', '127.0.0.1:0', '--ws', '127.0.0.1:0', '--http', '127.0.0.1:0', '--web-root', DIST,
+        '--data-dir', dataDir],
+      { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'info' } },
+    );
+    const found = {};
+    const log = [];
+    let pending = '';
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`bridge did not report its listeners within 20 s:\n${log.join('')}`));
+    }, 20_000);
+    proc.stderr.on('data', (chunk) => log.push(chunk.toString()));
+    proc.stdout.on('data', (chunk) => {
+      log.push(chunk.toString());
+      pending += chunk.toString();
+      const lines = pending.split('\n');
+      pending = lines.pop();
+      for (const line of lines) {
+        const m = /^listening (tcp|ws|http) (\S+)$/.exec(line.trim());
+        if (m) found[m[1]] = m[2];
+      }
+      if (found.tcp && found.ws && found.http) {
+        clearTimeout(timer);
+        const port = (addr) => Number(addr.slice(addr.lastIndexOf(':') + 1));
+        resolve({ proc, log, tcp: port(found.tcp), ws: port(found.ws), http: port(found.http) });
+      }
+    });
+    proc.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    proc.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`bridge exited early (${code ?? signal}):\n${log.join('')}`));
+    });
+  });
+}
+
+/// Starts a long-running command; `output()` is what it printed so far, `done` resolves
+/// with its exit code.
+function start(cmd, args) {
+  const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  procs.add(proc);
+  let out = '';
+  proc.stdout.on('data', (c) => (out += c));
+  proc.stderr.on('data', (c) => (out += c));
+  const done = new Promise((resolve) => {
+    proc.on('exit', (code, signal) => {
+      procs.delete(proc);
+      resolve(code ?? signal);
+    });
+    proc.on('error', (e) => {
+      procs.delete(proc);
+      out += String(e);
+      resolve('error');
+    });
+  });
+  return { proc, done, output: () => out };
+}
+
+/// Runs a command to its end; resolves with { code, output }.
+async function run(cmd, args, timeoutMs = 20_000) {
+  const p = start(cmd, args);
+  const timer = setTimeout(() => p.proc.kill('SIGKILL'), timeoutMs);
+  const code = await p.done;
+  clearTimeout(timer);
+  return { code, output: p.output() };
+}
+
+/// Waits until `check()` is true (polling), or fails with `what`.
+async function until(what, check, timeoutMs = 15_000) {
+  const end = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function mqttClient(options) {
+  const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${bridge.tcp}`, { reconnectPeriod: 0, ...options });
+  mqttClients.add(client);
+  return client;
+}
+
+async function screenshot(name) {
+  await page.screenshot({ path: path.join(OUT, name) });
+}
+
+/// Chromium logs every non-2xx fetch as a console error; the 401s this test provokes on
+/// purpose (a wrong password, a revoked token) are expected, nothing else is.
+function unexpectedErrors() {
+  return pageErrors.filter((e) => !/status of 401 \(Unauthorized\)/.test(e));
+}
+
+const nav = (name) => page.locator('.dash-nav').getByRole('link', { name, exact: true });
+const clientRow = (id) => page.locator(`.clients-table tbody tr[data-clientid="${id}"]`);
+
+before(async () => {
+  for (const [what, file] of [
+    ['the broker (cargo build -p bridge)', BRIDGE],
+    ['the web app (trunk build in www/)', path.join(DIST, 'index.html')],
+    ['Chromium (apt-get install chromium)', CHROMIUM],
+  ]) {
+    assert.ok(existsSync(file), `missing ${what}: ${file}`);
+  }
+  mkdirSync(OUT, { recursive: true });
+  dataDir = mkdtempSync(path.join(tmpdir(), 'bridge-dashboard-data-'));
+  bridge = await startBridge();
+  userDataDir = mkdtempSync(path.join(tmpdir(), 'bridge-dashboard-browser-'));
+  context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: WIDE,
+  });
+  page = context.pages()[0] ?? (await context.newPage());
+  page.setDefaultTimeout(15_000);
+  page.on('pageerror', (e) => pageErrors.push(String(e)));
+  page.on('console', (m) => {
+    if (m.type() === 'error') pageErrors.push(m.text());
+  });
+});
+
+after(async () => {
+  await page?.screenshot({ path: path.join(OUT, 'dashboard-last.png') }).catch(() => {});
+  clearInterval(loadTimer);
+  for (const client of mqttClients) client.end(true);
+  for (const proc of procs) proc.kill('SIGKILL');
+  await context?.close().catch(() => {});
+  if (bridge) {
+    bridge.proc.removeAllListeners('exit');
+    bridge.proc.kill('SIGTERM');
+    writeFileSync(path.join(OUT, 'dashboard-bridge.log'), bridge.log.join(''));
+  }
+  for (const dir of [userDataDir, dataDir]) if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+// Nothing the test started may outlive it, whatever happens.
+process.on('exit', () => {
+  bridge?.proc.kill('SIGKILL');
+  for (const proc of procs) proc.kill('SIGKILL');
+});
+
+test('the Dashboard link leads to the login page, which shows the API\'s refusal', async () => {
+  await page.goto(`http://127.0.0.1:${bridge.http}/`);
+  await page.getByRole('link', { name: 'Dashboard', exact: true }).click();
+  await page.locator('#login-username').waitFor();
+  assert.equal(new URL(page.url()).pathname, '/dashboard');
+  await page.locator('#login-username').fill('admin');
+  await page.locator('#login-password').fill('not-the-password');
+  await page.locator('#login-password').press('Enter');
+  await page.locator('.login-error .error', { hasText: 'wrong username or password' }).waitFor();
+  assert.equal(await page.locator('#login-password').inputValue(), '');
+});
+
+test('logs in as admin / public: the overview, with a nudge to change the password', async () => {
+  await page.locator('#login-username').fill('admin');
+  await page.locator('#login-password').fill('public');
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.locator('.dash-title h1', { hasText: 'Overview' }).waitFor();
+  await page.locator('.banner.warn', { hasText: 'default password' }).waitFor();
+  // The counters come from /stats; the listeners from /broker.
+  const connections = page.locator('.stat', { hasText: 'Connections' }).locator('.stat-value');
+  await until('the connection counter', async () => /^\d+$/.test(await connections.innerText()));
+  await page.locator('.listeners td', { hasText: `127.0.0.1:${bridge.tcp}` }).waitFor();
+  assert.equal(await page.locator('.listeners tbody tr').count(), 3);
+  // The login lasts for the tab: a reload stays logged in.
+  await page.reload();
+  await page.locator('.dash-title h1', { hasText: 'Overview' }).waitFor();
+  assert.deepEqual(unexpectedErrors(), []);
+});
+
+test('a new client and its subscription to topic_1 appear; a publish reaches it', async () => {
+  // Some traffic for the chart, and a persistent session whose client is away.
+  const loadSub = await mqttClient({ clientId: 'chart-sub' });
+  await loadSub.subscribeAsync('load/#');
+  const loadPub = await mqttClient({ clientId: 'chart-pub' });
+  let n = 0;
+  loadTimer = setInterval(() => {
+    for (let i = 0; i < 8; i++) loadPub.publish(`load/${i % 3}`, `sample ${n++}`);
+  }, 200);
+  const away = await mqttClient({ clientId: 'sensor-offline', clean: false });
+  await away.subscribeAsync('sensors/+/temperature', { qos: 1 });
+  await away.endAsync();
+  mqttClients.delete(away);
+
+  await nav('Clients').click();
+  await page.locator('.dash-title h1', { hasText: 'Clients' }).waitFor();
+  await clientRow('sensor-offline').locator('.pill[data-status="disconnected"]').waitFor();
+
+  // The walkthrough's subscriber, started while the page is open: it appears without a reload.
+  const sub = start('stdbuf', ['-oL', 'mosquitto_sub', '-h', '127.0.0.1', '-p', String(bridge.tcp),
+    '-i', 'walkthrough-sub', '-t', 'topic_1', '-V', 'mqttv5']);
+  const row = clientRow('walkthrough-sub');
+  await row.locator('.pill[data-status="connected"]').waitFor();
+  assert.equal(await row.locator('td[data-label="Protocol"]').innerText(), 'MQTT 5.0');
+  assert.equal(await row.locator('td[data-label="Transport"]').innerText(), 'tcp');
+  assert.match(await row.locator('td[data-label="IP address"]').innerText(), /^127\.0\.0\.1:\d+$/);
+  await until('its subscription count', async () =>
+    (await row.locator('td[data-label="Subscriptions"]').innerText()).trim() === '1');
+
+  // Its subscriptions, in the client's panel.
+  await row.getByRole('button', { name: 'walkthrough-sub: details and subscriptions' }).click();
+  const panel = page.locator('aside.panel');
+  await panel.locator('.subs-table td', { hasText: 'topic_1' }).waitFor();
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'panel-title');
+  await page.keyboard.press('Escape');
+  await panel.waitFor({ state: 'detached' });
+
+  // And on the Subscriptions page, filtered by client id.
+  await nav('Subscriptions').click();
+  await page.locator('#subs-clientid').fill('walkthrough-sub');
+  const subRow = page.locator('.table tbody tr', { hasText: 'walkthrough-sub' });
+  await subRow.locator('td[data-label="Topic filter"]', { hasText: 'topic_1' }).waitFor();
+  assert.equal(await page.locator('.table tbody tr').count(), 1);
+
+  // Another client publishes; the first one prints it.
+  const pub = await run('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(bridge.tcp), '-t', 'topic_1',
+    '-m', 'hello-walkthrough']);
+  assert.equal(pub.code, 0, pub.output);
+  await until('mosquitto_sub to print the message', () => sub.output().includes('hello-walkthrough'));
+
+  // The topic is listed with its subscriber.
+  await nav('Topics').click();
+  const topicRow = page.locator('.table tbody tr', { hasText: 'topic_1' });
+  assert.equal(await topicRow.locator('td[data-label="Subscribers"]').innerText(), '1');
+  walkthroughSub = sub;
+  assert.deepEqual(unexpectedErrors(), []);
+});
+
+test('screenshots: the overview with its chart, and the clients', async () => {
+  await nav('Overview').click();
+  // A few history points (one every 2 s) with the load running.
+  await until('a chart with a line', async () =>
+    ((await page.locator('.chart .series-in .line').getAttribute('d')) ?? '').split('L').length >= 4, 20_000);
+  const received = page.locator('.stat', { hasText: 'Received' }).locator('.stat-value');
+  await until('messages counted', async () => Number((await received.innerText()).replace(/,/g, '')) > 20);
+  // The readout follows the pointer.
+  const plot = page.locator('.chart-plot');
+  const box = await plot.boundingBox();
+  await page.mouse.move(box.x + box.width - 30, box.y + box.height / 2);
+  await page.locator('.chart-tip', { hasText: 'Received' }).waitFor();
+  await screenshot('dashboard-1280-overview.png');
+  await page.mouse.move(0, 0);
+
+  await nav('Clients').click();
+  await clientRow('walkthrough-sub').waitFor();
+  await screenshot('dashboard-1280-clients.png');
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await screenshot('dashboard-1280-clients-dark.png');
+  await page.emulateMedia({ colorScheme: 'light' });
+  await page.setViewportSize(PHONE);
+  await screenshot('dashboard-390-clients.png');
+  await nav('Overview').click();
+  await page.locator('.chart .series-in .line').waitFor();
+  await screenshot('dashboard-390-overview.png');
+  await page.setViewportSize(WIDE);
+  assert.deepEqual(unexpectedErrors(), []);
+});
+
+test('subscribes a client on its behalf, then kicks it', async () => {
+  const sub = walkthroughSub;
+  await nav('Clients').click();
+  await page.locator('#clients-search').fill('walkthrough');
+  await until('the search to apply', async () => (await page.locator('.clients-table tbody tr').count()) === 1);
+  const row = clientRow('walkthrough-sub');
+  await row.getByRole('button', { name: 'walkthrough-sub: details and subscriptions' }).click();
+  const panel = page.locator('aside.panel');
+  await panel.locator('#panel-sub-topic').fill('topic_2');
+  await panel.locator('#panel-sub-qos').selectOption('1');
+  await panel.locator('#panel-sub-topic').press('Enter');
+  await panel.locator('.flash.ok', { hasText: 'Subscribed walkthrough-sub to topic_2 (QoS 1).' }).waitFor();
+  await panel.locator('.subs-table td', { hasText: 'topic_2' }).waitFor();
+  await screenshot('dashboard-1280-client-panel.png');
+  const pub = await run('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(bridge.tcp), '-t', 'topic_2',
+    '-m', 'subscribed-by-the-dashboard']);
+  assert.equal(pub.code, 0, pub.output);
+  await until('mosquitto_sub to get topic_2', () => sub.output().includes('subscribed-by-the-dashboard'));
+  await panel.getByRole('button', { name: 'Close the client panel' }).click();
+
+  // Kick: the button asks first; Cancel leaves the client alone.
+  await row.getByRole('button', { name: 'Kick walkthrough-sub' }).click();
+  await row.locator('.confirm-question', { hasText: 'Disconnect walkthrough-sub?' }).waitFor();
+  await row.getByRole('button', { name: 'Cancel' }).click();
+  await row.getByRole('button', { name: 'Kick walkthrough-sub' }).click();
+  // The confirming button has the focus: Enter kicks.
+  await page.keyboard.press('Enter');
+  await page.locator('.flash.ok', { hasText: 'Kicked walkthrough-sub.' }).waitFor();
+  // mosquitto_sub (MQTT 5.0) exits when the broker disconnects it.
+  const code = await Promise.race([sub.done, new Promise((r) => setTimeout(() => r('still running'), 10_000))]);
+  assert.notEqual(code, 'still running', 'mosquitto_sub kept running after the kick');
+  // Its session was clean: the row goes (a persistent one would turn "Disconnected").
+  await until('the row to go or turn disconnected', async () =>
+    (await row.count()) === 0 || (await row.locator('.pill[data-status="disconnected"]').count()) === 1);
+  await page.locator('#clients-search').fill('');
+
+  // Ending the away client's session removes it from the list.
+  const away = clientRow('sensor-offline');
+  await away.getByRole('button', { name: 'End the session of sensor-offline' }).click();
+  await away.getByRole('button', { name: 'End session', exact: true }).click();
+  await page.locator('.flash.ok', { hasText: 'Ended the session of sensor-offline.' }).waitFor();
+  await away.waitFor({ state: 'detached' });
+  assert.deepEqual(unexpectedErrors(), []);
+});
+
+test('publishes a retained message, views it as text and hex, deletes it', async () => {
+  await nav('Publish').click();
+  await page.locator('#dash-pub-topic').fill('dashboard/greeting');
+  await page.locator('#dash-pub-payload').fill('Hello, retained');
+  await page.locator('#dash-pub-qos').selectOption('1');
+  await page.locator('#dash-pub-retain').check();
+  await page.locator('#dash-pub-payload').press('Control+Enter');
+  await page.locator('.flash.ok', { hasText: 'Published to dashboard/greeting (retained): delivered to 0 subscriptions.' }).waitFor();
+
+  await nav('Retained').click();
+  await page.locator('#retained-search').fill('greeting');
+  const row = page.locator('.table tbody tr', { hasText: 'dashboard/greeting' });
+  await row.locator('td[data-label="Payload"]', { hasText: 'Hello, retained' }).waitFor();
+  assert.equal(await row.locator('td[data-label="QoS"]').innerText(), '1');
+  await row.getByRole('button', { name: 'View dashboard/greeting' }).click();
+  const viewer = page.locator('.viewer');
+  await viewer.locator('.viewer-payload', { hasText: 'Hello, retained' }).waitFor();
+  await viewer.getByRole('button', { name: 'Hex' }).click();
+  await viewer.locator('.viewer-payload', { hasText: '48 65 6c 6c 6f 2c 20 72' }).waitFor();
+  await screenshot('dashboard-1280-retained.png');
+  await row.getByRole('button', { name: 'Delete the retained message of dashboard/greeting' }).click();
+  await row.getByRole('button', { name: 'Delete', exact: true }).click();
+  await page.locator('.flash.ok', { hasText: 'Deleted the retained message of dashboard/greeting.' }).waitFor();
+  await row.waitFor({ state: 'detached' });
+  await viewer.waitFor({ state: 'detached' });
+  assert.deepEqual(unexpectedErrors(), []);
+});
+
+test('changes the default password; logs out; logs in with the new one', async () => {
+  await page.locator('.banner.warn').getByRole('button', { name: 'Change password' }).click();
+  await page.locator('#pw-old').fill('public');
+  await page.locator('#pw-new').fill('short');
+  await page.locator('#pw-confirm').fill('shorter');
+  await page.locator('#pw-confirm').press('Enter');
+  await page.locator('#pw-new-error', { hasText: 'At least 8 characters.' }).waitFor();
+  await page.locator('#pw-confirm-error', { hasText: 'The two new passwords differ.' }).waitFor();
+  await page.locator('#pw-new').fill(NEW_PASSWORD);
+  await page.locator('#pw-confirm').fill(NEW_PASSWORD);
+  await page.getByRole('button', { name: 'Change password', exact: true }).last().click();
+  await page.locator('.password-card').waitFor({ state: 'detached' });
+  assert.equal(await page.locator('.banner.warn').count(), 0);
+
+  await page.getByRole('button', { name: 'Log out' }).click();
+  await page.locator('.login .notice', { hasText: 'You have logged out.' }).waitFor();
+  await page.locator('#login-username').fill('admin');
+  await page.locator('#login-password').fill(NEW_PASSWORD);
+  await page.locator('#login-password').press('Enter');
+  await page.locator('.dash-title h1').waitFor();
+  assert.equal(await page.locator('.banner.warn').count(), 0);
+  assert.deepEqual(unexpectedErrors(), []);
+});
+
+test('a token the broker no longer knows leads back to the login page', async () => {
+  await nav('Clients').click();
+  await page.evaluate(() => {
+    const key = 'bridge.dashboard.login';
+    const login = JSON.parse(sessionStorage.getItem(key));
+    sessionStorage.setItem(key, JSON.stringify({ ...login, token: 'revoked' }));
+  });
+  await page.reload();
+  await page.locator('.login .notice', { hasText: 'Your session has ended' }).waitFor();
+  // The page stays usable: log in again, land on the page in the URL.
+  await page.locator('#login-username').fill('admin');
+  await page.locator('#login-password').fill(NEW_PASSWORD);
+  await page.locator('#login-password').press('Enter');
+  await page.locator('.dash-title h1', { hasText: 'Clients' }).waitFor();
+  await screenshot('dashboard-1280-clients-after.png');
+  assert.deepEqual(unexpectedErrors(), []);
+});
