@@ -67,8 +67,9 @@ struct Args {
     #[arg(long)]
     rate: Option<f64>,
     /// Undelivered messages each publisher may have; 0 = fire-hose (no flow control)
-    #[arg(long, default_value_t = 100)]
-    window: u64,
+    /// [scenario default: 1000 for QoS 0, 100 for QoS 1/2]
+    #[arg(long)]
+    window: Option<u64>,
     /// QoS 1/2 messages each publisher may have unacknowledged (a client's "max inflight");
     /// 0 = only the 65,535 packet identifiers limit it
     #[arg(long, default_value_t = 0)]
@@ -183,7 +184,11 @@ async fn bench(args: Args) -> Result<Value, String> {
     let addr = target.resolve().await?;
     let (pub_topics, sub_filters) =
         scenario::layout(args.scenario, publishers, subscribers, topics);
-    let window = if sink.is_some() { 0 } else { args.window };
+    let window = match (sink.is_some(), args.window) {
+        (true, _) => 0,
+        (false, Some(window)) => window,
+        (false, None) => defaults.window,
+    };
     let plan = run::Plan {
         qos,
         payload: args.payload,
@@ -236,6 +241,7 @@ async fn bench(args: Args) -> Result<Value, String> {
         "gaps": r.gaps,
         "bench_cpu": r.bench_cpu,
         "broker_cpu": r.broker_cpu,
+        "cpu_busy": r.cpu_busy,
         "setup_ms": round1(r.setup_ms),
         "drain_ms": round1(r.drain_ms),
         "drain_end": r.drain_end.name(),

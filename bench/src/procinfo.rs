@@ -29,9 +29,61 @@ fn parse_stat_cpu_secs(stat: &str) -> Option<f64> {
     Some((utime + stime) as f64 / 100.0)
 }
 
+/// Busy and total jiffies of each CPU since boot, from /proc/stat (`cpu0`, `cpu1`, …).
+pub fn cpu_jiffies() -> Vec<(u64, u64)> {
+    std::fs::read_to_string("/proc/stat")
+        .map(|stat| parse_cpu_jiffies(&stat))
+        .unwrap_or_default()
+}
+
+fn parse_cpu_jiffies(stat: &str) -> Vec<(u64, u64)> {
+    stat.lines()
+        .filter(|line| line.starts_with("cpu") && !line.starts_with("cpu "))
+        .map(|line| {
+            let v: Vec<u64> = line
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            // user nice system idle iowait irq softirq steal …: idle and iowait are idle.
+            let total: u64 = v.iter().take(8).sum();
+            let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+            (total - idle, total)
+        })
+        .collect()
+}
+
+/// Fraction of the time each CPU was busy (any process) between two [`cpu_jiffies`].
+pub fn cpu_busy(before: &[(u64, u64)], after: &[(u64, u64)]) -> Vec<f64> {
+    before
+        .iter()
+        .zip(after)
+        .map(|(&(b0, t0), &(b1, t1))| {
+            let total = t1.saturating_sub(t0);
+            if total == 0 {
+                0.0
+            } else {
+                (b1.saturating_sub(b0) as f64 / total as f64 * 100.0).round() / 100.0
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_cpu_busy_from_proc_stat() {
+        let before = "cpu  1 1 1 1 1 1 1 1 0 0\ncpu0 100 0 50 800 50 0 0 0 0 0\n\
+                      cpu1 0 0 0 1000 0 0 0 0 0 0\nintr 5\n";
+        let after = "cpu  1 1 1 1 1 1 1 1 0 0\ncpu0 150 0 100 850 50 0 0 0 0 0\n\
+                     cpu1 0 0 0 1100 0 0 0 0 0 0\nintr 5\n";
+        let (b, a) = (parse_cpu_jiffies(before), parse_cpu_jiffies(after));
+        assert_eq!(b, vec![(150, 1000), (0, 1000)]);
+        assert_eq!(cpu_busy(&b, &a), vec![0.67, 0.0]);
+        assert!(!cpu_jiffies().is_empty());
+    }
 
     #[test]
     fn reads_cpu_time_from_stat() {

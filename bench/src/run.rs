@@ -77,6 +77,8 @@ pub struct Report {
     /// CPU used during the measurement, in cores (1.0 = one core busy all the time).
     pub bench_cpu: Option<f64>,
     pub broker_cpu: Option<f64>,
+    /// How busy each CPU was during the measurement, whoever used it.
+    pub cpu_busy: Vec<f64>,
     pub sent: u64,
     /// Deliveries the subscriptions call for: each message times its matching subscribers.
     pub expected: u64,
@@ -393,9 +395,11 @@ pub async fn run(
     sleep_until_ns(measure_start).await;
     let (start_t, start_d, start_s, start_x) = (now_ns(), delivered(), sent(), extra_now());
     let start_cpu = cpu_now();
+    let start_jiffies = crate::procinfo::cpu_jiffies();
     sleep_until_ns(measure_end).await;
     let (end_t, end_d, end_s, end_x) = (now_ns(), delivered(), sent(), extra_now());
     let end_cpu = cpu_now();
+    let end_jiffies = crate::procinfo::cpu_jiffies();
     let secs = (end_t - start_t) as f64 / 1e9;
     let share = |a: Option<f64>, b: Option<f64>| Some(((b? - a?) / secs * 100.0).round() / 100.0);
     shared.stop_sending.store(true, Ordering::Release);
@@ -455,6 +459,7 @@ pub async fn run(
         extra_in_window: end_x - start_x,
         bench_cpu: share(start_cpu.0, end_cpu.0),
         broker_cpu: share(start_cpu.1, end_cpu.1),
+        cpu_busy: crate::procinfo::cpu_busy(&start_jiffies, &end_jiffies),
         setup_ms,
         drain_ms,
         drain_end,

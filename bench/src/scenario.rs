@@ -51,6 +51,10 @@ pub struct Defaults {
     pub rate: Option<f64>,
     pub topics: usize,
     pub connections: usize,
+    /// Undelivered messages per publisher. QoS 0 needs a deep window to keep a fast broker
+    /// busy; QoS 1/2 throughput is bounded by the broker's inflight limit per subscriber
+    /// (bridge 32, Mosquitto 20), so a deeper window there only adds queueing latency.
+    pub window: u64,
 }
 
 pub fn defaults(scenario: Scenario) -> Defaults {
@@ -61,6 +65,7 @@ pub fn defaults(scenario: Scenario) -> Defaults {
         rate: None,
         topics: 10_000,
         connections: 10_000,
+        window: 1000,
     };
     match scenario {
         Scenario::FanIn => base,
@@ -72,17 +77,20 @@ pub fn defaults(scenario: Scenario) -> Defaults {
         Scenario::Qos1 => Defaults {
             subscribers: 10,
             qos: QoS::AtLeastOnce,
+            window: 100,
             ..base
         },
         Scenario::Qos2 => Defaults {
             subscribers: 10,
             qos: QoS::ExactlyOnce,
+            window: 100,
             ..base
         },
         Scenario::Latency => Defaults {
             publishers: 1,
             qos: QoS::AtLeastOnce,
             rate: Some(1000.0),
+            window: 100,
             ..base
         },
         Scenario::Idle => Defaults {
