@@ -274,10 +274,9 @@ impl Api {
         }
     }
 
-    /// A GET, its JSON answer decoded.
-    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
-        let text = self.call("GET", path, None).await?;
-        serde_json::from_str(&text).map_err(|e| Failure::network(format!("bad answer: {e}")))
+    /// A GET: the answer's body (JSON, decoded by the caller).
+    pub async fn get_text(&self, path: &str) -> Result<String, Failure> {
+        self.call("GET", path, None).await
     }
 
     /// A POST with a JSON body, its JSON answer decoded.

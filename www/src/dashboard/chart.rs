@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use yew::prelude::*;
 
-use super::format::{date_time, decimal1, hour_minute, rate};
+use super::format::{date_time, decimal1, hour_minute, rate, time_of_day};
 
 /// The view box: wide enough that integer coordinates are smooth.
 const W: i64 = 1000;
@@ -99,27 +99,51 @@ fn percent(basis_points: i64) -> String {
     format!("{}.{:02}%", b / 100, b % 100)
 }
 
-/// The x axis labels: every `every` minutes on the minute, as `(left in basis points,
-/// HH:MM)` in local time (`offset_minutes` from UTC).
-pub fn x_labels(end: i64, window: i64, every: i64, offset_minutes: i64) -> Vec<(i64, String)> {
-    const MINUTE: i64 = 60_000;
+/// The spacing of the x axis labels for a window of `window` ms: five or so labels.
+pub fn label_step(window: i64) -> i64 {
+    const STEPS: [i64; 8] = [5, 10, 15, 30, 60, 120, 300, 600];
+    STEPS
+        .into_iter()
+        .map(|s| s * 1000)
+        .find(|&step| window / step <= 6)
+        .unwrap_or(600_000)
+}
+
+/// The x axis labels: every `step` ms on the clock, as `(left in basis points, label)` in
+/// local time (`offset_minutes` from UTC): `HH:MM`, or `HH:MM:SS` below a minute.
+pub fn x_labels(end: i64, window: i64, step: i64, offset_minutes: i64) -> Vec<(i64, String)> {
     let start = end - window;
-    let step = every.max(1) * MINUTE;
-    // The first local whole-`every`-minute mark at or after the start.
-    let local = |t: i64| t + offset_minutes * MINUTE;
-    let mut mark = local(start).div_euclid(step) * step - offset_minutes * MINUTE;
+    let step = step.max(1000);
+    let offset = offset_minutes * 60_000;
+    // The first mark at or after the start, on the local clock.
+    let mut mark = (start + offset).div_euclid(step) * step - offset;
     if mark < start {
         mark += step;
     }
     let mut out = Vec::new();
     while mark <= end {
-        out.push((
-            (mark - start) * 10_000 / window.max(1),
-            hour_minute(mark, offset_minutes),
-        ));
+        let label = if step < 60_000 {
+            time_of_day(mark, offset_minutes)
+        } else {
+            hour_minute(mark, offset_minutes)
+        };
+        out.push(((mark - start) * 10_000 / window.max(1), label));
         mark += step;
     }
     out
+}
+
+/// The window a chart of points from `first` to `last` shows: half a minute, then whole
+/// minutes up to `max`, so that a young broker's first points fill the chart.
+pub fn window_for(first: i64, last: i64, max: i64) -> i64 {
+    let span = (last - first).max(0);
+    if span < 30_000 {
+        30_000
+    } else {
+        (span.div_euclid(60_000) + 1)
+            .saturating_mul(60_000)
+            .clamp(60_000, max.max(60_000))
+    }
 }
 
 /// The index of the time nearest to `t` in sorted `times`.
@@ -277,7 +301,7 @@ pub fn line_chart(props: &ChartProps) -> Html {
                 { readout.unwrap_or_default() }
             </div>
             <div class="chart-x" aria-hidden="true">
-                { for x_labels(end, window, 2, props.offset_minutes).into_iter().map(|(left, label)| html! {
+                { for x_labels(end, window, label_step(window), props.offset_minutes).into_iter().map(|(left, label)| html! {
                     <span style={format!("left: {}", percent(left))}>{ label }</span>
                 }) }
             </div>
@@ -334,19 +358,45 @@ mod tests {
     fn clock_labels() {
         // 2024-01-01T13:45:07Z, a 10-minute window: marks at 13:36, 13:38, … 13:44.
         let end = 1_704_116_707_000;
-        let labels = x_labels(end, 600_000, 2, 0);
+        assert_eq!(label_step(600_000), 120_000);
+        let labels = x_labels(end, 600_000, 120_000, 0);
         let names: Vec<&str> = labels.iter().map(|(_, l)| l.as_str()).collect();
         assert_eq!(names, ["13:36", "13:38", "13:40", "13:42", "13:44"]);
         assert!(labels.iter().all(|(left, _)| (0..=10_000).contains(left)));
         assert!(labels.windows(2).all(|w| w[0].0 < w[1].0));
         // Local time half an hour off: marks fall on local even minutes.
-        let names: Vec<String> = x_labels(end, 600_000, 2, 30)
+        let names: Vec<String> = x_labels(end, 600_000, 120_000, 30)
             .into_iter()
             .map(|(_, l)| l)
             .collect();
         assert_eq!(names[0], "14:06");
+        // A one-minute window: every 10 s, with seconds.
+        assert_eq!(label_step(60_000), 10_000);
+        let names: Vec<String> = x_labels(end, 60_000, 10_000, 0)
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect();
+        assert_eq!(
+            names,
+            ["13:44:10", "13:44:20", "13:44:30", "13:44:40", "13:44:50", "13:45:00"]
+        );
+        assert_eq!(label_step(180_000), 30_000);
+        assert_eq!(label_step(24 * 3_600_000), 600_000);
         assert_eq!(percent(1234), "12.34%");
         assert_eq!(percent(20_000), "100.00%");
+    }
+
+    #[test]
+    fn windows_grow_by_the_minute() {
+        assert_eq!(window_for(0, 0, 600_000), 30_000);
+        assert_eq!(window_for(0, 9_000, 600_000), 30_000);
+        assert_eq!(window_for(0, 30_000, 600_000), 60_000);
+        assert_eq!(window_for(0, 60_000, 600_000), 120_000);
+        assert_eq!(window_for(0, 150_000, 600_000), 180_000);
+        assert_eq!(window_for(0, 598_000, 600_000), 600_000);
+        assert_eq!(window_for(0, 3_600_000, 600_000), 600_000);
+        assert_eq!(window_for(5, 0, 600_000), 30_000);
+        assert_eq!(label_step(30_000), 5_000);
     }
 
     #[test]

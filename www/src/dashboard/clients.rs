@@ -14,7 +14,8 @@ use super::format::{group, query};
 use super::live::use_get;
 use super::pager::{use_fit_page, Pager, DEFAULT_LIMIT};
 use super::ui::{
-    empty_row, flash_line, local_time, refresh_error, ConfirmButton, Flash, Input, QosSelect,
+    empty_row, flash_line, local_time, refresh_error, table_time, ConfirmButton, Flash, Input,
+    QosSelect,
 };
 use super::{param, View};
 
@@ -123,10 +124,10 @@ pub fn clients_page(props: &ClientsProps) -> Html {
     };
 
     let rows = match list.data.as_deref() {
-        None if list.loading() => empty_row(11, "Loading…"),
-        None => empty_row(11, "The list could not be loaded."),
+        None if list.loading() => empty_row(10, "Loading…"),
+        None => empty_row(10, "The list could not be loaded."),
         Some(p) if p.data.is_empty() => empty_row(
-            11,
+            10,
             if search.trim().is_empty() && conn_state.is_empty() {
                 "No clients yet: connect one to the broker's MQTT port."
             } else {
@@ -168,12 +169,11 @@ pub fn clients_page(props: &ClientsProps) -> Html {
                             <th scope="col">{ "Username" }</th>
                             <th scope="col">{ "IP address" }</th>
                             <th scope="col">{ "Protocol" }</th>
-                            <th scope="col">{ "Transport" }</th>
                             <th scope="col">{ "Status" }</th>
                             <th scope="col">{ "Connected at" }</th>
                             <th scope="col" class="num">{ "Keepalive" }</th>
                             <th scope="col" class="num">{ "Subs" }</th>
-                            <th scope="col" class="num" title="in flight / queued">{ "Inflight / queued" }</th>
+                            <th scope="col" class="num wrap">{ "Inflight / queued" }</th>
                             <th scope="col">{ "Actions" }</th>
                         </tr>
                     </thead>
@@ -218,10 +218,18 @@ fn client_row(
             </td>
             <td data-label="Username">{ c.username.clone().map_or_else(dash, Html::from) }</td>
             <td data-label="IP address" class="mono">{ c.peer().map_or_else(dash, Html::from) }</td>
-            <td data-label="Protocol">{ c.protocol.clone().map_or_else(dash, Html::from) }</td>
-            <td data-label="Transport">{ c.transport.as_ref().map_or_else(dash, |t| html! { <span class="tag">{ t }</span> }) }</td>
+            <td data-label="Protocol" class="nowrap">
+                <span>
+                    { c.protocol.clone().map_or_else(dash, Html::from) }
+                    if let Some(t) = &c.transport {
+                        { " " }<span class="tag" title="transport">{ t }</span>
+                    }
+                </span>
+            </td>
             <td data-label="Status">{ status_pill(c.connected) }</td>
-            <td data-label="Connected at" class="nowrap">{ c.connected_at.as_deref().map_or_else(dash, |t| html! { { local_time(t) } }) }</td>
+            <td data-label="Connected at" class="nowrap">{ c.connected_at.as_deref().map_or_else(dash, |t| html! {
+                <span title={local_time(t)}>{ table_time(t) }</span>
+            }) }</td>
             <td data-label="Keepalive" class="num">{ c.keepalive.map_or_else(dash, |k| html! { { format!("{k} s") } }) }</td>
             <td data-label="Subscriptions" class="num">
                 <button class="linkish" onclick={show} aria-label={format!("{id}: {} subscriptions", c.subscriptions)}>
@@ -229,14 +237,19 @@ fn client_row(
                 </button>
             </td>
             <td data-label="Inflight / queued" class="num">{ format!("{} / {}", group(c.inflight), group(c.queued)) }</td>
+            // One action per row, as in the EMQX console: kick a connected client, end the
+            // session of a disconnected one (the panel has both).
             <td data-label="Actions" class="row-actions">
-                <ConfirmButton label="Kick" class="danger-text" disabled={!c.connected}
-                    aria_label={format!("Kick {id}")}
-                    question={format!("Disconnect {id}?")} confirm="Kick" onconfirm={on(Action::Kick)} />
-                <ConfirmButton label="End session" class="danger-text"
-                    aria_label={format!("End the session of {id}")}
-                    question={format!("End {id}'s session?")} confirm="End session"
-                    onconfirm={on(Action::EndSession)} />
+                if c.connected {
+                    <ConfirmButton label="Kick" class="danger-text"
+                        aria_label={format!("Kick {id}")}
+                        question={format!("Disconnect {id}?")} confirm="Kick" onconfirm={on(Action::Kick)} />
+                } else {
+                    <ConfirmButton label="End session" class="danger-text"
+                        aria_label={format!("End the session of {id}")}
+                        question={format!("End {id}'s session?")} confirm="End session"
+                        onconfirm={on(Action::EndSession)} />
+                }
             </td>
         </tr>
     }

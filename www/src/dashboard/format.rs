@@ -176,6 +176,24 @@ pub fn hour_minute(ms: i64, offset_minutes: i64) -> String {
     format!("{:02}:{:02}", secs / 3600, secs / 60 % 60)
 }
 
+/// `10:44:07` for `ms` since the epoch, shifted by `offset_minutes`.
+pub fn time_of_day(ms: i64, offset_minutes: i64) -> String {
+    let secs = (ms.div_euclid(1000) + offset_minutes * 60).rem_euclid(86_400);
+    format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// A time to show in a table: `10:44:07` when it is on the same local day as `now_ms`,
+/// else `2026-11-24 10:44`.
+pub fn short_time(ms: i64, now_ms: i64, offset_minutes: i64) -> String {
+    let day = |t: i64| (t.div_euclid(1000) + offset_minutes * 60).div_euclid(86_400);
+    if day(ms) == day(now_ms) {
+        time_of_day(ms, offset_minutes)
+    } else {
+        let full = date_time(ms, offset_minutes);
+        full[..full.len() - 3].to_owned()
+    }
+}
+
 /// Percent-encodes everything but RFC 3986's unreserved characters: safe for a path
 /// segment (a topic's `/` included) and for a query value.
 pub fn encode(text: &str) -> String {
@@ -347,6 +365,12 @@ mod tests {
         assert_eq!(date_time(ms, -14 * 60), "2023-12-31 23:45:07");
         assert_eq!(date_time(951_782_400_000, 0), "2000-02-29 00:00:00");
         assert_eq!(hour_minute(ms, 60), "14:45");
+        assert_eq!(time_of_day(ms, 60), "14:45:07");
+        assert_eq!(short_time(ms, ms + 3_600_000, 0), "13:45:07");
+        assert_eq!(short_time(ms, ms + 86_400_000, 0), "2024-01-01 13:45");
+        // Past local midnight it is another day.
+        assert_eq!(short_time(ms, ms + 11 * 3_600_000, 0), "2024-01-01 13:45");
+        assert_eq!(short_time(ms, ms + 11 * 3_600_000, -10 * 60), "03:45:07");
         assert_eq!(hour_minute(0, -30), "23:30");
     }
 

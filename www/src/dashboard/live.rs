@@ -25,18 +25,6 @@ pub const POLL_MS: u32 = 2000;
 pub struct Fetched<T> {
     pub data: Option<Rc<T>>,
     pub error: Option<Failure>,
-    /// The path the data is for.
-    pub path: Option<String>,
-}
-
-impl<T> Default for Fetched<T> {
-    fn default() -> Self {
-        Fetched {
-            data: None,
-            error: None,
-            path: None,
-        }
-    }
 }
 
 impl<T> Fetched<T> {
@@ -46,25 +34,32 @@ impl<T> Fetched<T> {
     }
 }
 
-pub struct Answer<T> {
-    path: String,
-    result: Result<T, Failure>,
+/// The untyped state behind [`use_get`]: the body text of the last good answer. Keeping the
+/// fetching and polling free of the answer's type means one copy of it in the wasm, not one
+/// per type; only the JSON decoding is per type.
+#[derive(Default)]
+pub struct Raw {
+    text: Option<Rc<str>>,
+    error: Option<Failure>,
+    /// Bumped on every change, so the typed view is decoded once per answer.
+    version: u64,
 }
 
-impl<T> Reducible for Fetched<T> {
-    type Action = Answer<T>;
+impl Reducible for Raw {
+    type Action = Result<String, Failure>;
 
-    fn reduce(self: Rc<Self>, answer: Answer<T>) -> Rc<Self> {
-        Rc::new(match answer.result {
-            Ok(data) => Fetched {
-                data: Some(Rc::new(data)),
+    fn reduce(self: Rc<Self>, answer: Self::Action) -> Rc<Self> {
+        let version = self.version + 1;
+        Rc::new(match answer {
+            Ok(text) => Raw {
+                text: Some(text.into()),
                 error: None,
-                path: Some(answer.path),
+                version,
             },
-            Err(error) => Fetched {
-                data: self.data.clone(),
+            Err(error) => Raw {
+                text: self.text.clone(),
                 error: Some(error),
-                path: self.path.clone(),
+                version,
             },
         })
     }
@@ -81,14 +76,42 @@ pub fn page_hidden() -> bool {
 type Trigger = Rc<dyn Fn(bool)>;
 
 /// GETs `path` (nothing while it is `None`) and, with `poll`, keeps it fresh. Returns the
-/// state and a callback that fetches again now (after a change the user made).
+/// answer decoded as `T`, and a callback that fetches again now (after a change the user
+/// made).
 #[hook]
-pub fn use_get<T>(path: Option<String>, poll: bool) -> (UseReducerHandle<Fetched<T>>, Callback<()>)
+pub fn use_get<T>(path: Option<String>, poll: bool) -> (Rc<Fetched<T>>, Callback<()>)
 where
     T: DeserializeOwned + 'static,
 {
+    let (raw, reload) = use_get_text(path, poll);
+    let fetched = {
+        let raw = raw.clone();
+        use_memo(raw.version, move |_| {
+            let decoded = raw.text.as_deref().map(serde_json::from_str::<T>);
+            match decoded {
+                Some(Err(e)) => Fetched {
+                    data: None,
+                    error: Some(Failure::network(format!("bad answer: {e}"))),
+                },
+                Some(Ok(data)) => Fetched {
+                    data: Some(Rc::new(data)),
+                    error: raw.error.clone(),
+                },
+                None => Fetched {
+                    data: None,
+                    error: raw.error.clone(),
+                },
+            }
+        })
+    };
+    (fetched, reload)
+}
+
+/// [`use_get`] without the decoding.
+#[hook]
+fn use_get_text(path: Option<String>, poll: bool) -> (UseReducerHandle<Raw>, Callback<()>) {
     let api = use_context::<Api>().expect("the dashboard provides the API client");
-    let state = use_reducer(Fetched::<T>::default);
+    let state = use_reducer(Raw::default);
     let trigger: Rc<RefCell<Option<Trigger>>> = use_mut_ref(|| None);
     {
         let dispatcher = state.dispatcher();
@@ -114,11 +137,11 @@ where
                     let (api, path, dispatcher) = (api.clone(), path.clone(), dispatcher.clone());
                     let (latest, busy, alive) = (latest.clone(), busy.clone(), alive.clone());
                     yew::platform::spawn_local(async move {
-                        let result = api.get::<T>(&path).await;
+                        let result = api.get_text(&path).await;
                         if latest.get() == n {
                             busy.set(false);
                             if alive.get() {
-                                dispatcher.dispatch(Answer { path, result });
+                                dispatcher.dispatch(result);
                             }
                         }
                     });

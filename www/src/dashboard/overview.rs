@@ -7,14 +7,14 @@ use std::rc::Rc;
 use yew::prelude::*;
 
 use super::api::{Broker, History, Stats};
-use super::chart::{LineChart, Series};
+use super::chart::{window_for, LineChart, Series};
 use super::format::{bytes, duration, group, rate};
 use super::live::use_get;
 use super::ui::{local_time, offset_minutes, refresh_error};
 use super::View;
 use crate::platform;
 
-/// The chart's time span: what the broker keeps.
+/// The chart's longest time span: what the broker keeps.
 const WINDOW_MS: i64 = 10 * 60 * 1000;
 
 #[function_component(Overview)]
@@ -33,6 +33,17 @@ pub fn overview() -> Html {
         )
     });
     let (times, received, sent) = (*chart).clone();
+    // A young broker's few minutes fill the chart; then it shows the last ten.
+    let window = window_for(
+        times.first().copied().unwrap_or(0),
+        times.last().copied().unwrap_or(0),
+        WINDOW_MS,
+    );
+    let span = match window / 1000 {
+        s if s < 60 => format!("last {s} seconds"),
+        60 => "last minute".to_owned(),
+        s => format!("last {} minutes", s / 60),
+    };
     let last = |values: &[f64]| values.last().copied().unwrap_or(0.0);
 
     let s = stats.data.as_deref();
@@ -53,7 +64,7 @@ pub fn overview() -> Html {
         }
     };
     let label = format!(
-        "Messages per second over the last 10 minutes: now {} received, {} sent",
+        "Messages per second over the {span}: now {} received, {} sent",
         rate(last(&received)),
         rate(last(&sent))
     );
@@ -95,10 +106,10 @@ pub fn overview() -> Html {
                         <span class="chart-key series-out"><i class="swatch" />{ "Sent " }
                             <b>{ format!("{}/s", rate(last(&sent))) }</b></span>
                     </span>
-                    <span class="muted">{ "last 10 minutes" }</span>
+                    <span class="muted">{ &span }</span>
                 </div>
                 { refresh_error(&history.error) }
-                <LineChart times={times} window_ms={WINDOW_MS} offset_minutes={offset} unit="/s"
+                <LineChart times={times} window_ms={window} offset_minutes={offset} unit="/s"
                     label={label}
                     series={vec![
                         Series { label: "Received".into(), class: "series-in".into(), values: received },
@@ -119,18 +130,17 @@ pub fn overview() -> Html {
                         }</dd></div>
                     </dl>
                     <h3>{ "Listeners" }</h3>
-                    <table class="table listeners">
-                        <thead><tr><th scope="col">{ "Kind" }</th><th scope="col">{ "Address" }</th><th scope="col">{ "Serves" }</th></tr></thead>
-                        <tbody>
-                            { for b.listeners.iter().map(|l| html! {
-                                <tr>
-                                    <td><span class="tag">{ &l.kind }</span></td>
-                                    <td class="mono">{ format!("{}{}", l.address, l.path.as_deref().unwrap_or("")) }</td>
-                                    <td class="muted">{ listener_note(&l.kind) }</td>
-                                </tr>
-                            }) }
-                        </tbody>
-                    </table>
+                    <ul class="listeners">
+                        { for b.listeners.iter().map(|l| html! {
+                            <li>
+                                <span class="tag">{ &l.kind }</span>
+                                <span class="listener-text">
+                                    <span class="mono">{ format!("{}{}", l.address, l.path.as_deref().unwrap_or("")) }</span>
+                                    <span class="muted">{ listener_note(&l.kind) }</span>
+                                </span>
+                            </li>
+                        }) }
+                    </ul>
                 } else if broker.loading() {
                     <p class="muted">{ "Loading…" }</p>
                 }

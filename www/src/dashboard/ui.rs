@@ -6,7 +6,7 @@ use web_sys::{HtmlElement, HtmlInputElement, HtmlSelectElement};
 use yew::prelude::*;
 
 use super::api::Failure;
-use super::format::{date_time, parse_rfc3339};
+use super::format::{date_time, parse_rfc3339, short_time};
 
 /// Minutes to add to UTC for local time at `ms` since the epoch.
 pub fn offset_minutes(_ms: f64) -> i64 {
@@ -25,6 +25,18 @@ pub fn offset_minutes(_ms: f64) -> i64 {
 pub fn local_time(rfc3339: &str) -> String {
     match parse_rfc3339(rfc3339) {
         Some(ms) => date_time(ms, offset_minutes(ms as f64)),
+        None => rfc3339.to_owned(),
+    }
+}
+
+/// An RFC 3339 time from the API for a table cell: the time of day when it is today,
+/// else the date and minute.
+pub fn table_time(rfc3339: &str) -> String {
+    match parse_rfc3339(rfc3339) {
+        Some(ms) => {
+            let now = crate::platform::now_ms();
+            short_time(ms, now as i64, offset_minutes(now))
+        }
         None => rfc3339.to_owned(),
     }
 }
