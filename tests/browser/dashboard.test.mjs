@@ -150,10 +150,11 @@ async function screenshot(name) {
   await page.screenshot({ path: path.join(OUT, name) });
 }
 
-/// Chromium logs every non-2xx fetch as a console error; the 401s this test provokes on
-/// purpose (a wrong password, a revoked token) are expected, nothing else is.
+/// Chromium logs every non-2xx fetch as a console error; the 401s and 429s this test
+/// provokes on purpose (wrong passwords, a revoked token, a throttled login) are expected,
+/// nothing else is.
 function unexpectedErrors() {
-  return pageErrors.filter((e) => !/status of 401 \(Unauthorized\)/.test(e));
+  return pageErrors.filter((e) => !/status of (401 \(Unauthorized\)|429 \(Too Many Requests\))/.test(e));
 }
 
 const nav = (name) => page.locator('.dash-nav').getByRole('link', { name, exact: true });
@@ -406,6 +407,7 @@ test('changes the default password; logs out; logs in with the new one', async (
   await page.locator('#pw-confirm').fill(NEW_PASSWORD);
   await page.getByRole('button', { name: 'Change password', exact: true }).last().click();
   await page.locator('.password-card').waitFor({ state: 'detached' });
+  await page.locator('.flash.ok', { hasText: 'Password changed.' }).waitFor();
   assert.equal(await page.locator('.banner.warn').count(), 0);
 
   await page.getByRole('button', { name: 'Log out' }).click();
@@ -433,5 +435,31 @@ test('a token the broker no longer knows leads back to the login page', async ()
   await page.locator('#login-password').press('Enter');
   await page.locator('.dash-title h1', { hasText: 'Clients' }).waitFor();
   await screenshot('dashboard-1280-clients-after.png');
+  assert.deepEqual(unexpectedErrors(), []);
+});
+
+test('repeated wrong passwords are throttled: the wait is shown, then login works again', async () => {
+  await page.getByRole('button', { name: 'Log out' }).click();
+  await page.locator('#login-username').fill('admin');
+  // The broker lets three failures through, then blocks the address for 2 s, then 4 s…
+  for (let i = 1; i <= 3; i++) {
+    await page.locator('#login-password').fill(`wrong-${i}`);
+    await page.locator('#login-password').press('Enter');
+    await page.locator('.login-error .error', { hasText: 'wrong username or password' }).waitFor();
+    await page.locator('.login-submit:not([disabled])').waitFor();
+  }
+  await page.locator('#login-password').fill(NEW_PASSWORD);
+  await page.locator('#login-password').press('Enter');
+  const error = page.locator('.login-error .error', { hasText: 'Too many failed logins.' });
+  await error.waitFor();
+  assert.match(await error.innerText(), /Try again in \d+ s\./);
+  assert.match(await page.locator('.login-submit').innerText(), /^Wait \d+ s$/);
+  assert.equal(await page.locator('.login-submit').isDisabled(), true);
+  await screenshot('dashboard-1280-login-throttled.png');
+  // The countdown ends by itself; then the right password gets in.
+  await page.locator('.login-submit', { hasText: 'Log in' }).waitFor({ timeout: 20_000 });
+  await page.locator('#login-password').fill(NEW_PASSWORD);
+  await page.locator('#login-password').press('Enter');
+  await page.locator('.dash-title h1').waitFor();
   assert.deepEqual(unexpectedErrors(), []);
 });

@@ -135,12 +135,16 @@ pub fn dashboard() -> Html {
     let ended = use_state(|| None::<AttrValue>);
     let fragment = use_state(current_fragment);
     let changing_password = use_state(|| false);
+    // A word after the password changed, until the user moves on.
+    let notice = use_state(|| None::<AttrValue>);
 
     {
         let fragment = fragment.clone();
+        let notice = notice.clone();
         use_effect_with((), move |_| {
             let listener = web_sys::window().map(|window| {
                 EventListener::new(&window, "hashchange", move |_| {
+                    notice.set(None);
                     fragment.set(current_fragment())
                 })
             });
@@ -202,9 +206,13 @@ pub fn dashboard() -> Html {
     let password_done = {
         let changing = changing_password.clone();
         let login = login.clone();
+        let notice = notice.clone();
         Callback::from(move |changed: bool| {
             changing.set(false);
             if changed {
+                notice.set(Some(
+                    "Password changed. Other sessions of this account were logged out.".into(),
+                ));
                 if let Some(l) = login.as_ref() {
                     let l = Login {
                         default_password: false,
@@ -270,6 +278,9 @@ pub fn dashboard() -> Html {
                             </span>
                             <button class="small primary" onclick={toggle_password}>{ "Change password" }</button>
                         </div>
+                    }
+                    if let Some(text) = &*notice {
+                        <p class="flash ok" role="status">{ text }</p>
                     }
                     if *changing_password {
                         <ChangePassword username={current.username.clone()} ondone={password_done} />
