@@ -52,8 +52,11 @@ const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// Above this much unwritten output we stop reading from the client too: a client that
 /// publishes without reading its acknowledgements cannot grow our buffer without bound.
 const WRITE_READ_LIMIT: usize = 1024 * 1024;
-/// Read buffer growth step, and the capacity above which an empty buffer is released.
-const READ_CHUNK: usize = 4 * 1024;
+/// Read sizes: an idle connection holds a small buffer (memory per connection is what
+/// limits how many a broker can hold); a busy one grows it by doubling when reads fill it,
+/// so a fast publisher is read in large chunks. Above `BUFFER_KEEP`, an emptied buffer is
+/// released.
+const READ_MIN: usize = 512;
 const BUFFER_KEEP: usize = 64 * 1024;
 /// Stands in for "never" where a deadline is required (adding `Duration::MAX` overflows).
 const NO_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -197,7 +200,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
     }
 
     /// Reads the CONNECT and answers it. `Ok(None)`: refused with a CONNACK already sent.
-    async fn handshake(&mut self) -> Result<Option<(Connect, Opened)>, String> {
+    /// The CONNECT stays boxed: it is by far the largest packet, and it lives across
+    /// awaits here and in [`Self::run`], so inline it would grow every connection's task.
+    async fn handshake(&mut self) -> Result<Option<(Box<Connect>, Opened)>, String> {
         let first = match timeout(CONNECT_TIMEOUT, self.read_packet()).await {
             Err(_) => return Err("no CONNECT within the connect timeout".into()),
             Ok(Err(ReadError::Decode(DecodeError::UnsupportedProtocolLevel(level)))) => {
@@ -215,7 +220,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                 first.name()
             ));
         };
-        let mut connect = *connect;
+        let mut connect = connect;
         self.version = connect.version;
 
         if self.is_v5() && connect.properties.authentication_method.is_some() {
@@ -350,10 +355,21 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
     /// Serves a connected client until the connection ends, then tells a 5.0 client why
     /// (if the server ended it), hands the session back with the will if the end was not
     /// a normal DISCONNECT.
-    async fn run(&mut self, connect: Connect, opened: Opened) {
+    async fn run(&mut self, connect: Box<Connect>, opened: Opened) {
+        // Keep only what the rest of the connection needs: an idle connection should not
+        // hold its whole CONNECT (memory per connection is what limits a broker's reach).
+        let Connect {
+            will,
+            keep_alive,
+            properties,
+            ..
+        } = *connect;
+        let will = will.map(Box::new);
+        let client_max_packet = properties.maximum_packet_size.unwrap_or(u32::MAX) as usize;
+        drop(properties);
         let Opened { session, kick } = opened;
         session.mark_for_resend(self.id);
-        let end = self.serve_session(&connect, &session, &kick).await;
+        let end = self.serve_session(keep_alive, &session, &kick).await;
         match &end {
             End::Disconnected { .. } | End::Kicked(_) | End::Lost(_) => {
                 debug!("connection ended: {end}")
@@ -368,10 +384,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             }
         }
         let publish_will = !matches!(end, End::Disconnected { with_will: false });
-        let will = connect
-            .will
+        let will = will
             .filter(|will| publish_will && self.may(Action::Publish, &will.topic))
-            .map(|will| self.will_message(will));
+            .map(|will| self.will_message(*will));
         self.broker.close_session(&session, self.id, will);
 
         if let (true, Some(code)) = (self.is_v5(), end.disconnect_reason()) {
@@ -380,7 +395,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                 disconnect.properties.reason_string = Some(message.clone());
                 // The reason string is left out if it would make the packet larger than
                 // the client accepts (MQTT-3.14.2-3, MQTT-3.1.2-24).
-                let max = connect.properties.maximum_packet_size.unwrap_or(u32::MAX) as usize;
+                let max = client_max_packet;
                 let mut probe = BytesMut::new();
                 let fits = encode(
                     &Packet::Disconnect(disconnect.clone()),
@@ -432,19 +447,15 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         (message, delay)
     }
 
-    async fn serve_session(
-        &mut self,
-        connect: &Connect,
-        session: &Arc<Session>,
-        kick: &Kick,
-    ) -> End {
+    async fn serve_session(&mut self, keep_alive: u16, session: &Arc<Session>, kick: &Kick) -> End {
         // MQTT-3.1.2-24: one and a half times the keep-alive; 0 turns it off.
-        let keep_alive = (connect.keep_alive > 0)
-            .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+        let keep_alive =
+            (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
         // Without a keep-alive the timer is never polled; it still needs a valid instant.
         let deadline = sleep_until(Instant::now() + keep_alive.unwrap_or(NO_DEADLINE));
         tokio::pin!(deadline);
         let mut unflushed = false;
+        let mut read_size = READ_MIN;
         // Packets that came in the same read as the CONNECT are already buffered: handle
         // them now, not when the client next sends something.
         if !self.rbuf.is_empty() {
@@ -473,10 +484,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                 }
             }
             unflushed |= !self.wbuf.is_empty();
-            if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK {
+            if self.rbuf.capacity() - self.rbuf.len() < read_size {
                 let missing = self.decoder.missing_bytes(&self.rbuf);
-                self.rbuf.reserve(missing.clamp(READ_CHUNK, BUFFER_KEEP));
+                self.rbuf.reserve(missing.clamp(read_size, BUFFER_KEEP));
             }
+            let spare = self.rbuf.capacity() - self.rbuf.len();
             let reading = self.wbuf.len() < WRITE_READ_LIMIT;
             let mail_room = self.wbuf.len() < WRITE_HIGH_WATER;
             // Counted when the write completes; a failed write ends the connection anyway.
@@ -489,7 +501,15 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                     match read {
                         Ok(0) => return End::Lost("closed by the client without DISCONNECT".into()),
                         Err(e) => return End::Lost(e.to_string()),
-                        Ok(n) => Metrics::add(&self.broker.metrics.bytes_in, n as u64),
+                        Ok(n) => {
+                            Metrics::add(&self.broker.metrics.bytes_in, n as u64);
+                            // A read that filled the buffer: more is waiting, read more at once.
+                            if n == spare {
+                                read_size = (read_size * 2).min(BUFFER_KEEP);
+                            } else if n < read_size / 4 {
+                                read_size = (read_size / 2).max(READ_MIN);
+                            }
+                        }
                     }
                     if let Some(keep_alive) = keep_alive {
                         deadline.as_mut().reset(Instant::now() + keep_alive);

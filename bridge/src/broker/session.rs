@@ -176,7 +176,8 @@ struct State {
     incoming_qos2: HashSet<u16>,
     next_pkid: u16,
     /// A will waiting out its delay interval (5.0); cancelled by a reconnect.
-    pending_will: Option<Message>,
+    /// Boxed: rare, and a message with its properties is large.
+    pending_will: Option<Box<Message>>,
     /// The user name of the last connection, kept for access checks while offline.
     username: Option<String>,
     /// The last connection that drove the session, kept for listings while offline.
@@ -364,7 +365,7 @@ impl Session {
                 });
             }
         }
-        state.pending_will = will.map(|(will, _)| will);
+        state.pending_will = will.map(|(will, _)| Box::new(will));
         Some(state.generation)
     }
 
@@ -372,7 +373,7 @@ impl Session {
     pub fn take_pending_will(&self, generation: u64) -> Option<Message> {
         let mut state = self.state.lock();
         if state.generation == generation && state.owner.is_none() {
-            let will = state.pending_will.take();
+            let will = state.pending_will.take().map(|will| *will);
             if let (Some(store), true) = (self.persisted(&state), will.is_some()) {
                 store.submit(Op::WillDelete {
                     client: self.client_id.clone(),
@@ -411,7 +412,7 @@ impl Session {
                 client: self.client_id.clone(),
             });
         }
-        state.pending_will.take()
+        state.pending_will.take().map(|will| *will)
     }
 
     /// Resolves when something was queued for the owner since it last looked.
@@ -513,7 +514,7 @@ impl Session {
     /// Restores a pending will read from the store.
     pub fn restore_will(&self, will: Message) -> u64 {
         let mut state = self.state.lock();
-        state.pending_will = Some(will);
+        state.pending_will = Some(Box::new(will));
         state.generation
     }
 
