@@ -6,12 +6,19 @@
 //! * `missing_bytes` never panics;
 //! * every packet decoded is encoded again with `encode` and decodes to an equal packet (the
 //!   bytes may legitimately differ: an omitted success reason code, a 3.1 CONNECT's ignored
-//!   reserved flag, a longer-than-needed remaining length encoding).
+//!   reserved flag, a longer-than-needed remaining length encoding);
+//! * the topic names (PUBLISH, will) and filters (SUBSCRIBE, UNSUBSCRIBE) decoded go through
+//!   `protocol::topic` without a panic, and matching keeps its basic laws: a valid name
+//!   matches itself, `#` matches every name not starting with `$`, and a literal filter
+//!   matches only the identical name.
 
 #![no_main]
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
+use protocol::topic::{
+    is_wildcard, matches, parse_shared, validate_topic_filter, validate_topic_name,
+};
 use protocol::{encode, Decoder, Packet, ProtocolVersion};
 
 /// Large enough for any packet a fuzz input can hold, small enough that the limit is hit by
@@ -60,7 +67,61 @@ fn round_trip(packet: &Packet, mode: Option<ProtocolVersion>) {
     );
 }
 
+/// Topic names and filters a packet carries.
+fn topics(packet: &Packet, names: &mut Vec<String>, filters: &mut Vec<String>) {
+    match packet {
+        Packet::Publish(publish) => names.push(publish.topic.clone()),
+        Packet::Connect(connect) => names.extend(connect.will.as_ref().map(|w| w.topic.clone())),
+        Packet::Subscribe(subscribe) => {
+            filters.extend(subscribe.filters.iter().map(|f| f.filter.clone()))
+        }
+        Packet::Unsubscribe(unsubscribe) => filters.extend(unsubscribe.filters.iter().cloned()),
+        _ => {}
+    }
+}
+
+fn check_topics(names: &[String], filters: &[String]) {
+    let valid_names: Vec<&str> = names
+        .iter()
+        .filter(|n| validate_topic_name(n).is_ok())
+        .map(String::as_str)
+        .collect();
+    for name in &valid_names {
+        assert!(
+            validate_topic_filter(name).is_ok(),
+            "valid name {name:?} is not a valid filter"
+        );
+        assert!(matches(name, name), "{name:?} does not match itself");
+        assert_eq!(
+            matches("#", name),
+            !name.starts_with('$'),
+            "`#` against {name:?}"
+        );
+    }
+    for filter in filters {
+        let valid = validate_topic_filter(filter).is_ok();
+        let _ = is_wildcard(filter);
+        let shared = parse_shared(filter);
+        // A shared subscription matches with the filter inside it.
+        let inner = match shared {
+            Ok(Some((_, inner))) => inner,
+            _ => filter.as_str(),
+        };
+        for name in names {
+            let matched = matches(inner, name);
+            if valid && !is_wildcard(inner) && valid_names.contains(&name.as_str()) {
+                assert_eq!(
+                    matched,
+                    inner == name,
+                    "literal filter {inner:?} against {name:?}"
+                );
+            }
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
+    let (mut names, mut filters) = (Vec::new(), Vec::new());
     for mode in MODES {
         let mut decoder = decoder(mode);
         let mut buf = BytesMut::from(data);
@@ -73,6 +134,7 @@ fuzz_target!(|data: &[u8]| {
                 Ok(Some(packet)) => {
                     assert!(buf.len() < before, "a packet was decoded from no bytes");
                     round_trip(&packet, version);
+                    topics(&packet, &mut names, &mut filters);
                 }
                 Ok(None) => {
                     assert_eq!(buf.len(), before, "Ok(None) consumed bytes");
@@ -82,4 +144,5 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
+    check_topics(&names, &filters);
 });
