@@ -24,6 +24,8 @@
 //! max_queued_bytes = 268435456
 //! queue_full_policy = "drop_newest"   # or "drop_oldest", "disconnect"
 //! queue_qos0_messages = false
+//! max_connections = 100000           # 0: no limit
+//! max_connection_rate = 0             # new connections per second; 0: no limit
 //! receive_maximum = 1024              # MQTT 5.0
 //! topic_alias_maximum = 64            # MQTT 5.0
 //!
@@ -136,6 +138,16 @@ pub struct Cli {
         value_parser = clap::value_parser!(u32).range(MIN_PACKET_SIZE as i64..=MAX_PACKET_SIZE as i64)
     )]
     pub max_packet_size: Option<u32>,
+
+    /// Clients connected at once; more are refused (5.0: 0x97), 0 for no limit
+    /// [default: 100000]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// New connections accepted per second (a burst of as many is allowed); more are
+    /// refused (5.0: 0x9F), 0 for no limit [default: 0]
+    #[arg(long, value_name = "PER_SECOND")]
+    pub max_connection_rate: Option<u32>,
 
     /// Log filter: a level (error, warn, info, debug, trace) or directives such as
     /// "info,bridge=debug" [default: info]; RUST_LOG, if set, wins
@@ -418,6 +430,13 @@ pub struct Limits {
     pub receive_maximum: u16,
     /// MQTT 5.0: topic aliases a client may define towards us (0..=65535); default 64.
     pub topic_alias_maximum: u16,
+    /// Clients connected at once; more are refused with CONNACK "quota exceeded" (5.0,
+    /// 0x97; 3.1.1: server unavailable). 0 for no limit; default 100000.
+    pub max_connections: usize,
+    /// New connections accepted per second, with a burst of as many; more are refused with
+    /// CONNACK "connection rate exceeded" (5.0, 0x9F; 3.1.1: server unavailable). 0 for no
+    /// limit (the default).
+    pub max_connection_rate: u32,
 }
 
 impl Default for Limits {
@@ -432,6 +451,8 @@ impl Default for Limits {
             queue_qos0_messages: core.queue_qos0_messages,
             receive_maximum: core.receive_maximum,
             topic_alias_maximum: core.topic_alias_maximum,
+            max_connections: core.max_connections,
+            max_connection_rate: core.max_connection_rate,
         }
     }
 }
@@ -722,6 +743,12 @@ impl Config {
         if let Some(size) = cli.max_packet_size {
             self.limits.max_packet_size = size;
         }
+        if let Some(n) = cli.max_connections {
+            self.limits.max_connections = n;
+        }
+        if let Some(rate) = cli.max_connection_rate {
+            self.limits.max_connection_rate = rate;
+        }
         if let Some(level) = &cli.log {
             self.log.level = level.clone();
         }
@@ -747,6 +774,8 @@ impl Config {
             queue_qos0_messages: self.limits.queue_qos0_messages,
             receive_maximum: self.limits.receive_maximum,
             topic_alias_maximum: self.limits.topic_alias_maximum,
+            max_connections: self.limits.max_connections,
+            max_connection_rate: self.limits.max_connection_rate,
         }
     }
 }

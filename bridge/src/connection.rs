@@ -28,8 +28,8 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{debug, info, Instrument};
 
 use crate::broker::{
-    Action, Broker, ConnectionInfo, Identity, Kick, Message, Metrics, Owner, Session, TopicAliases,
-    Written, NEVER_EXPIRES,
+    Action, Broker, ConnectionInfo, Identity, Kick, Message, Metrics, Online, Owner, Session,
+    TopicAliases, Written, NEVER_EXPIRES,
 };
 
 /// How the client reached us; shown in logs and the admin API.
@@ -188,10 +188,12 @@ struct Connection<R, W> {
     session_expiry: u32,
 }
 
-/// A session this connection owns, with the signal that it lost it.
+/// A session this connection owns, with the signal that it lost it, and the client's
+/// place under the connection limit.
 struct Opened {
     session: Arc<Session>,
     kick: Arc<Kick>,
+    _online: Online,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
@@ -280,6 +282,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             return Ok(None);
         }
         self.username = connect.username.clone();
+        let online = match self.broker.admit() {
+            Ok(online) => online,
+            Err(code) => {
+                info!(
+                    "refused under the global limits: {}",
+                    reason::describe(code)
+                );
+                self.refuse(code).await;
+                return Ok(None);
+            }
+        };
 
         let props = &connect.properties;
         self.session_expiry = match connect.version {
@@ -342,6 +355,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             Opened {
                 session: opened.session,
                 kick,
+                _online: online,
             },
         )))
     }
@@ -367,7 +381,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         let will = will.map(Box::new);
         let client_max_packet = properties.maximum_packet_size.unwrap_or(u32::MAX) as usize;
         drop(properties);
-        let Opened { session, kick } = opened;
+        let Opened {
+            session,
+            kick,
+            _online,
+        } = opened;
         session.mark_for_resend(self.id);
         let end = self.serve_session(keep_alive, &session, &kick).await;
         match &end {

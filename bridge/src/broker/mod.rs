@@ -57,6 +57,10 @@ pub struct BrokerSettings {
     pub receive_maximum: u16,
     /// Topic aliases a 5.0 client may define towards us.
     pub topic_alias_maximum: u16,
+    /// Clients connected at once (0: no limit).
+    pub max_connections: usize,
+    /// New connections per second, with a burst of as many (0: no limit).
+    pub max_connection_rate: u32,
 }
 
 impl Default for BrokerSettings {
@@ -72,6 +76,8 @@ impl Default for BrokerSettings {
             queue_qos0_messages: false,
             receive_maximum: 1024,
             topic_alias_maximum: 64,
+            max_connections: 100_000,
+            max_connection_rate: 0,
         }
     }
 }
@@ -188,6 +194,10 @@ pub struct Broker {
     started: Instant,
     /// Replaced whole when the policy is (re)loaded; readers take a cheap `Arc` clone.
     access: RwLock<Arc<Access>>,
+    /// Clients past CONNACK now (see [`Broker::admit`]).
+    online: std::sync::atomic::AtomicUsize,
+    /// Token bucket of the connection rate limit: (tokens, last refill).
+    connect_tokens: Mutex<(f64, Instant)>,
     /// Whether any policy is configured, and whether it checks deliveries: read on every
     /// publish, so the common case (no policy) costs a load, not a shared refcount bump.
     access_active: std::sync::atomic::AtomicBool,
@@ -220,6 +230,8 @@ impl Broker {
     }
 
     fn build(settings: BrokerSettings, store: Option<Arc<Store>>) -> Arc<Broker> {
+        // The rate limiter starts full: a restart may see every client reconnect at once.
+        let rate = settings.max_connection_rate;
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -235,6 +247,8 @@ impl Broker {
             metrics: Metrics::default(),
             started: Instant::now(),
             access: RwLock::new(Arc::new(Access::allow_all())),
+            online: Default::default(),
+            connect_tokens: Mutex::new((f64::from(rate), Instant::now())),
             access_active: Default::default(),
             reads_checked: Default::default(),
             store,
@@ -363,6 +377,30 @@ impl Broker {
     /// Whether `who` may do `action` on `topic`; true at no cost when no policy is set.
     pub fn may(&self, who: Identity<'_>, action: Action, topic: &str) -> bool {
         !self.access_active.load(Ordering::Relaxed) || self.access().authorize(who, action, topic)
+    }
+
+    /// Admits a new client under the global limits: `Err` is the CONNACK reason to refuse
+    /// it with (0x97 quota exceeded: too many connected; 0x9F connection rate exceeded).
+    /// On success the returned guard counts the client as online until it is dropped.
+    pub fn admit(self: &Arc<Self>) -> Result<Online, u8> {
+        let max = self.settings.max_connections;
+        if max > 0 && self.online.load(Ordering::Relaxed) >= max {
+            return Err(reason::QUOTA_EXCEEDED);
+        }
+        let rate = self.settings.max_connection_rate;
+        if rate > 0 {
+            let mut bucket = self.connect_tokens.lock();
+            let now = Instant::now();
+            let refill = now.duration_since(bucket.1).as_secs_f64() * f64::from(rate);
+            bucket.0 = (bucket.0 + refill).min(f64::from(rate));
+            bucket.1 = now;
+            if bucket.0 < 1.0 {
+                return Err(reason::CONNECTION_RATE_EXCEEDED);
+            }
+            bucket.0 -= 1.0;
+        }
+        self.online.fetch_add(1, Ordering::Relaxed);
+        Ok(Online(Arc::clone(self)))
     }
 
     /// A number identifying one connection for the life of the process.
@@ -909,5 +947,14 @@ fn subscribe_filter(filter: &str, record: &SubRecord) -> SubscribeFilter {
         no_local: record.no_local,
         retain_as_published: record.retain_as_published,
         retain_handling: record.retain_handling,
+    }
+}
+
+/// Counts one admitted client as online while it lives (see [`Broker::admit`]).
+pub struct Online(Arc<Broker>);
+
+impl Drop for Online {
+    fn drop(&mut self) {
+        self.0.online.fetch_sub(1, Ordering::Relaxed);
     }
 }
