@@ -300,7 +300,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             _ if connect.clean_session => 0,
             _ => NEVER_EXPIRES,
         };
-        self.outbound_aliases = TopicAliases::new(props.topic_alias_maximum.unwrap_or(0));
+        // Outbound aliases keep their topics for the life of the connection: bounded by our
+        // own limit too, not only the client's (which may be 65535 long topics).
+        self.outbound_aliases = TopicAliases::new(
+            props
+                .topic_alias_maximum
+                .unwrap_or(0)
+                .min(self.broker.settings.topic_alias_maximum),
+        );
         self.client_id = Arc::from(connect.client_id.as_str());
         let kick = Arc::new(Kick::default());
         let info = Arc::new(ConnectionInfo {
@@ -348,6 +355,31 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                 assigned_client_identifier: assigned_id,
                 ..Properties::default()
             };
+            // MQTT-3.1.2-24: not even the CONNACK may exceed the client's maximum. The
+            // advertised limits are optional (their defaults apply when absent): drop them,
+            // least useful first, until it fits; the assigned identifier goes last.
+            let max = props.maximum_packet_size.unwrap_or(u32::MAX) as usize;
+            let size = |connack: &ConnAck| {
+                let mut probe = BytesMut::new();
+                let _ = encode(&Packet::ConnAck(connack.clone()), self.version, &mut probe);
+                probe.len()
+            };
+            let droppable: [fn(&mut Properties); 8] = [
+                |p| p.shared_subscription_available = None,
+                |p| p.subscription_identifier_available = None,
+                |p| p.wildcard_subscription_available = None,
+                |p| p.retain_available = None,
+                |p| p.topic_alias_maximum = None,
+                |p| p.receive_maximum = None,
+                |p| p.maximum_packet_size = None,
+                |p| p.assigned_client_identifier = None,
+            ];
+            for drop_one in droppable {
+                if size(&connack) <= max {
+                    break;
+                }
+                drop_one(&mut connack.properties);
+            }
         }
         self.queue(&Packet::ConnAck(connack));
         Ok(Some((

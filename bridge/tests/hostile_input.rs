@@ -1,7 +1,6 @@
 //! Regression tests for what fuzzing and the hostile-client battery (issue 6) found in the
 //! connection handler. Each drives `connection::serve` over an in-memory duplex stream, with
-//! the exact bytes that showed the defect. One still `#[ignore]`d reproduces a defect that is
-//! not fixed yet: remove the attribute with the fix.
+//! the exact bytes that showed the defect.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -143,7 +142,6 @@ fn packets(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
 /// without them (5 bytes) would fit. Found by the `connection` fuzz target, which checks that
 /// everything the broker writes decodes within the client's Maximum Packet Size.
 #[tokio::test]
-#[ignore = "known defect (issue 6): CONNACK ignores the client's Maximum Packet Size"]
 async fn connack_fits_the_clients_maximum_packet_size() {
     let mut client = start();
     client

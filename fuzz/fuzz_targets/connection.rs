@@ -104,12 +104,9 @@ async fn client(
                 match output.decode(&mut buf) {
                     Ok(Some(packet)) => {
                         let size = before - buf.len();
-                        // MQTT-3.1.2-24. CONNACK is exempt for now: a known defect, reproduced
-                        // by `connack_fits_the_clients_maximum_packet_size` in
-                        // bridge/tests/hostile_input.rs; drop the exemption with its fix.
-                        let exempt = matches!(packet, Packet::ConnAck(_));
+                        // MQTT-3.1.2-24, the CONNACK included.
                         assert!(
-                            size <= max_packet_size || exempt,
+                            size <= max_packet_size,
                             "the broker sent a {} of {size} bytes to a client whose Maximum \
                              Packet Size is {max_packet_size}: {packet:?}",
                             packet.name()

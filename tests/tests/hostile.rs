@@ -1113,8 +1113,6 @@ fn flood_with_default_limits_stays_within_the_queued_bytes_limit() {
 /// messages themselves are long gone. Here: 2,000 distinct topics of 60,000 bytes (about
 /// 115 MiB of topic names), delivered and read; the broker's memory must not keep them.
 #[test]
-#[ignore = "known defect (issue 6): outbound topic aliases keep every topic the client's \
-            Topic Alias Maximum allows (up to 65,535 x 64 KiB per connection)"]
 fn outbound_topic_aliases_do_not_keep_every_topic() {
     const TOPICS: usize = 2_000;
     const TOPIC_LEN: usize = 60_000;

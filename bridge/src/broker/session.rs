@@ -127,13 +127,19 @@ pub struct Written {
 pub struct TopicAliases {
     max: u16,
     assigned: HashMap<String, u16>,
+    /// Bytes of the topics in `assigned`.
+    bytes: usize,
 }
+
+/// Topic bytes one connection may keep for outbound aliases.
+const ALIASED_BYTES: usize = 64 * 1024;
 
 impl TopicAliases {
     pub fn new(max: u16) -> TopicAliases {
         TopicAliases {
             max,
             assigned: HashMap::new(),
+            bytes: 0,
         }
     }
 
@@ -142,12 +148,14 @@ impl TopicAliases {
         self.assigned.get(topic).copied()
     }
 
-    /// Gives `topic` the next free alias, if any is left.
+    /// Gives `topic` the next free alias, if any is left and the topics kept stay within
+    /// [`ALIASED_BYTES`].
     fn assign(&mut self, topic: &str) -> Option<u16> {
         let next = self.assigned.len() + 1;
-        if next > usize::from(self.max) {
+        if next > usize::from(self.max) || self.bytes + topic.len() > ALIASED_BYTES {
             return None;
         }
+        self.bytes += topic.len();
         let alias = next as u16;
         self.assigned.insert(topic.to_owned(), alias);
         Some(alias)
