@@ -270,7 +270,13 @@ fn resent_message_does_not_use_the_old_connection_alias() {
         &tam(connect(&id).clean_start(false)).session_expiry(60),
     );
     assert!(present);
-    let again = sub.receive(WAIT);
+    // "one" was acknowledged, but the PUBACK may have been lost with the abrupt close
+    // (a reset discards what the broker had not read yet): then "one" is, rightly,
+    // re-sent first. Either way it comes back with DUP and the topic.
+    let mut again = sub.receive(WAIT);
+    if again.payload() == Some(&b"one"[..]) {
+        again = sub.receive(WAIT);
+    }
     let Packet::Publish {
         topic,
         props,
