@@ -408,7 +408,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Packet, usize)>, Malformed> {
     Ok(Some((pkt, total)))
 }
 
-/// Why [`RawClient::recv`] returned no packet.
+/// Why [`RawClient::recv`] (or the v5 [`crate::v5::wire::Client::recv`]) returned no packet.
 #[derive(Debug)]
 pub enum RecvError {
     /// Nothing (complete) arrived within the timeout; the connection is still open.
@@ -422,90 +422,75 @@ pub enum RecvError {
 /// Generous default for anything the broker should do "promptly".
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// A blocking MQTT client over a plain TCP socket, sending hand-made bytes.
-pub struct RawClient {
-    stream: TcpStream,
+/// Decodes one packet from the front of a buffer: `Ok(None)` while incomplete, otherwise the
+/// packet and the bytes it used; `Err` holds why the bytes are malformed.
+pub(crate) type Decode<P> = fn(&[u8]) -> Result<Option<(P, usize)>, String>;
+
+/// The socket side shared by the raw clients ([`RawClient`] for 3.1.1 and
+/// [`crate::v5::wire::Client`] for 5.0), generic over their packet type `P`: reads with a
+/// deadline into a buffer, decodes packets from it, and keeps packets read ahead.
+pub(crate) struct Conn<P> {
+    pub(crate) stream: TcpStream,
     buf: Vec<u8>,
     /// Packets read ahead (e.g. PUBLISHes that came before an awaited SUBACK).
-    pending: VecDeque<Packet>,
+    pub(crate) pending: VecDeque<P>,
     closed: bool,
-    label: String,
+    pub(crate) label: String,
+    /// The size in bytes (fixed header included) of every packet decoded so far.
+    pub(crate) sizes: Vec<usize>,
+    decode: Decode<P>,
 }
 
-impl RawClient {
-    /// Opens a TCP connection (no MQTT yet).
-    pub fn open(port: u16) -> RawClient {
+impl<P: std::fmt::Debug> Conn<P> {
+    /// Opens a TCP connection (no MQTT yet); `what` starts the label ("raw client").
+    pub(crate) fn open(port: u16, what: &str, decode: Decode<P>) -> Conn<P> {
         let stream = TcpStream::connect(("127.0.0.1", port))
             .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"));
         stream.set_nodelay(true).ok();
-        RawClient {
+        Conn {
             stream,
             buf: Vec::new(),
             pending: VecDeque::new(),
             closed: false,
-            label: format!("raw client on port {port}"),
+            label: format!("{what} on port {port}"),
+            sizes: Vec::new(),
+            decode,
         }
     }
 
-    /// Opens a connection, sends `connect` and asserts CONNACK return code 0.
-    /// Returns the client and the session-present flag.
-    pub fn connect(port: u16, connect: &Connect) -> (RawClient, bool) {
-        let mut c = RawClient::open(port);
-        c.label = format!(
-            "raw client `{}` on port {port}",
-            String::from_utf8_lossy(&connect.client_id)
-        );
-        c.send(&connect.bytes());
-        match c.expect(WAIT) {
-            Packet::Connack {
-                session_present,
-                code: 0,
-            } => (c, session_present),
-            other => panic!("{}: expected CONNACK 0, got {other:?}", c.label),
-        }
-    }
-
-    /// Connects with a clean-session v3.1.1 CONNECT for `client_id`.
-    pub fn connect_clean(port: u16, client_id: &str) -> RawClient {
-        RawClient::connect(port, &connect(client_id)).0
-    }
-
-    pub fn label(&self) -> &str {
-        &self.label
-    }
-
-    /// Writes bytes; write errors are ignored (the server may already have closed on us,
-    /// which is what the violation tests provoke).
-    pub fn send(&mut self, bytes: &[u8]) {
+    /// Writes bytes, ignoring errors (the server may already have closed on us).
+    pub(crate) fn send(&mut self, bytes: &[u8]) {
         let _ = self.stream.write_all(bytes);
         let _ = self.stream.flush();
     }
 
     /// Writes bytes and panics on error.
-    pub fn send_ok(&mut self, bytes: &[u8]) {
+    pub(crate) fn send_ok(&mut self, bytes: &[u8]) {
         self.stream
             .write_all(bytes)
             .unwrap_or_else(|e| panic!("{}: write failed: {e}", self.label));
     }
 
-    /// Reads one packet within `timeout`.
-    pub fn recv(&mut self, timeout: Duration) -> Result<Packet, RecvError> {
+    /// Reads one packet within `timeout`, read-ahead packets first.
+    pub(crate) fn recv(&mut self, timeout: Duration) -> Result<P, RecvError> {
         if let Some(p) = self.pending.pop_front() {
             return Ok(p);
         }
         self.recv_wire(timeout)
     }
 
-    fn recv_wire(&mut self, timeout: Duration) -> Result<Packet, RecvError> {
+    /// Reads one packet from the socket (ignoring read-ahead packets) within `timeout`.
+    pub(crate) fn recv_wire(&mut self, timeout: Duration) -> Result<P, RecvError> {
         let deadline = Instant::now() + timeout;
         loop {
-            match decode(&self.buf) {
+            match (self.decode)(&self.buf) {
                 Ok(Some((p, used))) => {
                     self.buf.drain(..used);
+                    self.sizes.push(used);
                     return Ok(p);
                 }
                 Ok(None) => {}
-                Err(Malformed(m)) => return Err(RecvError::Malformed(m)),
+                Err(m) => return Err(RecvError::Malformed(m)),
             }
             if self.closed {
                 return Err(RecvError::Closed(self.buf.clone()));
@@ -529,7 +514,7 @@ impl RawClient {
     }
 
     /// Reads one packet or panics.
-    pub fn expect(&mut self, timeout: Duration) -> Packet {
+    pub(crate) fn expect(&mut self, timeout: Duration) -> P {
         match self.recv(timeout) {
             Ok(p) => p,
             Err(e) => panic!(
@@ -539,19 +524,8 @@ impl RawClient {
         }
     }
 
-    /// Reads PUBLISH packets until one arrives; panics on anything else.
-    pub fn expect_publish(&mut self, timeout: Duration) -> Packet {
-        let p = self.expect(timeout);
-        assert!(
-            matches!(p, Packet::Publish { .. }),
-            "{}: expected PUBLISH, got {p:?}",
-            self.label
-        );
-        p
-    }
-
     /// Asserts nothing arrives for `dur` and the connection stays open.
-    pub fn expect_silence(&mut self, dur: Duration) {
+    pub(crate) fn expect_silence(&mut self, dur: Duration) {
         match self.recv(dur) {
             Err(RecvError::Timeout) => {}
             other => panic!(
@@ -562,8 +536,14 @@ impl RawClient {
     }
 
     /// Waits until the server closes the connection; returns every packet received before.
-    /// Panics if it stays open past `timeout`.
-    pub fn expect_closed(&mut self, timeout: Duration) -> Vec<Packet> {
+    /// Panics if it stays open past `timeout`. Malformed bytes go to `malformed` (with the
+    /// label and the packets so far), which panics or returns a packet that stands for them;
+    /// the undecodable buffer is then dropped.
+    pub(crate) fn expect_closed(
+        &mut self,
+        timeout: Duration,
+        malformed: impl Fn(&str, String, &[P]) -> P,
+    ) -> Vec<P> {
         let deadline = Instant::now() + timeout;
         let mut got = Vec::new();
         loop {
@@ -571,12 +551,9 @@ impl RawClient {
             match self.recv(left) {
                 Ok(p) => got.push(p),
                 Err(RecvError::Closed(_)) => return got,
-                // Garbage then close still counts as closed; the caller checks `got`.
                 Err(RecvError::Malformed(m)) => {
-                    got.push(Packet::Other {
-                        first_byte: 0,
-                        body: m.into_bytes(),
-                    });
+                    let p = malformed(&self.label, m, &got);
+                    got.push(p);
                     self.buf.clear();
                 }
                 Err(RecvError::Timeout) => panic!(
@@ -588,8 +565,145 @@ impl RawClient {
     }
 
     /// Whether the server has closed the connection (as observed so far).
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.closed
+    }
+
+    /// Reads from the socket until `pick` accepts a packet; packets `keep` accepts
+    /// (PUBLISHes) on the way are queued for `recv`, anything else is a failure.
+    pub(crate) fn await_wire<T>(
+        &mut self,
+        what: &str,
+        pick: impl Fn(&P) -> Option<T>,
+        keep: fn(&P) -> bool,
+    ) -> T {
+        let deadline = Instant::now() + WAIT;
+        let mut early = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let p = match self.recv_wire(left) {
+                Ok(p) => p,
+                Err(e) => panic!(
+                    "{}: expected {what} within {WAIT:?}: {e:?} (before it: {early:?})",
+                    self.label
+                ),
+            };
+            if let Some(v) = pick(&p) {
+                self.pending.extend(early);
+                return v;
+            }
+            if keep(&p) {
+                early.push(p);
+            } else {
+                panic!("{}: expected {what}, got {p:?}", self.label);
+            }
+        }
+    }
+
+    /// Sends `bytes` (a DISCONNECT), closes our side and gives the server a moment to read
+    /// it before the socket is dropped.
+    pub(crate) fn disconnect(mut self, bytes: &[u8]) {
+        self.send(bytes);
+        let _ = self.stream.shutdown(Shutdown::Write);
+        let _ = self.recv(Duration::from_millis(300));
+    }
+
+    /// Closes the socket without DISCONNECT (an abnormal disconnect for the server).
+    pub(crate) fn drop_abruptly(self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+/// A blocking MQTT client over a plain TCP socket, sending hand-made bytes.
+pub struct RawClient {
+    conn: Conn<Packet>,
+}
+
+impl RawClient {
+    /// Opens a TCP connection (no MQTT yet).
+    pub fn open(port: u16) -> RawClient {
+        RawClient {
+            conn: Conn::open(port, "raw client", |b| decode(b).map_err(|Malformed(m)| m)),
+        }
+    }
+
+    /// Opens a connection, sends `connect` and asserts CONNACK return code 0.
+    /// Returns the client and the session-present flag.
+    pub fn connect(port: u16, connect: &Connect) -> (RawClient, bool) {
+        let mut c = RawClient::open(port);
+        c.conn.label = format!(
+            "raw client `{}` on port {port}",
+            String::from_utf8_lossy(&connect.client_id)
+        );
+        c.send(&connect.bytes());
+        match c.expect(WAIT) {
+            Packet::Connack {
+                session_present,
+                code: 0,
+            } => (c, session_present),
+            other => panic!("{}: expected CONNACK 0, got {other:?}", c.label()),
+        }
+    }
+
+    /// Connects with a clean-session v3.1.1 CONNECT for `client_id`.
+    pub fn connect_clean(port: u16, client_id: &str) -> RawClient {
+        RawClient::connect(port, &connect(client_id)).0
+    }
+
+    pub fn label(&self) -> &str {
+        &self.conn.label
+    }
+
+    /// Writes bytes; write errors are ignored (the server may already have closed on us,
+    /// which is what the violation tests provoke).
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.conn.send(bytes)
+    }
+
+    /// Writes bytes and panics on error.
+    pub fn send_ok(&mut self, bytes: &[u8]) {
+        self.conn.send_ok(bytes)
+    }
+
+    /// Reads one packet within `timeout`.
+    pub fn recv(&mut self, timeout: Duration) -> Result<Packet, RecvError> {
+        self.conn.recv(timeout)
+    }
+
+    /// Reads one packet or panics.
+    pub fn expect(&mut self, timeout: Duration) -> Packet {
+        self.conn.expect(timeout)
+    }
+
+    /// Reads PUBLISH packets until one arrives; panics on anything else.
+    pub fn expect_publish(&mut self, timeout: Duration) -> Packet {
+        let p = self.expect(timeout);
+        assert!(
+            matches!(p, Packet::Publish { .. }),
+            "{}: expected PUBLISH, got {p:?}",
+            self.label()
+        );
+        p
+    }
+
+    /// Asserts nothing arrives for `dur` and the connection stays open.
+    pub fn expect_silence(&mut self, dur: Duration) {
+        self.conn.expect_silence(dur)
+    }
+
+    /// Waits until the server closes the connection; returns every packet received before.
+    /// Panics if it stays open past `timeout`.
+    pub fn expect_closed(&mut self, timeout: Duration) -> Vec<Packet> {
+        // Garbage then close still counts as closed; the caller checks what was received.
+        self.conn.expect_closed(timeout, |_, m, _| Packet::Other {
+            first_byte: 0,
+            body: m.into_bytes(),
+        })
+    }
+
+    /// Whether the server has closed the connection (as observed so far).
+    pub fn is_closed(&self) -> bool {
+        self.conn.is_closed()
     }
 
     /// SUBSCRIBE and expect the matching SUBACK; returns its return codes.
@@ -615,26 +729,8 @@ impl RawClient {
     /// Reads until `pick` accepts a packet; PUBLISHes on the way are queued for `recv`,
     /// anything else is a failure.
     fn await_ack<T>(&mut self, what: &str, pick: impl Fn(&Packet) -> Option<T>) -> T {
-        let deadline = Instant::now() + WAIT;
-        let mut early = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let p = match self.recv_wire(left) {
-                Ok(p) => p,
-                Err(e) => panic!(
-                    "{}: expected {what} within {WAIT:?}: {e:?} (before it: {early:?})",
-                    self.label
-                ),
-            };
-            if let Some(v) = pick(&p) {
-                self.pending.extend(early);
-                return v;
-            }
-            match p {
-                Packet::Publish { .. } => early.push(p),
-                other => panic!("{}: expected {what}, got {other:?}", self.label),
-            }
-        }
+        self.conn
+            .await_wire(what, pick, |p| matches!(p, Packet::Publish { .. }))
     }
 
     /// Publishes and completes the QoS flow as a sender (PUBACK / PUBREC-PUBREL-PUBCOMP).
@@ -681,12 +777,12 @@ impl RawClient {
         while got.len() < max {
             match self.recv(quiet) {
                 Ok(p @ Packet::Publish { .. }) => {
-                    self.pending.push_front(p);
+                    self.conn.pending.push_front(p);
                     got.push(self.receive(WAIT));
                 }
-                Ok(other) => panic!("{}: expected PUBLISH, got {other:?}", self.label),
+                Ok(other) => panic!("{}: expected PUBLISH, got {other:?}", self.label()),
                 Err(RecvError::Timeout) => break,
-                Err(e) => panic!("{}: connection failed while receiving: {e:?}", self.label),
+                Err(e) => panic!("{}: connection failed while receiving: {e:?}", self.label()),
             }
         }
         got
@@ -704,12 +800,12 @@ impl RawClient {
         while !done(&got) {
             match self.recv(WAIT) {
                 Ok(p @ Packet::Publish { .. }) => {
-                    self.pending.push_front(p);
+                    self.conn.pending.push_front(p);
                     got.push(self.receive(WAIT));
                 }
-                Ok(other) => panic!("{}: expected PUBLISH, got {other:?}", self.label),
+                Ok(other) => panic!("{}: expected PUBLISH, got {other:?}", self.label()),
                 Err(RecvError::Timeout) => return got,
-                Err(e) => panic!("{}: connection failed while receiving: {e:?}", self.label),
+                Err(e) => panic!("{}: connection failed while receiving: {e:?}", self.label()),
             }
         }
         got.extend(self.receive_all(quiet, 1000));
@@ -721,26 +817,23 @@ impl RawClient {
         self.send_ok(&pingreq());
         match self.expect(WAIT) {
             Packet::Pingresp => {}
-            other => panic!("{}: expected PINGRESP, got {other:?}", self.label),
+            other => panic!("{}: expected PINGRESP, got {other:?}", self.label()),
         }
     }
 
     /// DISCONNECT then close our side.
-    pub fn disconnect(mut self) {
-        self.send(&disconnect());
-        let _ = self.stream.shutdown(Shutdown::Write);
-        // Give the server a moment to read it before the socket is dropped.
-        let _ = self.recv(Duration::from_millis(300));
+    pub fn disconnect(self) {
+        self.conn.disconnect(&disconnect());
     }
 
     /// Closes the socket without DISCONNECT (an abnormal disconnect for the server).
     pub fn drop_abruptly(self) {
-        let _ = self.stream.shutdown(Shutdown::Both);
+        self.conn.drop_abruptly();
     }
 
     /// The underlying stream, for tests that need to write partial packets.
     pub fn stream(&mut self) -> &mut TcpStream {
-        &mut self.stream
+        &mut self.conn.stream
     }
 }
 

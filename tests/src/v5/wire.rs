@@ -5,15 +5,10 @@
 //! keep an independent view of the wire format: properties, reason codes, topic aliases, and
 //! the DISCONNECT packets a server sends before closing.
 
-use std::collections::VecDeque;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-pub use crate::wire::{packet, put_bytes, put_remaining_length};
-
-/// Generous default for anything the broker should do "promptly".
-pub const WAIT: Duration = Duration::from_secs(10);
+use crate::wire::Conn;
+pub use crate::wire::{packet, put_bytes, put_remaining_length, WAIT};
 
 /// Property identifiers (MQTT 5.0 section 2.2.2.2).
 pub mod prop {
@@ -739,48 +734,26 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Packet, usize)>, Malformed> {
     Ok(Some((p, i + len)))
 }
 
-/// Why [`Client::recv`] returned no packet.
-#[derive(Debug)]
-pub enum RecvError {
-    /// Nothing (complete) arrived within the timeout; the connection is still open.
-    Timeout,
-    /// The server closed the connection. Holds any trailing partial bytes.
-    Closed(Vec<u8>),
-    Malformed(String),
-}
+pub use crate::wire::RecvError;
 
 /// A blocking MQTT 5.0 client over a plain TCP socket, sending hand-made bytes. Incoming
 /// PUBLISHes are returned as sent (topic aliases unresolved).
 pub struct Client {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    pending: VecDeque<Packet>,
-    closed: bool,
-    label: String,
-    /// The size in bytes (fixed header included) of every packet decoded so far.
-    sizes: Vec<usize>,
+    conn: Conn<Packet>,
 }
 
 impl Client {
     /// Opens a TCP connection (no MQTT yet).
     pub fn open(port: u16) -> Client {
-        let stream = TcpStream::connect(("127.0.0.1", port))
-            .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"));
-        stream.set_nodelay(true).ok();
         Client {
-            stream,
-            buf: Vec::new(),
-            pending: VecDeque::new(),
-            closed: false,
-            label: format!("v5 client on port {port}"),
-            sizes: Vec::new(),
+            conn: Conn::open(port, "v5 client", |b| decode(b).map_err(|Malformed(m)| m)),
         }
     }
 
     /// Sends `connect` and returns the first packet the server answers with.
     pub fn try_connect(port: u16, connect: &Connect) -> (Client, Packet) {
         let mut c = Client::open(port);
-        c.label = format!("v5 client `{}` on port {port}", connect.client_id);
+        c.conn.label = format!("v5 client `{}` on port {port}", connect.client_id);
         c.send(&connect.bytes());
         let p = c.expect(WAIT);
         (c, p)
@@ -796,7 +769,7 @@ impl Client {
                 reason: 0,
                 props,
             } => (c, session_present, props),
-            other => panic!("{}: expected CONNACK 0, got {other:?}", c.label),
+            other => panic!("{}: expected CONNACK 0, got {other:?}", c.label()),
         }
     }
 
@@ -806,70 +779,25 @@ impl Client {
     }
 
     pub fn label(&self) -> &str {
-        &self.label
+        &self.conn.label
     }
 
     /// Writes bytes, ignoring errors (the server may already have closed on us).
     pub fn send(&mut self, bytes: &[u8]) {
-        let _ = self.stream.write_all(bytes);
-        let _ = self.stream.flush();
+        self.conn.send(bytes)
     }
 
     pub fn send_ok(&mut self, bytes: &[u8]) {
-        self.stream
-            .write_all(bytes)
-            .unwrap_or_else(|e| panic!("{}: write failed: {e}", self.label));
+        self.conn.send_ok(bytes)
     }
 
     pub fn recv(&mut self, timeout: Duration) -> Result<Packet, RecvError> {
-        if let Some(p) = self.pending.pop_front() {
-            return Ok(p);
-        }
-        self.recv_wire(timeout)
-    }
-
-    fn recv_wire(&mut self, timeout: Duration) -> Result<Packet, RecvError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match decode(&self.buf) {
-                Ok(Some((p, used))) => {
-                    self.buf.drain(..used);
-                    self.sizes.push(used);
-                    return Ok(p);
-                }
-                Ok(None) => {}
-                Err(Malformed(m)) => return Err(RecvError::Malformed(m)),
-            }
-            if self.closed {
-                return Err(RecvError::Closed(self.buf.clone()));
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(RecvError::Timeout);
-            }
-            self.stream
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-                .unwrap();
-            let mut chunk = [0u8; 65536];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => self.closed = true,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => self.closed = true,
-            }
-        }
+        self.conn.recv(timeout)
     }
 
     /// Reads one packet or panics.
     pub fn expect(&mut self, timeout: Duration) -> Packet {
-        match self.recv(timeout) {
-            Ok(p) => p,
-            Err(e) => panic!(
-                "{}: expected a packet within {timeout:?}: {e:?}",
-                self.label
-            ),
-        }
+        self.conn.expect(timeout)
     }
 
     /// Reads one packet and panics unless it is a PUBLISH.
@@ -878,41 +806,21 @@ impl Client {
         assert!(
             p.is_publish(),
             "{}: expected PUBLISH, got {p:?}",
-            self.label
+            self.label()
         );
         p
     }
 
     /// Asserts nothing arrives for `dur` and the connection stays open.
     pub fn expect_silence(&mut self, dur: Duration) {
-        match self.recv(dur) {
-            Err(RecvError::Timeout) => {}
-            other => panic!(
-                "{}: expected silence for {dur:?}, got {other:?}",
-                self.label
-            ),
-        }
+        self.conn.expect_silence(dur)
     }
 
     /// Waits until the server closes the connection; returns every packet received before.
     pub fn expect_closed(&mut self, timeout: Duration) -> Vec<Packet> {
-        let deadline = Instant::now() + timeout;
-        let mut got = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.recv(left) {
-                Ok(p) => got.push(p),
-                Err(RecvError::Closed(_)) => return got,
-                Err(RecvError::Malformed(m)) => panic!(
-                    "{}: server sent a malformed packet ({m}) after {got:?}",
-                    self.label
-                ),
-                Err(RecvError::Timeout) => panic!(
-                    "{}: connection still open after {timeout:?} (received {got:?})",
-                    self.label
-                ),
-            }
-        }
+        self.conn.expect_closed(timeout, |label, m, got| {
+            panic!("{label}: server sent a malformed packet ({m}) after {got:?}")
+        })
     }
 
     /// Waits for the server to close the connection and returns the reason code and properties
@@ -930,49 +838,30 @@ impl Client {
             }
             _ => panic!(
                 "{}: expected exactly one DISCONNECT, as the last packet before the close; got {got:?}",
-                self.label
+                self.label()
             ),
         }
     }
 
     /// Whether the server has closed the connection (as observed so far).
     pub fn is_closed(&self) -> bool {
-        self.closed
+        self.conn.is_closed()
     }
 
     /// The size in bytes (fixed header included) of every packet received so far, in order.
     pub fn received_sizes(&self) -> &[usize] {
-        &self.sizes
+        &self.conn.sizes
     }
 
     /// Reads until `pick` accepts a packet; PUBLISHes on the way are queued for `recv`,
     /// anything else is a failure.
     pub fn await_packet<T>(&mut self, what: &str, pick: impl Fn(&Packet) -> Option<T>) -> T {
         // Already read ahead?
-        if let Some(i) = self.pending.iter().position(|p| pick(p).is_some()) {
-            let p = self.pending.remove(i).unwrap();
+        if let Some(i) = self.conn.pending.iter().position(|p| pick(p).is_some()) {
+            let p = self.conn.pending.remove(i).unwrap();
             return pick(&p).unwrap();
         }
-        let deadline = Instant::now() + WAIT;
-        let mut early = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let p = match self.recv_wire(left) {
-                Ok(p) => p,
-                Err(e) => panic!(
-                    "{}: expected {what} within {WAIT:?}: {e:?} (before it: {early:?})",
-                    self.label
-                ),
-            };
-            if let Some(v) = pick(&p) {
-                self.pending.extend(early);
-                return v;
-            }
-            match p {
-                Packet::Publish { .. } => early.push(p),
-                other => panic!("{}: expected {what}, got {other:?}", self.label),
-            }
-        }
+        self.conn.await_wire(what, pick, Packet::is_publish)
     }
 
     /// SUBSCRIBE with (filter, options byte) pairs and `props`; returns the SUBACK codes.
@@ -1036,7 +925,7 @@ impl Client {
                 } if *p == pid => Some(*reason),
                 _ => None,
             });
-            assert_eq!(comp, 0, "{}: PUBCOMP reason for {pid}", self.label);
+            assert_eq!(comp, 0, "{}: PUBCOMP reason for {pid}", self.label());
         }
         reason
     }
@@ -1078,12 +967,12 @@ impl Client {
         loop {
             match self.recv(quiet) {
                 Ok(p @ Packet::Publish { .. }) => {
-                    self.pending.push_front(p);
+                    self.conn.pending.push_front(p);
                     got.push(self.receive(WAIT));
                 }
-                Ok(other) => panic!("{}: expected PUBLISH, got {other:?}", self.label),
+                Ok(other) => panic!("{}: expected PUBLISH, got {other:?}", self.label()),
                 Err(RecvError::Timeout) => return got,
-                Err(e) => panic!("{}: connection failed while receiving: {e:?}", self.label),
+                Err(e) => panic!("{}: connection failed while receiving: {e:?}", self.label()),
             }
         }
     }
@@ -1100,15 +989,13 @@ impl Client {
     }
 
     /// DISCONNECT with a reason and properties, then close our side.
-    pub fn disconnect_with(mut self, reason: u8, props: &Props) {
-        self.send(&disconnect(reason, props));
-        let _ = self.stream.shutdown(Shutdown::Write);
-        let _ = self.recv(Duration::from_millis(300));
+    pub fn disconnect_with(self, reason: u8, props: &Props) {
+        self.conn.disconnect(&disconnect(reason, props));
     }
 
     /// Closes the socket without DISCONNECT.
     pub fn drop_abruptly(self) {
-        let _ = self.stream.shutdown(Shutdown::Both);
+        self.conn.drop_abruptly();
     }
 }
 
