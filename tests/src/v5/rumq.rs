@@ -6,20 +6,18 @@
 //! (`MqttState::handle_incoming_packet` queues the event first), so with a Topic Alias Maximum
 //! the application sees an empty topic on aliased messages.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use rumqttc::v5::mqttbytes::v5::{ConnAck, Filter, Packet, Publish, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio::time::{timeout_at, Instant};
+use tokio::time::Instant;
+
+use crate::rumq::{impl_poll, Events, NoConnack};
 
 pub use rumqttc::v5::mqttbytes::v5::ConnectReturnCode;
 
-/// Generous default wait.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub use crate::rumq::WAIT;
 
 pub fn qos(n: u8) -> QoS {
     match n {
@@ -37,134 +35,52 @@ pub fn options(port: u16, client_id: &str) -> MqttOptions {
     o
 }
 
+impl_poll!(rumqttc::v5::EventLoop);
+
 /// A connected rumqttc v5 client plus the events its event loop produced.
 pub struct Mq5 {
     pub client: AsyncClient,
     pub connack: ConnAck,
-    events: mpsc::UnboundedReceiver<Result<Event, String>>,
-    task: JoinHandle<()>,
-    publishes: VecDeque<Publish>,
-    others: VecDeque<Packet>,
-    error: Option<String>,
-    id: String,
+    ev: Events<rumqttc::v5::EventLoop>,
 }
 
 impl Mq5 {
     /// Connects and waits for a successful CONNACK; panics otherwise.
     pub async fn connect(opts: MqttOptions) -> Mq5 {
         let id = opts.client_id();
-        let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(opts, 64);
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(ev) => {
-                        if tx.send(Ok(ev)).is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e.to_string()));
-                        break;
-                    }
-                }
-            }
-        });
-        let deadline = Instant::now() + WAIT;
-        loop {
-            match timeout_at(deadline, rx.recv()).await {
-                Ok(Some(Ok(Event::Incoming(Packet::ConnAck(ack))))) => {
-                    assert_eq!(
-                        ack.code,
-                        ConnectReturnCode::Success,
-                        "rumqttc v5 `{id}`: CONNACK {ack:?}"
-                    );
-                    return Mq5 {
-                        client,
-                        connack: ack,
-                        events: rx,
-                        task,
-                        publishes: VecDeque::new(),
-                        others: VecDeque::new(),
-                        error: None,
-                        id,
-                    };
-                }
-                Ok(Some(Ok(_))) => continue,
-                Ok(Some(Err(e))) => panic!("rumqttc v5 `{id}`: connect failed: {e}"),
-                Ok(None) => panic!("rumqttc v5 `{id}`: event loop ended"),
-                Err(_) => {
-                    task.abort();
-                    panic!("rumqttc v5 `{id}`: no CONNACK within {WAIT:?}");
-                }
-            }
-        }
-    }
-
-    async fn pump(&mut self, deadline: Instant) -> bool {
-        if self.error.is_some() {
-            return false;
-        }
-        match timeout_at(deadline, self.events.recv()).await {
-            Ok(Some(Ok(Event::Incoming(Packet::Publish(p))))) => {
-                self.publishes.push_back(p);
-                true
-            }
-            Ok(Some(Ok(Event::Incoming(p)))) => {
-                self.others.push_back(p);
-                true
-            }
-            Ok(Some(Ok(Event::Outgoing(_)))) => true,
-            Ok(Some(Err(e))) => {
-                self.error = Some(e);
-                false
-            }
-            Ok(None) => {
-                self.error = Some("event loop ended".into());
-                false
-            }
-            Err(_) => false,
+        let (client, eventloop) = rumqttc::v5::AsyncClient::new(opts, 64);
+        let mut ev = Events::spawn(eventloop, format!("rumqttc v5 `{id}`"));
+        let ack = match ev.connack().await {
+            Ok(ack) => ack,
+            Err(NoConnack::Failed(e)) => panic!("rumqttc v5 `{id}`: connect failed: {e}"),
+            Err(NoConnack::Ended) => panic!("rumqttc v5 `{id}`: event loop ended"),
+            Err(NoConnack::Timeout) => panic!("rumqttc v5 `{id}`: no CONNACK within {WAIT:?}"),
+        };
+        assert_eq!(
+            ack.code,
+            ConnectReturnCode::Success,
+            "rumqttc v5 `{id}`: CONNACK {ack:?}"
+        );
+        Mq5 {
+            client,
+            connack: ack,
+            ev,
         }
     }
 
     /// The next incoming PUBLISH within `timeout`, or None.
     pub async fn next_publish(&mut self, timeout: Duration) -> Option<Publish> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(p) = self.publishes.pop_front() {
-                return Some(p);
-            }
-            if !self.pump(deadline).await {
-                return None;
-            }
-        }
+        self.ev.next_publish(timeout).await
     }
 
     /// The next incoming PUBLISH; panics on timeout.
     pub async fn expect_publish(&mut self) -> Publish {
-        match self.next_publish(WAIT).await {
-            Some(p) => p,
-            None => panic!(
-                "rumqttc v5 `{}`: no PUBLISH within {WAIT:?} (error: {:?})",
-                self.id, self.error
-            ),
-        }
+        self.ev.expect_publish().await
     }
 
     /// Waits for an incoming non-PUBLISH packet matching `pred`.
     pub async fn wait_for(&mut self, what: &str, pred: impl Fn(&Packet) -> bool) -> Packet {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(i) = self.others.iter().position(&pred) {
-                return self.others.remove(i).unwrap();
-            }
-            if !self.pump(deadline).await {
-                panic!(
-                    "rumqttc v5 `{}`: no {what} within {WAIT:?} (error: {:?}, other packets: {:?})",
-                    self.id, self.error, self.others
-                );
-            }
-        }
+        self.ev.wait_for(what, pred).await
     }
 
     /// SUBSCRIBE one filter and wait for the SUBACK.
@@ -198,36 +114,20 @@ impl Mq5 {
                 .await
                 .expect("queue PUBLISH"),
         }
-        match q {
-            1 => {
-                self.wait_for("PUBACK", |p| matches!(p, Packet::PubAck(_)))
-                    .await;
-            }
-            2 => {
-                self.wait_for("PUBCOMP", |p| matches!(p, Packet::PubComp(_)))
-                    .await;
-            }
-            _ => {}
-        }
+        self.ev.await_flow(q).await;
     }
 
     /// Sends DISCONNECT, then ends the event loop.
     pub async fn disconnect(mut self) {
         let _ = self.client.disconnect().await;
         let deadline = Instant::now() + Duration::from_secs(2);
-        while self.pump(deadline).await {}
-        self.task.abort();
+        while self.ev.pump(deadline).await {}
+        self.ev.task.abort();
     }
 
     /// The error that ended the event loop, if any so far.
     pub fn error(&self) -> Option<&str> {
-        self.error.as_deref()
-    }
-}
-
-impl Drop for Mq5 {
-    fn drop(&mut self) {
-        self.task.abort();
+        self.ev.error.as_deref()
     }
 }
 
