@@ -5,54 +5,13 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tests::harness::bridge_bin;
+use tests::procs::{poll_log, run_full, sighup};
 use tests::{spawn_line_buffered, unique, which, Bridge, Proc};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Runs `program args` to completion: (exit code, stdout, stderr), both read to the end
-/// (the harness's `run` may return before the last stderr bytes are read). Killed and
-/// reported after `WAIT`.
-fn run_full(program: &Path, args: &[&str]) -> (i32, String, String) {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
-    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{} {args:?} did not finish within {WAIT:?}",
-                program.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (
-        status.code().unwrap_or(-1),
-        out.join().unwrap(),
-        err.join().unwrap(),
-    )
-}
 
 /// A scratch directory, removed on drop.
 struct Dir(PathBuf);
@@ -124,7 +83,7 @@ fn mosquitto_pub(b: &Bridge, args: &[&str]) -> (i32, String, String) {
     let port = b.tcp_port().to_string();
     let mut all = vec!["-h", "127.0.0.1", "-p", &port];
     all.extend_from_slice(args);
-    run_full(&which("mosquitto_pub"), &all)
+    run_full(&which("mosquitto_pub"), &all, WAIT)
 }
 
 fn pub_ok(b: &Bridge, args: &[&str]) -> String {
@@ -154,52 +113,12 @@ fn messages_until(p: &mut Proc, last: &str) -> Vec<String> {
         .collect()
 }
 
-/// The pid of the bridge started with `config` (the harness does not expose it).
-fn bridge_pid(config: &Path) -> u32 {
-    let me = std::process::id().to_string();
-    let wanted = config.to_str().unwrap();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmdline
-            .split(|&b| b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // Field 4 of /proc/PID/stat, after the parenthesised command name.
-        let parent = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1).map(str::to_owned));
-        if parent.as_deref() == Some(me.as_str()) && args.iter().any(|a| a == wanted) {
-            return pid;
-        }
-    }
-    panic!("no bridge child process started with {wanted}");
-}
-
-fn sighup(config: &Path) {
-    let pid = bridge_pid(config).to_string();
-    let status = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
-    assert!(status.success(), "kill -HUP {pid}");
-}
-
 /// Polls the bridge's log until it contains `needle`.
 fn wait_for_log(b: &Bridge, needle: &str) {
-    let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline {
-        let log = std::fs::read_to_string(b.log_path()).unwrap_or_default();
-        if log.contains(needle) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    let every = Duration::from_millis(100);
+    if poll_log(b, WAIT, every, |log| log.contains(needle).then_some(())).is_none() {
+        panic!("{needle:?} not in the log:\n{}", b.log_tail());
     }
-    panic!("{needle:?} not in the log:\n{}", b.log_tail());
 }
 
 /// `-c` creates from standard input, `-b` adds, a second `-b` changes, `-D` deletes: the
@@ -621,7 +540,7 @@ fn sighup_reloads_passwords_and_acl() {
         "user alice\ntopic readwrite alice/#\nuser bob\ntopic write news\n",
     )
     .unwrap();
-    sighup(&config);
+    sighup(&b);
     wait_for_log(&b, "reloaded the access policy");
     pub_ok(&b, &bob);
     // alice's `#` subscription stays, but news is no longer hers to read.
@@ -635,7 +554,7 @@ fn sighup_reloads_passwords_and_acl() {
     // A broken ACL: the reload fails, the policy in force stays.
     std::fs::write(&acl, "user alice\ntopic readwrite alice/#\nbogus line\n").unwrap();
     passwd_ok(&["-D", f, "bob"], "");
-    sighup(&config);
+    sighup(&b);
     wait_for_log(&b, "reload failed");
     let log = std::fs::read_to_string(b.log_path()).unwrap();
     assert!(log.contains("line 3"), "{log}");

@@ -6,54 +6,13 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use tests::procs::{poll_log, run_full};
 use tests::{require_paho, spawn_line_buffered, unique, which, Bridge, Proc};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Runs `program args` to completion: (exit code, stdout, stderr), both read to the end
-/// (the harness's `run` may return before the last stderr bytes are read). Killed and
-/// reported after `WAIT`.
-fn run_full(program: &Path, args: &[&str]) -> (i32, String, String) {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
-    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{} {args:?} did not finish within {WAIT:?}",
-                program.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (
-        status.code().unwrap_or(-1),
-        out.join().unwrap(),
-        err.join().unwrap(),
-    )
-}
 
 /// A CA, a server certificate (127.0.0.1, localhost) and two client certificates (CN
 /// `device-7` signed by the CA, and one signed by a CA the bridge does not trust), as PEM
@@ -217,19 +176,14 @@ fn start(config: &Path) -> TlsBridge {
     ]);
     let port = |kind: &str| {
         let prefix = format!("[stdout] listening {kind} ");
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let log = std::fs::read_to_string(bridge.log_path()).unwrap_or_default();
-            if let Some(addr) = log.lines().find_map(|l| l.strip_prefix(&prefix)) {
-                let addr: std::net::SocketAddr = addr.trim().parse().unwrap();
-                return addr.port();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no `listening {kind}` line:\n{}",
-                bridge.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        let every = Duration::from_millis(50);
+        let addr = poll_log(&bridge, WAIT, every, |log| {
+            let addr = log.lines().find_map(|l| l.strip_prefix(&prefix))?;
+            Some(addr.trim().parse::<std::net::SocketAddr>().unwrap())
+        });
+        match addr {
+            Some(addr) => addr.port(),
+            None => panic!("no `listening {kind}` line:\n{}", bridge.log_tail()),
         }
     };
     let (tls, wss) = (port("tls"), port("wss"));
@@ -265,7 +219,7 @@ fn tls_pub(b: &TlsBridge, pki: &Pki, extra: &[String]) -> (i32, String, String) 
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     let args = tls_args(b, pki, &extra);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    run_full(&which("mosquitto_pub"), &args)
+    run_full(&which("mosquitto_pub"), &args, WAIT)
 }
 
 fn tls_sub(b: &TlsBridge, pki: &Pki, extra: &[String]) -> Proc {
@@ -329,7 +283,7 @@ fn wss_client(b: &TlsBridge, pki: &Pki, topic: &str, payload: &str, cert: bool) 
         args.push(pki.path("client.key"));
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (code, out, err) = run_full(&py, &args);
+    let (code, out, err) = run_full(&py, &args, WAIT);
     assert_eq!(code, 0, "wss client:\n{out}\n{err}");
     out.lines().map(str::to_owned).collect()
 }
@@ -382,6 +336,7 @@ fn tls_and_wss_carry_mqtt() {
     let (code, _, _) = run_full(
         &which("mosquitto_pub"),
         &["-h", "127.0.0.1", "-p", &port, "-t", "x", "-m", "y"],
+        WAIT,
     );
     assert_ne!(code, 0);
     // TLS on the plain port fails as well.
@@ -401,6 +356,7 @@ fn tls_and_wss_carry_mqtt() {
             "-m",
             "y",
         ],
+        WAIT,
     );
     assert_ne!(code, 0);
 
@@ -557,6 +513,7 @@ fn certificate_identity_is_the_user_name() {
             "-m",
             "y",
         ],
+        WAIT,
     );
     assert_eq!(code, 4, "{err}");
 }
