@@ -133,32 +133,9 @@ fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// `48 65 6c 6c 6f`, sixteen bytes to a line.
-pub fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 3);
-    for (i, b) in bytes.iter().enumerate() {
-        if i > 0 {
-            out.push(if i % 16 == 0 { '\n' } else { ' ' });
-        }
-        out.push(DIGITS[(b >> 4) as usize] as char);
-        out.push(DIGITS[(b & 15) as usize] as char);
-    }
-    out
-}
-
-/// `12,345`: counts people read at a glance.
-pub fn group_digits(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
+/// `48 65 6c 6c 6f`, sixteen bytes to a line; and `12,345`, counts people read at a glance:
+/// the dashboard's formatting, under the names the client uses.
+pub use crate::dashboard::format::{group as group_digits, hex as to_hex};
 
 #[cfg(test)]
 mod tests {
