@@ -439,11 +439,18 @@ pub(crate) struct Conn<P> {
     /// The size in bytes (fixed header included) of every packet decoded so far.
     pub(crate) sizes: Vec<usize>,
     decode: Decode<P>,
+    /// Whether a packet is a PUBLISH.
+    is_publish: fn(&P) -> bool,
 }
 
 impl<P: std::fmt::Debug> Conn<P> {
     /// Opens a TCP connection (no MQTT yet); `what` starts the label ("raw client").
-    pub(crate) fn open(port: u16, what: &str, decode: Decode<P>) -> Conn<P> {
+    pub(crate) fn open(
+        port: u16,
+        what: &str,
+        decode: Decode<P>,
+        is_publish: fn(&P) -> bool,
+    ) -> Conn<P> {
         let stream = TcpStream::connect(("127.0.0.1", port))
             .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"));
         stream.set_nodelay(true).ok();
@@ -455,6 +462,7 @@ impl<P: std::fmt::Debug> Conn<P> {
             label: format!("{what} on port {port}"),
             sizes: Vec::new(),
             decode,
+            is_publish,
         }
     }
 
@@ -524,6 +532,17 @@ impl<P: std::fmt::Debug> Conn<P> {
         }
     }
 
+    /// Reads one packet and panics unless it is a PUBLISH.
+    pub(crate) fn expect_publish(&mut self, timeout: Duration) -> P {
+        let p = self.expect(timeout);
+        assert!(
+            (self.is_publish)(&p),
+            "{}: expected PUBLISH, got {p:?}",
+            self.label
+        );
+        p
+    }
+
     /// Asserts nothing arrives for `dur` and the connection stays open.
     pub(crate) fn expect_silence(&mut self, dur: Duration) {
         match self.recv(dur) {
@@ -569,14 +588,9 @@ impl<P: std::fmt::Debug> Conn<P> {
         self.closed
     }
 
-    /// Reads from the socket until `pick` accepts a packet; packets `keep` accepts
-    /// (PUBLISHes) on the way are queued for `recv`, anything else is a failure.
-    pub(crate) fn await_wire<T>(
-        &mut self,
-        what: &str,
-        pick: impl Fn(&P) -> Option<T>,
-        keep: fn(&P) -> bool,
-    ) -> T {
+    /// Reads from the socket until `pick` accepts a packet; PUBLISHes on the way are queued
+    /// for `recv`, anything else is a failure.
+    pub(crate) fn await_wire<T>(&mut self, what: &str, pick: impl Fn(&P) -> Option<T>) -> T {
         let deadline = Instant::now() + WAIT;
         let mut early = Vec::new();
         loop {
@@ -592,7 +606,7 @@ impl<P: std::fmt::Debug> Conn<P> {
                 self.pending.extend(early);
                 return v;
             }
-            if keep(&p) {
+            if (self.is_publish)(&p) {
                 early.push(p);
             } else {
                 panic!("{}: expected {what}, got {p:?}", self.label);
@@ -623,7 +637,12 @@ impl RawClient {
     /// Opens a TCP connection (no MQTT yet).
     pub fn open(port: u16) -> RawClient {
         RawClient {
-            conn: Conn::open(port, "raw client", |b| decode(b).map_err(|Malformed(m)| m)),
+            conn: Conn::open(
+                port,
+                "raw client",
+                |b| decode(b).map_err(|Malformed(m)| m),
+                |p| matches!(p, Packet::Publish { .. }),
+            ),
         }
     }
 
@@ -677,13 +696,7 @@ impl RawClient {
 
     /// Reads PUBLISH packets until one arrives; panics on anything else.
     pub fn expect_publish(&mut self, timeout: Duration) -> Packet {
-        let p = self.expect(timeout);
-        assert!(
-            matches!(p, Packet::Publish { .. }),
-            "{}: expected PUBLISH, got {p:?}",
-            self.label()
-        );
-        p
+        self.conn.expect_publish(timeout)
     }
 
     /// Asserts nothing arrives for `dur` and the connection stays open.
@@ -729,8 +742,7 @@ impl RawClient {
     /// Reads until `pick` accepts a packet; PUBLISHes on the way are queued for `recv`,
     /// anything else is a failure.
     fn await_ack<T>(&mut self, what: &str, pick: impl Fn(&Packet) -> Option<T>) -> T {
-        self.conn
-            .await_wire(what, pick, |p| matches!(p, Packet::Publish { .. }))
+        self.conn.await_wire(what, pick)
     }
 
     /// Publishes and completes the QoS flow as a sender (PUBACK / PUBREC-PUBREL-PUBCOMP).

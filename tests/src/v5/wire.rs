@@ -746,7 +746,12 @@ impl Client {
     /// Opens a TCP connection (no MQTT yet).
     pub fn open(port: u16) -> Client {
         Client {
-            conn: Conn::open(port, "v5 client", |b| decode(b).map_err(|Malformed(m)| m)),
+            conn: Conn::open(
+                port,
+                "v5 client",
+                |b| decode(b).map_err(|Malformed(m)| m),
+                Packet::is_publish,
+            ),
         }
     }
 
@@ -802,13 +807,7 @@ impl Client {
 
     /// Reads one packet and panics unless it is a PUBLISH.
     pub fn expect_publish(&mut self, timeout: Duration) -> Packet {
-        let p = self.expect(timeout);
-        assert!(
-            p.is_publish(),
-            "{}: expected PUBLISH, got {p:?}",
-            self.label()
-        );
-        p
+        self.conn.expect_publish(timeout)
     }
 
     /// Asserts nothing arrives for `dur` and the connection stays open.
@@ -861,7 +860,7 @@ impl Client {
             let p = self.conn.pending.remove(i).unwrap();
             return pick(&p).unwrap();
         }
-        self.conn.await_wire(what, pick, Packet::is_publish)
+        self.conn.await_wire(what, pick)
     }
 
     /// SUBSCRIBE with (filter, options byte) pairs and `props`; returns the SUBACK codes.
