@@ -14,78 +14,18 @@ import { createServer } from 'node:net';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import {
+  BRIDGE, DIST, OUT, CHROMIUM, CHROMIUM_ARGS, WIDE, PHONE, startBridge,
+} from './lib.mjs';
 import mqtt from 'mqtt';
-
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const BRIDGE = path.join(ROOT, 'target', 'debug', 'bridge');
-const DIST = path.join(ROOT, 'www', 'dist');
-const OUT = path.join(ROOT, 'tests', 'output', 'browser');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-
-// Headless Chromium as root, and never reaching out to the network on its own.
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-
-const WIDE = { width: 1280, height: 800 };
-const PHONE = { width: 390, height: 844 };
 
 let bridge; // { proc, tcp, ws, http, log }
 let context; // the persistent browser context (its own fresh --user-data-dir)
 let page;
 let userDataDir;
+let dataDir; // the broker's store, a fresh folder removed at the end
 const pageErrors = [];
-
-/// Starts the broker on free ports and resolves once it printed all three listening lines.
-function startBridge() {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(
-      BRIDGE,
-      ['--tcp', '127.0.0.1:0', '--ws', '127.0.0.1:0', '--http', '127.0.0.1:0', '--web-root', DIST],
-      { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'info' } },
-    );
-    const found = {};
-    const log = [];
-    let pending = '';
-    const timer = setTimeout(() => {
-      proc.kill('SIGKILL');
-      reject(new Error(`bridge did not report its listeners within 20 s:\n${log.join('')}`));
-    }, 20_000);
-    proc.stderr.on('data', (chunk) => log.push(chunk.toString()));
-    proc.stdout.on('data', (chunk) => {
-      log.push(chunk.toString());
-      pending += chunk.toString();
-      const lines = pending.split('\n');
-      pending = lines.pop();
-      for (const line of lines) {
-        const m = /^listening (tcp|ws|http) (\S+)$/.exec(line.trim());
-        if (m) found[m[1]] = m[2];
-      }
-      if (found.tcp && found.ws && found.http) {
-        clearTimeout(timer);
-        const port = (addr) => Number(addr.slice(addr.lastIndexOf(':') + 1));
-        resolve({ proc, log, tcp: port(found.tcp), ws: port(found.ws), http: port(found.http) });
-      }
-    });
-    proc.on('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    proc.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`bridge exited early (${code ?? signal}):\n${log.join('')}`));
-    });
-  });
-}
 
 /// Runs a command to its end; resolves with { code, stdout, stderr }.
 function run(cmd, args, { timeoutMs = 30_000 } = {}) {
@@ -164,7 +104,8 @@ before(async () => {
     assert.ok(existsSync(file), `missing ${what}: ${file}`);
   }
   mkdirSync(OUT, { recursive: true });
-  bridge = await startBridge();
+  dataDir = mkdtempSync(path.join(tmpdir(), 'bridge-client-data-'));
+  bridge = await startBridge(dataDir);
   userDataDir = mkdtempSync(path.join(tmpdir(), 'bridge-browser-'));
   context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM,
@@ -190,6 +131,7 @@ after(async () => {
     writeFileSync(path.join(OUT, 'bridge.log'), bridge.log.join(''));
   }
   if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
+  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
 });
 
 // The broker must not outlive the test run, whatever happens.

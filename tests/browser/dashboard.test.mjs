@@ -17,30 +17,12 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import {
+  BRIDGE, DIST, OUT, CHROMIUM, CHROMIUM_ARGS, WIDE, PHONE, startBridge,
+} from './lib.mjs';
 import mqtt from 'mqtt';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const BRIDGE = path.join(ROOT, 'target', 'debug', 'bridge');
-const DIST = path.join(ROOT, 'www', 'dist');
-const OUT = path.join(ROOT, 'tests', 'output', 'browser');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-
-// Headless Chromium as root, and never reaching out to the network on its own.
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-
-const WIDE = { width: 1280, height: 800 };
-const PHONE = { width: 390, height: 844 };
 const NEW_PASSWORD = 'walkthrough-2026';
 
 let bridge; // { proc, tcp, ws, http, log }
@@ -55,50 +37,6 @@ const mqttClients = new Set();
 let loadTimer;
 // The walkthrough's mosquitto_sub, kept running from one test to the next.
 let walkthroughSub;
-
-/// Starts the broker on free ports with its own data folder; resolves once it printed all
-/// three listening lines.
-function startBridge() {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(
-      BRIDGE,
-      ['--tcp', '127.0.0.1:0', '--ws', '127.0.0.1:0', '--http', '127.0.0.1:0', '--web-root', DIST,
-        '--data-dir', dataDir],
-      { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'info' } },
-    );
-    const found = {};
-    const log = [];
-    let pending = '';
-    const timer = setTimeout(() => {
-      proc.kill('SIGKILL');
-      reject(new Error(`bridge did not report its listeners within 20 s:\n${log.join('')}`));
-    }, 20_000);
-    proc.stderr.on('data', (chunk) => log.push(chunk.toString()));
-    proc.stdout.on('data', (chunk) => {
-      log.push(chunk.toString());
-      pending += chunk.toString();
-      const lines = pending.split('\n');
-      pending = lines.pop();
-      for (const line of lines) {
-        const m = /^listening (tcp|ws|http) (\S+)$/.exec(line.trim());
-        if (m) found[m[1]] = m[2];
-      }
-      if (found.tcp && found.ws && found.http) {
-        clearTimeout(timer);
-        const port = (addr) => Number(addr.slice(addr.lastIndexOf(':') + 1));
-        resolve({ proc, log, tcp: port(found.tcp), ws: port(found.ws), http: port(found.http) });
-      }
-    });
-    proc.on('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    proc.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`bridge exited early (${code ?? signal}):\n${log.join('')}`));
-    });
-  });
-}
 
 /// Starts a long-running command; `output()` is what it printed so far, `done` resolves
 /// with its exit code.
@@ -170,7 +108,7 @@ before(async () => {
   }
   mkdirSync(OUT, { recursive: true });
   dataDir = mkdtempSync(path.join(tmpdir(), 'bridge-dashboard-data-'));
-  bridge = await startBridge();
+  bridge = await startBridge(dataDir);
   userDataDir = mkdtempSync(path.join(tmpdir(), 'bridge-dashboard-browser-'));
   context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM,
