@@ -919,9 +919,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         Metrics::add(&metrics.messages_sent, written.sent as u64);
         Metrics::add(&metrics.dropped_expired, written.expired as u64);
         Metrics::add(&metrics.dropped_too_large, written.too_large as u64);
-        for _ in 0..written.sent {
-            metrics.packet_out(3);
-        }
+        metrics.packets_out_n(3, written.sent as u64);
     }
 
     /// Appends a packet to the write buffer; it goes out with the rest of this turn's.

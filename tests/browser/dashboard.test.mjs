@@ -14,12 +14,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
 import {
-  BRIDGE, DIST, OUT, CHROMIUM, CHROMIUM_ARGS, WIDE, PHONE, startBridge,
+  OUT, WIDE, PHONE, startBridge, assertPrerequisites, launchPage,
 } from './lib.mjs';
 import mqtt from 'mqtt';
 
@@ -99,29 +98,12 @@ const nav = (name) => page.locator('.dash-nav').getByRole('link', { name, exact:
 const clientRow = (id) => page.locator(`.clients-table tbody tr[data-clientid="${id}"]`);
 
 before(async () => {
-  for (const [what, file] of [
-    ['the broker (cargo build -p bridge)', BRIDGE],
-    ['the web app (trunk build in www/)', path.join(DIST, 'index.html')],
-    ['Chromium (apt-get install chromium)', CHROMIUM],
-  ]) {
-    assert.ok(existsSync(file), `missing ${what}: ${file}`);
-  }
+  assertPrerequisites();
   mkdirSync(OUT, { recursive: true });
   dataDir = mkdtempSync(path.join(tmpdir(), 'bridge-dashboard-data-'));
   bridge = await startBridge(dataDir);
   userDataDir = mkdtempSync(path.join(tmpdir(), 'bridge-dashboard-browser-'));
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: CHROMIUM_ARGS,
-    viewport: WIDE,
-  });
-  page = context.pages()[0] ?? (await context.newPage());
-  page.setDefaultTimeout(15_000);
-  page.on('pageerror', (e) => pageErrors.push(String(e)));
-  page.on('console', (m) => {
-    if (m.type() === 'error') pageErrors.push(m.text());
-  });
+  ({ context, page } = await launchPage(userDataDir, pageErrors));
 });
 
 after(async () => {

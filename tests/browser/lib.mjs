@@ -1,9 +1,12 @@
 // What the browser tests share: paths, how Chromium is launched here, and starting the real
 // broker on free ports.
 
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const BRIDGE = path.join(ROOT, 'target', 'debug', 'bridge');
@@ -68,4 +71,34 @@ export function startBridge(dataDir) {
       reject(new Error(`bridge exited early (${code ?? signal}):\n${log.join('')}`));
     });
   });
+}
+
+/// Fails at once, naming what to build or install, when the broker, the web app or
+/// Chromium is missing.
+export function assertPrerequisites() {
+  for (const [what, file] of [
+    ['the broker (cargo build -p bridge)', BRIDGE],
+    ['the web app (trunk build in www/)', path.join(DIST, 'index.html')],
+    ['Chromium (apt-get install chromium)', CHROMIUM],
+  ]) {
+    assert.ok(existsSync(file), `missing ${what}: ${file}`);
+  }
+}
+
+/// Launches Chromium with a fresh profile in `userDataDir` and returns { context, page };
+/// page errors and console errors are pushed to `pageErrors`.
+export async function launchPage(userDataDir, pageErrors) {
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: WIDE,
+  });
+  const page = context.pages()[0] ?? (await context.newPage());
+  page.setDefaultTimeout(15_000);
+  page.on('pageerror', (e) => pageErrors.push(String(e)));
+  page.on('console', (m) => {
+    if (m.type() === 'error') pageErrors.push(m.text());
+  });
+  return { context, page };
 }

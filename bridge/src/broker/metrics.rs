@@ -60,7 +60,15 @@ impl Metrics {
     }
 
     pub fn packet_out(&self, packet_type: u8) {
-        self.packets_out[usize::from(packet_type) % PACKET_TYPES].fetch_add(1, Ordering::Relaxed);
+        self.packets_out_n(packet_type, 1);
+    }
+
+    /// Counts `n` packets of one type sent (one atomic add for a whole batch).
+    pub fn packets_out_n(&self, packet_type: u8, n: u64) {
+        if n > 0 {
+            self.packets_out[usize::from(packet_type) % PACKET_TYPES]
+                .fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     pub fn add(counter: &AtomicU64, n: u64) {

@@ -759,12 +759,10 @@ impl Broker {
     }
 
     /// Number of clients connected now.
+    /// The admitted-client counter [`Broker::admit`] keeps: no walk over every session
+    /// (the admin API and `$SYS` ask every few seconds).
     pub fn connection_count(&self) -> usize {
-        self.sessions
-            .lock()
-            .values()
-            .filter(|s| s.is_online())
-            .count()
+        self.online.load(Ordering::Relaxed)
     }
 
     pub fn subscription_count(&self) -> usize {
