@@ -12,6 +12,7 @@
 //! a reason whenever the server closes the connection.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,11 +21,11 @@ use std::time::{Duration, SystemTime};
 use bytes::BytesMut;
 use protocol::topic::{parse_shared, validate_topic_filter, validate_topic_name};
 use protocol::{
-    encode, reason, Ack, ConnAck, Connect, DecodeError, Decoder, Disconnect, Packet, Properties,
+    encode, reason, Ack, ConnAck, DecodeError, Decoder, Disconnect, Packet, Properties,
     ProtocolVersion, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::timeout;
 use tracing::{debug, info, Instrument};
 
 use crate::broker::{
@@ -56,10 +57,8 @@ const WRITE_READ_LIMIT: usize = 1024 * 1024;
 /// limits how many a broker can hold); a busy one grows it by doubling when reads fill it,
 /// so a fast publisher is read in large chunks. Above `BUFFER_KEEP`, an emptied buffer is
 /// released.
-const READ_MIN: usize = 512;
+const READ_MIN: usize = 64;
 const BUFFER_KEEP: usize = 64 * 1024;
-/// Stands in for "never" where a deadline is required (adding `Duration::MAX` overflows).
-const NO_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
 /// MQTT 3.1 limits client identifiers to 23 characters.
 const MQTT31_MAX_CLIENT_ID: usize = 23;
 
@@ -125,45 +124,43 @@ where
 
 /// [`serve`] for a stream already split in two, e.g. `TcpStream::into_split`, whose halves
 /// need no lock between them (`tokio::io::split` takes one on every read and write).
-pub async fn serve_split<R, W>(
+///
+/// A plain function returning the future, not an `async fn`: an `async fn` keeps its
+/// arguments in its state beside the connection they were moved into, and every byte of
+/// that state is held by every idle connection.
+pub fn serve_split<R, W>(
     reader: R,
     writer: W,
     peer: SocketAddr,
     transport: Transport,
     broker: Arc<Broker>,
-) where
+) -> impl Future<Output = ()> + Send + 'static
+where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let id = broker.new_connection_id();
     let span = tracing::info_span!("conn", id, %peer, ?transport);
-    async move {
-        let mut conn = Connection {
-            reader,
-            writer,
-            rbuf: BytesMut::new(),
-            wbuf: BytesMut::new(),
-            decoder: Decoder::new(broker.settings.max_packet_size),
-            version: ProtocolVersion::V3_1_1,
-            broker,
-            id,
-            peer,
-            transport,
-            client_id: Arc::from(""),
-            username: None,
-            inbound_aliases: HashMap::new(),
-            outbound_aliases: TopicAliases::new(0),
-            session_expiry: 0,
-        };
-        Metrics::add(&conn.broker.metrics.connections_accepted, 1);
-        match conn.handshake().await {
-            Ok(Some((connect, opened))) => conn.run(connect, opened).await,
-            Ok(None) => {}
-            Err(reason) => info!("closing before CONNACK: {reason}"),
-        }
-    }
-    .instrument(span)
-    .await
+    Metrics::add(&broker.metrics.connections_accepted, 1);
+    let mut conn = Connection {
+        reader,
+        writer,
+        rbuf: BytesMut::new(),
+        wbuf: BytesMut::new(),
+        decoder: Decoder::new(broker.settings.max_packet_size),
+        version: ProtocolVersion::V3_1_1,
+        broker,
+        id,
+        peer,
+        transport,
+        client_id: Arc::from(""),
+        username: None,
+        inbound_aliases: None,
+        outbound_aliases: TopicAliases::new(0),
+        session_expiry: 0,
+    };
+    // The block owns the connection in place (its argument would be a second copy).
+    async move { conn.serve().await }.instrument(span)
 }
 
 struct Connection<R, W> {
@@ -180,31 +177,114 @@ struct Connection<R, W> {
     transport: Transport,
     client_id: Arc<str>,
     username: Option<String>,
-    /// Topic aliases the client defined (5.0): alias → topic.
-    inbound_aliases: HashMap<u16, String>,
+    /// Topic aliases the client defined (5.0): alias → topic. Boxed, and only once the
+    /// client defines one: most never do, and this sits in every connection.
+    inbound_aliases: Option<Box<HashMap<u16, String>>>,
     /// Topic aliases we give the client.
     outbound_aliases: TopicAliases,
     /// The session expiry interval the client asked for in CONNECT.
     session_expiry: u32,
 }
 
-/// A session this connection owns, with the signal that it lost it, and the client's
-/// place under the connection limit.
+/// What an accepted CONNECT leaves for the rest of the connection: the session it owns,
+/// the signal that it lost it, its place under the connection limit, and of the CONNECT
+/// only what is still needed (an idle connection should not hold its whole CONNECT).
 struct Opened {
     session: Arc<Session>,
     kick: Arc<Kick>,
     _online: Online,
+    /// Boxed: rare, and large with its properties.
+    will: Option<Box<Will>>,
+    keep_alive: u16,
+    /// The client's maximum packet size (5.0).
+    client_max_packet: u32,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
+    /// The connection's whole life: the handshake, then the session until it ends; then
+    /// tells a 5.0 client why (if the server ended it), and hands the session back with
+    /// the will if the end was not a normal DISCONNECT.
+    ///
+    /// One function, not one per phase: each `async fn` boundary keeps its own copy of its
+    /// arguments in the task, and this task is what every idle connection costs.
+    async fn serve(&mut self) {
+        // Boxed: the handshake's state (the CONNECT, the CONNACK being built) is large and
+        // short-lived; inline, it would size every connection's task for its whole life.
+        let opened = match Box::pin(self.handshake()).await {
+            Ok(Some(opened)) => opened,
+            Ok(None) => return,
+            Err(reason) => {
+                info!("closing before CONNACK: {reason}");
+                return;
+            }
+        };
+        opened.session.mark_for_resend(self.id);
+        if self.rbuf.is_empty() {
+            // The CONNECT's buffer (shared with the packet read from it): an idle
+            // connection starts again from the smallest one.
+            self.rbuf = BytesMut::new();
+        }
+        let end = self
+            .serve_session(opened.keep_alive, &opened.session, &opened.kick)
+            .await;
+        let Opened {
+            session,
+            will,
+            client_max_packet,
+            ..
+        } = opened;
+        match &end {
+            End::Disconnected { .. } | End::Kicked(_) | End::Lost(_) => {
+                debug!("connection ended: {end}")
+            }
+            End::KeepAliveTimeout => {
+                Metrics::add(&self.broker.metrics.keep_alive_timeouts, 1);
+                info!("closing connection: {end}");
+            }
+            End::Violation { .. } => {
+                Metrics::add(&self.broker.metrics.protocol_violations, 1);
+                info!("closing connection: {end}");
+            }
+        }
+        let publish_will = !matches!(end, End::Disconnected { with_will: false });
+        let will = will
+            .filter(|will| publish_will && self.may(Action::Publish, &will.topic))
+            .map(|will| self.will_message(*will));
+        self.broker.close_session(&session, self.id, will);
+
+        if let (true, Some(code)) = (self.is_v5(), end.disconnect_reason()) {
+            let mut disconnect = Disconnect::new(code);
+            if let End::Violation { message, .. } = &end {
+                disconnect.properties.reason_string = Some(message.clone());
+                // The reason string is left out if it would make the packet larger than
+                // the client accepts (MQTT-3.14.2-3, MQTT-3.1.2-24).
+                let max = client_max_packet as usize;
+                let mut probe = BytesMut::new();
+                let fits = encode(
+                    &Packet::Disconnect(disconnect.clone()),
+                    self.version,
+                    &mut probe,
+                )
+                .is_ok_and(|()| probe.len() <= max);
+                if !fits {
+                    disconnect.properties.reason_string = None;
+                }
+            }
+            self.queue(&Packet::Disconnect(disconnect));
+        }
+        if !matches!(end, End::Lost(_)) {
+            // Best effort: let the client see everything we answered before closing.
+            let _ = timeout(Duration::from_secs(1), self.write_all()).await;
+            let _ = self.writer.shutdown().await;
+        }
+    }
+
     fn is_v5(&self) -> bool {
         self.version == ProtocolVersion::V5
     }
 
     /// Reads the CONNECT and answers it. `Ok(None)`: refused with a CONNACK already sent.
-    /// The CONNECT stays boxed: it is by far the largest packet, and it lives across
-    /// awaits here and in [`Self::run`], so inline it would grow every connection's task.
-    async fn handshake(&mut self) -> Result<Option<(Box<Connect>, Opened)>, String> {
+    async fn handshake(&mut self) -> Result<Option<Opened>, String> {
         let first = match timeout(CONNECT_TIMEOUT, self.read_packet()).await {
             Err(_) => return Err("no CONNECT within the connect timeout".into()),
             Ok(Err(ReadError::Decode(DecodeError::UnsupportedProtocolLevel(level)))) => {
@@ -325,7 +405,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             topic_alias_maximum: props.topic_alias_maximum.unwrap_or(0),
         });
         let opened = self.broker.open_session(
-            &connect.client_id,
+            &self.client_id,
             connect.clean_session,
             self.session_expiry,
             Owner {
@@ -382,88 +462,21 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             }
         }
         self.queue(&Packet::ConnAck(connack));
-        Ok(Some((
-            connect,
-            Opened {
-                session: opened.session,
-                kick,
-                _online: online,
-            },
-        )))
+        let client_max_packet = props.maximum_packet_size.unwrap_or(u32::MAX);
+        Ok(Some(Opened {
+            session: opened.session,
+            kick,
+            _online: online,
+            will: connect.will.take().map(Box::new),
+            keep_alive: connect.keep_alive,
+            client_max_packet,
+        }))
     }
 
     /// Sends a refusing CONNACK and lets the connection close (MQTT-3.2.2-5).
     async fn refuse(&mut self, code: u8) {
         self.queue(&Packet::ConnAck(ConnAck::new(code, false)));
         let _ = self.write_all().await;
-    }
-
-    /// Serves a connected client until the connection ends, then tells a 5.0 client why
-    /// (if the server ended it), hands the session back with the will if the end was not
-    /// a normal DISCONNECT.
-    async fn run(&mut self, connect: Box<Connect>, opened: Opened) {
-        // Keep only what the rest of the connection needs: an idle connection should not
-        // hold its whole CONNECT (memory per connection is what limits a broker's reach).
-        let Connect {
-            will,
-            keep_alive,
-            properties,
-            ..
-        } = *connect;
-        let will = will.map(Box::new);
-        let client_max_packet = properties.maximum_packet_size.unwrap_or(u32::MAX) as usize;
-        drop(properties);
-        let Opened {
-            session,
-            kick,
-            _online,
-        } = opened;
-        session.mark_for_resend(self.id);
-        let end = self.serve_session(keep_alive, &session, &kick).await;
-        match &end {
-            End::Disconnected { .. } | End::Kicked(_) | End::Lost(_) => {
-                debug!("connection ended: {end}")
-            }
-            End::KeepAliveTimeout => {
-                Metrics::add(&self.broker.metrics.keep_alive_timeouts, 1);
-                info!("closing connection: {end}");
-            }
-            End::Violation { .. } => {
-                Metrics::add(&self.broker.metrics.protocol_violations, 1);
-                info!("closing connection: {end}");
-            }
-        }
-        let publish_will = !matches!(end, End::Disconnected { with_will: false });
-        let will = will
-            .filter(|will| publish_will && self.may(Action::Publish, &will.topic))
-            .map(|will| self.will_message(*will));
-        self.broker.close_session(&session, self.id, will);
-
-        if let (true, Some(code)) = (self.is_v5(), end.disconnect_reason()) {
-            let mut disconnect = Disconnect::new(code);
-            if let End::Violation { message, .. } = &end {
-                disconnect.properties.reason_string = Some(message.clone());
-                // The reason string is left out if it would make the packet larger than
-                // the client accepts (MQTT-3.14.2-3, MQTT-3.1.2-24).
-                let max = client_max_packet;
-                let mut probe = BytesMut::new();
-                let fits = encode(
-                    &Packet::Disconnect(disconnect.clone()),
-                    self.version,
-                    &mut probe,
-                )
-                .is_ok_and(|()| probe.len() <= max);
-                if !fits {
-                    disconnect.properties.reason_string = None;
-                }
-            }
-            self.queue(&Packet::Disconnect(disconnect));
-        }
-        if !matches!(end, End::Lost(_)) {
-            // Best effort: let the client see everything we answered before closing.
-            let _ = timeout(Duration::from_secs(1), self.write_all()).await;
-            let _ = self.writer.shutdown().await;
-        }
     }
 
     /// Whether the access policy lets this client do `action` on `topic`.
@@ -498,12 +511,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
     }
 
     async fn serve_session(&mut self, keep_alive: u16, session: &Arc<Session>, kick: &Kick) -> End {
-        // MQTT-3.1.2-24: one and a half times the keep-alive; 0 turns it off.
-        let keep_alive =
-            (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
-        // Without a keep-alive the timer is never polled; it still needs a valid instant.
-        let deadline = sleep_until(Instant::now() + keep_alive.unwrap_or(NO_DEADLINE));
-        tokio::pin!(deadline);
+        // MQTT-3.1.2-24: one and a half times the keep-alive; 0 turns it off. The broker's
+        // keep-alive sweep kicks us when the deadline passes.
+        let keep_alive_ms = u64::from(keep_alive) * 1500;
+        if keep_alive_ms > 0 {
+            kick.set_deadline(self.broker.clock_ms() + keep_alive_ms);
+        }
         let mut unflushed = false;
         let mut read_size = READ_MIN;
         // Packets that came in the same read as the CONNECT are already buffered: handle
@@ -546,7 +559,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
 
             tokio::select! {
                 biased;
-                reason = kick.kicked() => return End::Kicked(reason),
+                () = kick.kicked() => {
+                    return match kick.reason() {
+                        reason::KEEP_ALIVE_TIMEOUT => End::KeepAliveTimeout,
+                        reason => End::Kicked(reason),
+                    };
+                }
                 read = self.reader.read_buf(&mut self.rbuf), if reading => {
                     match read {
                         Ok(0) => return End::Lost("closed by the client without DISCONNECT".into()),
@@ -561,8 +579,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                             }
                         }
                     }
-                    if let Some(keep_alive) = keep_alive {
-                        deadline.as_mut().reset(Instant::now() + keep_alive);
+                    if keep_alive_ms > 0 {
+                        kick.set_deadline(self.broker.clock_ms() + keep_alive_ms);
                     }
                     // Forget writes other tasks left on this thread: we wait for ours only.
                     crate::store::take_touched();
@@ -576,12 +594,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                         return End::Lost(e.to_string());
                     }
                     unflushed = false;
-                    if self.wbuf.capacity() > BUFFER_KEEP {
+                    if self.wbuf.capacity() > BUFFER_KEEP || self.wbuf.capacity() < READ_MIN {
+                        // A large buffer goes back to the allocator, and so does a tiny one
+                        // (what the CONNACK left): it would not hold a turn's writes anyway
+                        // and costs every idle connection.
                         self.wbuf = BytesMut::new();
                     }
                 }
-                _ = session.wait_for_mail(), if mail_room => {}
-                _ = &mut deadline, if keep_alive.is_some() => return End::KeepAliveTimeout,
+                () = session.wait_for_mail(), if mail_room => {}
             }
         }
     }
@@ -694,7 +714,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             ));
         }
         if publish.topic.is_empty() {
-            match self.inbound_aliases.get(&alias) {
+            match self.inbound_aliases.as_ref().and_then(|a| a.get(&alias)) {
                 Some(topic) => publish.topic = topic.clone(),
                 None => {
                     return Err(End::violation(
@@ -704,7 +724,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                 }
             }
         } else {
-            self.inbound_aliases.insert(alias, publish.topic.clone());
+            self.inbound_aliases
+                .get_or_insert_default()
+                .insert(alias, publish.topic.clone());
         }
         Ok(())
     }
@@ -948,7 +970,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                 return Ok(packet);
             }
             let missing = self.decoder.missing_bytes(&self.rbuf);
-            self.rbuf.reserve(missing.clamp(256, BUFFER_KEEP));
+            self.rbuf.reserve(missing.clamp(READ_MIN, BUFFER_KEEP));
             if self.reader.read_buf(&mut self.rbuf).await? == 0 {
                 return Err(ReadError::Io(io::ErrorKind::UnexpectedEof.into()));
             }
@@ -987,4 +1009,31 @@ enum ReadError {
     Decode(#[from] DecodeError),
     #[error("{0}")]
     Io(#[from] io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every idle connection holds one of these tasks (plus about 100 bytes of task header,
+    /// rounded up to 128): the bench's idle scenario measures the whole, this catches the
+    /// largest part growing back (a large local held across an await, a boxed value kept
+    /// alive, an `async fn` argument stored twice) without a run of the bench.
+    #[tokio::test]
+    async fn a_tcp_connection_task_stays_small() {
+        const LIMIT: usize = 792;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (reader, writer) = stream.into_split();
+        let broker = Broker::new(Default::default());
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let task = serve_split(reader, writer, peer, Transport::Tcp, broker);
+        let size = std::mem::size_of_val(&task);
+        assert!(
+            size <= LIMIT,
+            "a connection's task is {size} bytes, more than {LIMIT}"
+        );
+    }
 }

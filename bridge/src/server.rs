@@ -149,6 +149,9 @@ impl Server {
         server
             .tasks
             .push(tokio::spawn(sys::run_sampler(stats.clone(), stop.clone())));
+        server
+            .tasks
+            .push(tokio::spawn(sweep_keep_alive(broker.clone(), stop.clone())));
         if config.sys_interval > 0 {
             server.tasks.push(tokio::spawn(sys::run_sys(
                 stats.clone(),
@@ -629,6 +632,19 @@ impl Signals {
         {
             let _ = tokio::signal::ctrl_c().await;
             "Ctrl-C"
+        }
+    }
+}
+
+/// Disconnects clients whose keep-alive ran out, every [`crate::broker::KEEP_ALIVE_SWEEP`], until
+/// `stop`.
+async fn sweep_keep_alive(broker: Arc<Broker>, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(crate::broker::KEEP_ALIVE_SWEEP);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = ticks.tick() => broker.sweep_keep_alive(),
         }
     }
 }

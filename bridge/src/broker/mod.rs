@@ -35,6 +35,10 @@ use retained::RetainedStore;
 pub use session::{Delivery, Kick, Owner, Queued, Session, TopicAliases, Written, NEVER_EXPIRES};
 use shared::SharedGroup;
 
+/// How often [`Broker::sweep_keep_alive`] runs: a silent client is disconnected between
+/// 1.5 times its keep-alive and that plus this.
+pub const KEEP_ALIVE_SWEEP: Duration = Duration::from_millis(250);
+
 /// Limits and policies of the broker core, filled from [`crate::config::Config`].
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
@@ -183,6 +187,8 @@ pub struct Opened {
 /// The shared core. Cheap to clone through its `Arc`.
 pub struct Broker {
     pub settings: BrokerSettings,
+    /// The session limits of `settings`, shared by every session.
+    limits: Arc<session::Limits>,
     sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     router: RwLock<Router<RouteKey, Route>>,
     /// (share name, filter) → group.
@@ -236,8 +242,16 @@ impl Broker {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default();
+        let limits = Arc::new(session::Limits {
+            max_inflight: settings.max_inflight,
+            max_queued: settings.max_queued_messages,
+            max_queued_bytes: settings.max_queued_bytes,
+            policy: settings.queue_full_policy,
+            queue_qos0_offline: settings.queue_qos0_messages,
+        });
         Arc::new(Broker {
             settings,
+            limits,
             sessions: Mutex::new(HashMap::new()),
             router: RwLock::new(Router::new()),
             shared: Mutex::new(HashMap::new()),
@@ -413,14 +427,8 @@ impl Broker {
         format!("{}-{connection_id}", self.id_prefix)
     }
 
-    fn limits(&self) -> session::Limits {
-        session::Limits {
-            max_inflight: self.settings.max_inflight,
-            max_queued: self.settings.max_queued_messages,
-            max_queued_bytes: self.settings.max_queued_bytes,
-            policy: self.settings.queue_full_policy,
-            queue_qos0_offline: self.settings.queue_qos0_messages,
-        }
+    fn limits(&self) -> Arc<session::Limits> {
+        self.limits.clone()
     }
 
     /// Opens (or resumes) the session of `client_id` for a new connection, making `owner`
@@ -430,13 +438,13 @@ impl Broker {
     /// `expiry` is the new session expiry interval (3.1.1: 0 for clean session, else never).
     pub fn open_session(
         &self,
-        client_id: &str,
+        client_id: &Arc<str>,
         clean_start: bool,
         expiry: u32,
         owner: Owner,
     ) -> Opened {
         let mut sessions = self.sessions.lock();
-        let existing = sessions.get(client_id).cloned();
+        let existing = sessions.get(&**client_id).cloned();
         let mut will = None;
         let (session, session_present) = match existing {
             Some(session) if !clean_start => (session, true),
@@ -467,10 +475,12 @@ impl Broker {
     fn insert_new(
         &self,
         sessions: &mut HashMap<Arc<str>, Arc<Session>>,
-        client_id: &str,
+        client_id: &Arc<str>,
         expiry: u32,
     ) -> Arc<Session> {
-        let id: Arc<str> = Arc::from(client_id);
+        // The connection's own copy of the identifier: one allocation per client, not one
+        // per holder.
+        let id = client_id.clone();
         let session = Arc::new(Session::new(
             id.clone(),
             expiry,
@@ -782,6 +792,22 @@ impl Broker {
 
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// The broker's clock for keep-alive deadlines: milliseconds since it started.
+    pub fn clock_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Kicks every connected client whose keep-alive deadline has passed. Called every
+    /// [`KEEP_ALIVE_SWEEP`] by the server: one timer for all connections.
+    pub fn sweep_keep_alive(&self) {
+        // Checked outside the registry lock, which connects and disconnects need.
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        let now = self.clock_ms();
+        for session in sessions {
+            session.check_keep_alive(now);
+        }
     }
 
     /// Every session, online or not, sorted by client id.

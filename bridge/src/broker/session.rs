@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use protocol::{
     encode, encode_publish, publish_size, Ack, Packet, Properties, ProtocolVersion, PublishRef, QoS,
 };
+use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
 use super::message::{unix_ms_now, Message};
@@ -80,10 +81,27 @@ impl Owner {
 
 /// The signal that ends a connection from outside, with the reason it is given (an MQTT
 /// 5.0 reason code, sent in a DISCONNECT to 5.0 clients).
-#[derive(Debug, Default)]
+///
+/// It also carries the connection's keep-alive deadline, which the broker's one
+/// keep-alive sweep checks ([`super::Broker::sweep_keep_alive`]): a timer per connection
+/// would cost every idle connection its size, and every read a timer reset.
+#[derive(Debug)]
 pub struct Kick {
     notify: Notify,
     reason: AtomicU8,
+    /// On the broker's clock ([`super::Broker::clock_ms`]): past this, the client has been
+    /// silent too long. `u64::MAX`: no keep-alive.
+    deadline_ms: AtomicU64,
+}
+
+impl Default for Kick {
+    fn default() -> Kick {
+        Kick {
+            notify: Notify::new(),
+            reason: AtomicU8::new(0),
+            deadline_ms: AtomicU64::new(u64::MAX),
+        }
+    }
 }
 
 impl Kick {
@@ -92,10 +110,28 @@ impl Kick {
         self.notify.notify_one();
     }
 
-    /// Resolves once kicked; returns the reason.
-    pub async fn kicked(&self) -> u8 {
-        self.notify.notified().await;
+    /// Resolves once kicked; [`Self::reason`] then says why. A plain `Notified` rather than
+    /// an `async fn`: it sits in every connection's task, so its size counts.
+    pub fn kicked(&self) -> Notified<'_> {
+        self.notify.notified()
+    }
+
+    /// The reason of the last kick.
+    pub fn reason(&self) -> u8 {
         self.reason.load(Ordering::Relaxed)
+    }
+
+    /// Moves the keep-alive deadline (the client was heard from).
+    pub fn set_deadline(&self, deadline_ms: u64) {
+        self.deadline_ms.store(deadline_ms, Ordering::Relaxed);
+    }
+
+    /// Kicks with "keep alive timeout" if the deadline has passed (once).
+    pub fn kick_if_silent(&self, now_ms: u64) {
+        if now_ms > self.deadline_ms.load(Ordering::Relaxed) {
+            self.deadline_ms.store(u64::MAX, Ordering::Relaxed);
+            self.kick(protocol::reason::KEEP_ALIVE_TIMEOUT);
+        }
     }
 }
 
@@ -126,8 +162,15 @@ pub struct Written {
 #[derive(Debug, Default)]
 pub struct TopicAliases {
     max: u16,
-    assigned: HashMap<String, u16>,
-    /// Bytes of the topics in `assigned`.
+    /// Boxed, and only once an alias is given: most connections never have one, and this
+    /// sits in every connection.
+    assigned: Option<Box<AliasTable>>,
+}
+
+#[derive(Debug, Default)]
+struct AliasTable {
+    by_topic: HashMap<String, u16>,
+    /// Bytes of the topics in `by_topic`.
     bytes: usize,
 }
 
@@ -138,26 +181,29 @@ impl TopicAliases {
     pub fn new(max: u16) -> TopicAliases {
         TopicAliases {
             max,
-            assigned: HashMap::new(),
-            bytes: 0,
+            assigned: None,
         }
     }
 
     /// The alias already given to `topic`, if any.
     fn lookup(&self, topic: &str) -> Option<u16> {
-        self.assigned.get(topic).copied()
+        self.assigned.as_ref()?.by_topic.get(topic).copied()
     }
 
     /// Gives `topic` the next free alias, if any is left and the topics kept stay within
     /// [`ALIASED_BYTES`].
     fn assign(&mut self, topic: &str) -> Option<u16> {
-        let next = self.assigned.len() + 1;
-        if next > usize::from(self.max) || self.bytes + topic.len() > ALIASED_BYTES {
+        if self.max == 0 {
             return None;
         }
-        self.bytes += topic.len();
+        let table = self.assigned.get_or_insert_default();
+        let next = table.by_topic.len() + 1;
+        if next > usize::from(self.max) || table.bytes + topic.len() > ALIASED_BYTES {
+            return None;
+        }
+        table.bytes += topic.len();
         let alias = next as u16;
-        self.assigned.insert(topic.to_owned(), alias);
+        table.by_topic.insert(topic.to_owned(), alias);
         Some(alias)
     }
 }
@@ -207,7 +253,8 @@ pub struct Limits {
 #[derive(Debug)]
 pub struct Session {
     pub client_id: Arc<str>,
-    limits: Limits,
+    /// Shared with every session (the broker's settings).
+    limits: Arc<Limits>,
     /// Where the session is kept while its expiry is above 0 (none: not persisted).
     store: Option<Arc<Store>>,
     state: Mutex<State>,
@@ -220,7 +267,7 @@ impl Session {
     pub fn new(
         client_id: Arc<str>,
         expiry: u32,
-        limits: Limits,
+        limits: Arc<Limits>,
         store: Option<Arc<Store>>,
     ) -> Session {
         Session {
@@ -423,9 +470,17 @@ impl Session {
         state.pending_will.take().map(|will| *will)
     }
 
-    /// Resolves when something was queued for the owner since it last looked.
-    pub async fn wait_for_mail(&self) {
-        self.wake.notified().await
+    /// Resolves when something was queued for the owner since it last looked. A plain
+    /// `Notified`, as [`Kick::kicked`].
+    pub fn wait_for_mail(&self) -> Notified<'_> {
+        self.wake.notified()
+    }
+
+    /// Kicks the owner if its keep-alive ran out.
+    pub fn check_keep_alive(&self, now_ms: u64) {
+        if let Some(owner) = &self.state.lock().owner {
+            owner.kick.kick_if_silent(now_ms);
+        }
     }
 
     /// Whether a connection is driving the session now.
