@@ -3,7 +3,7 @@
 //! Layering, from the wire inwards:
 //! * [`server`] binds the listeners (TCP, WebSocket, HTTP) and hands each accepted stream to
 //!   [`connection::serve`]; [`ws`] turns a WebSocket into a byte stream first.
-//! * [`connection`] frames packets with the [`protocol`] codec and drives one client's
+//! * [`connection`] (over a [`duplex::Duplex`] stream) frames packets with the [`protocol`] codec and drives one client's
 //!   protocol state against the shared [`broker::Broker`].
 //! * [`broker`] holds what all connections share: sessions, the [`router`], retained messages.
 //! * [`config`] merges the TOML file and command-line flags.
@@ -15,6 +15,7 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod duplex;
 pub mod http;
 pub mod router;
 pub mod server;

@@ -167,14 +167,7 @@ impl Server {
                 listener,
                 stop.clone(),
                 move |stream: TcpStream, peer| {
-                    let (reader, writer) = stream.into_split();
-                    tokio::spawn(connection::serve_split(
-                        reader,
-                        writer,
-                        peer,
-                        Transport::Tcp,
-                        broker.clone(),
-                    ));
+                    tokio::spawn(connection::serve_tcp(stream, peer, broker.clone()));
                 },
             )));
         }
