@@ -539,6 +539,7 @@ impl<S: Duplex> Connection<S> {
             kick.set_deadline(self.broker.clock_ms() + keep_alive_ms);
         }
         let mut unflushed = false;
+        let mut read_filled = false;
         let mut read_size = READ_MIN;
         // Packets that came in the same read as the CONNECT are already buffered: handle
         // them now, not when the client next sends something.
@@ -566,6 +567,16 @@ impl<S: Duplex> Connection<S> {
                 if let Some(store) = self.broker.store() {
                     store.wait_durable(touched).await;
                 }
+            }
+            if read_filled {
+                // The client sends faster than we handle it. Before reading more, let the
+                // tasks this one feeds (its subscribers) have the CPU: otherwise a turn of
+                // this task lasts tokio's whole budget (about a hundred buffers), and an
+                // overloaded broker reads what it then has to drop. (Here, not before the
+                // durability wait: what this turn stored must not be another task's to
+                // wait for.)
+                read_filled = false;
+                tokio::task::yield_now().await;
             }
             unflushed |= !self.wbuf.is_empty();
             if self.rbuf.capacity() - self.rbuf.len() < read_size {
@@ -604,7 +615,8 @@ impl<S: Duplex> Connection<S> {
                 Event::Read(Ok(n)) => {
                     Metrics::add(&self.broker.metrics.bytes_in, n as u64);
                     // A read that filled the buffer: more is waiting, read more at once.
-                    if n == spare {
+                    read_filled = n == spare;
+                    if read_filled {
                         read_size = (read_size * 2).min(BUFFER_KEEP);
                     } else if n < read_size / 4 {
                         read_size = (read_size / 2).max(READ_MIN);
