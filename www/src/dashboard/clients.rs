@@ -12,7 +12,7 @@ use yew::prelude::*;
 use super::api::{path, Api, Client, Paged, Subscription};
 use super::format::{group, query};
 use super::live::use_get;
-use super::pager::{use_fit_page, Pager, DEFAULT_LIMIT};
+use super::pager::{listing_rows, pager_for, refilter, use_fit_page, DEFAULT_LIMIT};
 use super::ui::{
     empty_row, flash_line, local_time, refresh_error, table_time, ConfirmButton, Flash, Input,
     QosSelect,
@@ -94,20 +94,9 @@ pub fn clients_page(props: &ClientsProps) -> Html {
 
     use_fit_page(&page, list.data.as_ref().map(|d| d.meta));
 
-    let on_search = {
-        let (search, page) = (search.clone(), page.clone());
-        Callback::from(move |v: String| {
-            search.set(v);
-            page.set(1);
-        })
-    };
-    let on_state = {
-        let (conn_state, page) = (conn_state.clone(), page.clone());
-        Callback::from(move |e: Event| {
-            conn_state.set(e.target_unchecked_into::<HtmlSelectElement>().value());
-            page.set(1);
-        })
-    };
+    let on_search = refilter(&search, &page);
+    let on_state = refilter(&conn_state, &page)
+        .reform(|e: Event| e.target_unchecked_into::<HtmlSelectElement>().value());
     let act = {
         let (api, flash, reload) = (api.clone(), flash.clone(), reload.clone());
         Callback::from(move |(action, clientid): (Action, String)| {
@@ -123,26 +112,15 @@ pub fn clients_page(props: &ClientsProps) -> Html {
         Callback::from(move |()| selected.set(None))
     };
 
-    let rows = match list.data.as_deref() {
-        None if list.loading() => empty_row(10, "Loading…"),
-        None => empty_row(10, "The list could not be loaded."),
-        Some(p) if p.data.is_empty() => empty_row(
-            10,
-            if search.trim().is_empty() && conn_state.is_empty() {
-                "No clients yet: connect one to the broker's MQTT port."
-            } else {
-                "No client matches."
-            },
-        ),
-        Some(p) => p
-            .data
-            .iter()
-            .map(|c| {
-                let is_selected = selected.as_deref() == Some(c.clientid.as_str());
-                client_row(c, is_selected, &open, &act)
-            })
-            .collect(),
+    let empty = if search.trim().is_empty() && conn_state.is_empty() {
+        "No clients yet: connect one to the broker's MQTT port."
+    } else {
+        "No client matches."
     };
+    let rows = listing_rows(&list, 10, empty, |c| {
+        let is_selected = selected.as_deref() == Some(c.clientid.as_str());
+        client_row(c, is_selected, &open, &act)
+    });
 
     html! {
         <div class="dash-page clients">
@@ -180,10 +158,7 @@ pub fn clients_page(props: &ClientsProps) -> Html {
                     <tbody>{ rows }</tbody>
                 </table>
             </div>
-            <Pager meta={list.data.as_ref().map(|d| d.meta)} page={*page} limit={*limit} noun="clients"
-                onpage={{ let page = page.clone(); Callback::from(move |p| page.set(p)) }}
-                onlimit={{ let (limit, page) = (limit.clone(), page.clone());
-                    Callback::from(move |l| { limit.set(l); page.set(1); }) }} />
+            { pager_for(list.data.as_ref().map(|d| d.meta), &page, &limit, "clients") }
             if let Some(clientid) = (*selected).clone() {
                 <ClientPanel key={clientid.clone()} clientid={clientid.clone()} onclose={close}
                     onchanged={reload.clone()} flash={flash.clone()} />

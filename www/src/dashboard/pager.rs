@@ -1,10 +1,13 @@
 //! Paging of the API's listings: the arithmetic (pages, the range shown, keeping the
-//! page inside the listing as it shrinks) and the pager under every table.
+//! page inside the listing as it shrinks), the pager under every table, and the pieces
+//! every listing page shares (its rows, a filter that resets the page).
 
 use yew::prelude::*;
 
-use super::api::Meta;
+use super::api::{Meta, Paged};
 use super::format::group;
+use super::live::Fetched;
+use super::ui::empty_row;
 
 /// Rows per page offered.
 pub const SIZES: [usize; 4] = [10, 20, 50, 100];
@@ -116,6 +119,52 @@ pub fn pager(props: &PagerProps) -> Html {
                 </select>
             </label>
         </nav>
+    }
+}
+
+/// A callback that sets a listing's filter (or its page size) and goes back to its first
+/// page: what was on page 3 of the old listing says nothing about the new one.
+pub fn refilter<V: 'static>(
+    state: &UseStateHandle<V>,
+    page: &UseStateHandle<usize>,
+) -> Callback<V> {
+    let (state, page) = (state.clone(), page.clone());
+    Callback::from(move |value: V| {
+        state.set(value);
+        page.set(1);
+    })
+}
+
+/// The [`Pager`] of a listing whose page and page size live in `page` and `limit`.
+pub fn pager_for(
+    meta: Option<Meta>,
+    page: &UseStateHandle<usize>,
+    limit: &UseStateHandle<usize>,
+    noun: &'static str,
+) -> Html {
+    let onpage = {
+        let page = page.clone();
+        Callback::from(move |p| page.set(p))
+    };
+    html! {
+        <Pager {meta} page={**page} limit={**limit} {noun} {onpage}
+            onlimit={refilter(limit, page)} />
+    }
+}
+
+/// The table body of a paged listing: one line while it loads, if it could not be loaded,
+/// or if it is empty (`empty` says why), else `row` for each item.
+pub fn listing_rows<T>(
+    list: &Fetched<Paged<T>>,
+    columns: usize,
+    empty: &str,
+    row: impl Fn(&T) -> Html,
+) -> Html {
+    match list.data.as_deref() {
+        None if list.loading() => empty_row(columns, "Loading…"),
+        None => empty_row(columns, "The list could not be loaded."),
+        Some(p) if p.data.is_empty() => empty_row(columns, empty),
+        Some(p) => p.data.iter().map(row).collect(),
     }
 }
 

@@ -8,9 +8,9 @@ use yew::prelude::*;
 use super::api::{path, Api, Paged, Retained};
 use super::format::{bytes, hex, preview, query};
 use super::live::use_get;
-use super::pager::{use_fit_page, Pager, DEFAULT_LIMIT};
+use super::pager::{listing_rows, pager_for, refilter, use_fit_page, DEFAULT_LIMIT};
 use super::param;
-use super::ui::{empty_row, flash_line, refresh_error, ConfirmButton, Flash, Input};
+use super::ui::{flash_line, refresh_error, ConfirmButton, Flash, Input};
 
 /// Characters of a payload shown in the table.
 const PREVIEW: usize = 60;
@@ -96,52 +96,35 @@ pub fn retained_page(props: &RetainedProps) -> Html {
         let (selected, topic) = (selected.clone(), topic.to_owned());
         Callback::from(move |_: MouseEvent| selected.set(Some(topic.clone())))
     };
-    let on_like = {
-        let (like, page) = (like.clone(), page.clone());
-        Callback::from(move |v: String| {
-            like.set(v);
-            page.set(1);
-        })
-    };
+    let on_like = refilter(&like, &page);
 
-    let rows = match list.data.as_deref() {
-        None if list.loading() => empty_row(5, "Loading…"),
-        None => empty_row(5, "The list could not be loaded."),
-        Some(p) if p.data.is_empty() => empty_row(
-            5,
-            if like.is_empty() {
-                "No retained messages: publish one with the retain flag."
-            } else {
-                "No retained message on a matching topic."
-            },
-        ),
-        Some(p) => p
-            .data
-            .iter()
-            .map(|m| {
-                let topic = m.topic.clone();
-                html! {
-                    <tr class={classes!((selected.as_deref() == Some(m.topic.as_str())).then_some("selected"))}>
-                        <td data-label="Topic" class="topic-cell">
-                            <button class="linkish mono" onclick={open(&m.topic)}
-                                aria-label={format!("View the message of {}", m.topic)}>{ &m.topic }</button>
-                        </td>
-                        <td data-label="QoS" class="num">{ m.qos }</td>
-                        <td data-label="Size" class="num nowrap">{ bytes(m.size) }</td>
-                        <td data-label="Payload" class="payload-cell">{ cell_preview(m) }</td>
-                        <td data-label="Actions" class="row-actions">
-                            <button class="small" onclick={open(&m.topic)}
-                                aria-label={format!("View {}", m.topic)}>{ "View" }</button>
-                            <ConfirmButton label="Delete" class="danger-text"
-                                aria_label={format!("Delete the retained message of {}", m.topic)}
-                                question={format!("Delete {}?", m.topic)} confirm="Delete"
-                                onconfirm={delete.reform(move |()| topic.clone())} />
-                        </td>
-                    </tr>
-                }
-            })
-            .collect(),
+    let empty = if like.is_empty() {
+        "No retained messages: publish one with the retain flag."
+    } else {
+        "No retained message on a matching topic."
     };
+    let rows = listing_rows(&list, 5, empty, |m| {
+        let topic = m.topic.clone();
+        html! {
+            <tr class={classes!((selected.as_deref() == Some(m.topic.as_str())).then_some("selected"))}>
+                <td data-label="Topic" class="topic-cell">
+                    <button class="linkish mono" onclick={open(&m.topic)}
+                        aria-label={format!("View the message of {}", m.topic)}>{ &m.topic }</button>
+                </td>
+                <td data-label="QoS" class="num">{ m.qos }</td>
+                <td data-label="Size" class="num nowrap">{ bytes(m.size) }</td>
+                <td data-label="Payload" class="payload-cell">{ cell_preview(m) }</td>
+                <td data-label="Actions" class="row-actions">
+                    <button class="small" onclick={open(&m.topic)}
+                        aria-label={format!("View {}", m.topic)}>{ "View" }</button>
+                    <ConfirmButton label="Delete" class="danger-text"
+                        aria_label={format!("Delete the retained message of {}", m.topic)}
+                        question={format!("Delete {}?", m.topic)} confirm="Delete"
+                        onconfirm={delete.reform(move |()| topic.clone())} />
+                </td>
+            </tr>
+        }
+    });
 
     html! {
         <div class="dash-page retained">
@@ -171,10 +154,7 @@ pub fn retained_page(props: &RetainedProps) -> Html {
                     <tbody>{ rows }</tbody>
                 </table>
             </div>
-            <Pager meta={list.data.as_ref().map(|d| d.meta)} page={*page} limit={*limit} noun="messages"
-                onpage={{ let page = page.clone(); Callback::from(move |p| page.set(p)) }}
-                onlimit={{ let (limit, page) = (limit.clone(), page.clone());
-                    Callback::from(move |l| { limit.set(l); page.set(1); }) }} />
+            { pager_for(list.data.as_ref().map(|d| d.meta), &page, &limit, "messages") }
         </div>
     }
 }

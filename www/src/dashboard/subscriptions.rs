@@ -10,8 +10,8 @@ use yew::prelude::*;
 use super::api::{path, Api, Paged, Subscription};
 use super::format::query;
 use super::live::use_get;
-use super::pager::{use_fit_page, Pager, DEFAULT_LIMIT};
-use super::ui::{empty_row, flash_line, refresh_error, Flash, Input, QosSelect, ANY_QOS};
+use super::pager::{listing_rows, pager_for, refilter, use_fit_page, DEFAULT_LIMIT};
+use super::ui::{flash_line, refresh_error, Flash, Input, QosSelect, ANY_QOS};
 use super::{param, View};
 
 #[derive(Properties, PartialEq)]
@@ -55,13 +55,7 @@ pub fn subscriptions_page(props: &SubscriptionsProps) -> Html {
     let (list, reload) = use_get::<Paged<Subscription>>(Some(url), true);
     use_fit_page(&page, list.data.as_ref().map(|d| d.meta));
 
-    let filter = |state: &UseStateHandle<String>| {
-        let (state, page) = (state.clone(), page.clone());
-        Callback::from(move |v: String| {
-            state.set(v);
-            page.set(1);
-        })
-    };
+    let filter = |state: &UseStateHandle<String>| refilter(state, &page);
     let unsubscribe = |s: &Subscription| {
         let (api, flash, reload) = (api.clone(), flash.clone(), reload.clone());
         let (id, filter) = (s.clientid.clone(), s.topic.clone());
@@ -105,33 +99,28 @@ pub fn subscriptions_page(props: &SubscriptionsProps) -> Html {
         })
     };
 
-    let rows = match list.data.as_deref() {
-        None if list.loading() => empty_row(4, "Loading…"),
-        None => empty_row(4, "The list could not be loaded."),
-        Some(p) if p.data.is_empty() => empty_row(
-            4,
-            if filtered { "No subscription matches." } else { "No subscriptions yet." },
-        ),
-        Some(p) => p
-            .data
-            .iter()
-            .map(|s| html! {
-                <tr>
-                    <td data-label="Client ID">
-                        <a class="mono" href={View::Clients.href(&[("clientid", &s.clientid)])}>{ &s.clientid }</a>
-                    </td>
-                    <td data-label="Topic filter" class="mono topic-cell">{ &s.topic }</td>
-                    <td data-label="QoS" class="num">{ s.qos }</td>
-                    <td data-label="Actions" class="row-actions">
-                        <button class="small danger-text" onclick={unsubscribe(s)}
-                            aria-label={format!("Unsubscribe {} from {}", s.clientid, s.topic)}>
-                            { "Unsubscribe" }
-                        </button>
-                    </td>
-                </tr>
-            })
-            .collect(),
+    let empty = if filtered {
+        "No subscription matches."
+    } else {
+        "No subscriptions yet."
     };
+    let rows = listing_rows(&list, 4, empty, |s| {
+        html! {
+                    <tr>
+                        <td data-label="Client ID">
+                            <a class="mono" href={View::Clients.href(&[("clientid", &s.clientid)])}>{ &s.clientid }</a>
+                        </td>
+                        <td data-label="Topic filter" class="mono topic-cell">{ &s.topic }</td>
+                        <td data-label="QoS" class="num">{ s.qos }</td>
+                        <td data-label="Actions" class="row-actions">
+                            <button class="small danger-text" onclick={unsubscribe(s)}
+                                aria-label={format!("Unsubscribe {} from {}", s.clientid, s.topic)}>
+                                { "Unsubscribe" }
+                            </button>
+                        </td>
+                    </tr>
+        }
+    });
 
     html! {
         <div class="dash-page subscriptions">
@@ -143,8 +132,7 @@ pub fn subscriptions_page(props: &SubscriptionsProps) -> Html {
                 <Input id="subs-match" label="Matches topic" value={(*matching).clone()}
                     oninput={filter(&matching)} mono=true placeholder="a topic name, e.g. a/b/c" />
                 <QosSelect id="subs-qos" value={*qos} any=true
-                    onchange={{ let (qos, page) = (qos.clone(), page.clone());
-                        Callback::from(move |q| { qos.set(q); page.set(1); }) }} />
+                    onchange={refilter(&qos, &page)} />
                 <button class="refresh" onclick={clear} disabled={!filtered}>{ "Clear filters" }</button>
             </div>
             { flash_line(&flash) }
@@ -162,10 +150,7 @@ pub fn subscriptions_page(props: &SubscriptionsProps) -> Html {
                     <tbody>{ rows }</tbody>
                 </table>
             </div>
-            <Pager meta={list.data.as_ref().map(|d| d.meta)} page={*page} limit={*limit} noun="subscriptions"
-                onpage={{ let page = page.clone(); Callback::from(move |p| page.set(p)) }}
-                onlimit={{ let (limit, page) = (limit.clone(), page.clone());
-                    Callback::from(move |l| { limit.set(l); page.set(1); }) }} />
+            { pager_for(list.data.as_ref().map(|d| d.meta), &page, &limit, "subscriptions") }
         </div>
     }
 }

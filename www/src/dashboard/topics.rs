@@ -6,8 +6,8 @@ use yew::prelude::*;
 use super::api::{Paged, Topic};
 use super::format::{group, query};
 use super::live::use_get;
-use super::pager::{use_fit_page, Pager, DEFAULT_LIMIT};
-use super::ui::{empty_row, refresh_error, Input};
+use super::pager::{listing_rows, pager_for, refilter, use_fit_page, DEFAULT_LIMIT};
+use super::ui::{refresh_error, Input};
 use super::View;
 
 #[function_component(TopicsPage)]
@@ -25,40 +25,25 @@ pub fn topics_page() -> Html {
     );
     let (list, _) = use_get::<Paged<Topic>>(Some(url), true);
     use_fit_page(&page, list.data.as_ref().map(|d| d.meta));
-    let on_match = {
-        let (matching, page) = (matching.clone(), page.clone());
-        Callback::from(move |v: String| {
-            matching.set(v);
-            page.set(1);
-        })
-    };
+    let on_match = refilter(&matching, &page);
 
-    let rows = match list.data.as_deref() {
-        None if list.loading() => empty_row(3, "Loading…"),
-        None => empty_row(3, "The list could not be loaded."),
-        Some(p) if p.data.is_empty() => empty_row(
-            3,
-            if matching.is_empty() {
-                "No topics: nobody is subscribed yet."
-            } else {
-                "No subscribed filter matches this topic."
-            },
-        ),
-        Some(p) => p
-            .data
-            .iter()
-            .map(|t| html! {
-                <tr>
-                    <td data-label="Topic filter" class="mono topic-cell">{ &t.topic }</td>
-                    <td data-label="Subscribers" class="num">{ group(t.subscribers) }</td>
-                    <td data-label="Actions" class="row-actions">
-                        <a href={View::Subscriptions.href(&[("topic", &t.topic)])}
-                            aria-label={format!("Subscribers of {}", t.topic)}>{ "Subscribers ›" }</a>
-                    </td>
-                </tr>
-            })
-            .collect(),
+    let empty = if matching.is_empty() {
+        "No topics: nobody is subscribed yet."
+    } else {
+        "No subscribed filter matches this topic."
     };
+    let rows = listing_rows(&list, 3, empty, |t| {
+        html! {
+                    <tr>
+                        <td data-label="Topic filter" class="mono topic-cell">{ &t.topic }</td>
+                        <td data-label="Subscribers" class="num">{ group(t.subscribers) }</td>
+                        <td data-label="Actions" class="row-actions">
+                            <a href={View::Subscriptions.href(&[("topic", &t.topic)])}
+                                aria-label={format!("Subscribers of {}", t.topic)}>{ "Subscribers ›" }</a>
+                        </td>
+                    </tr>
+        }
+    });
 
     html! {
         <div class="dash-page topics">
@@ -79,10 +64,7 @@ pub fn topics_page() -> Html {
                     <tbody>{ rows }</tbody>
                 </table>
             </div>
-            <Pager meta={list.data.as_ref().map(|d| d.meta)} page={*page} limit={*limit} noun="topics"
-                onpage={{ let page = page.clone(); Callback::from(move |p| page.set(p)) }}
-                onlimit={{ let (limit, page) = (limit.clone(), page.clone());
-                    Callback::from(move |l| { limit.set(l); page.set(1); }) }} />
+            { pager_for(list.data.as_ref().map(|d| d.meta), &page, &limit, "topics") }
         </div>
     }
 }
