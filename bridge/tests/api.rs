@@ -376,6 +376,34 @@ fn raw_tcp_client(bridge: &Bridge, client_id: &str, username: &str) -> TcpStream
     tcp
 }
 
+/// A 5.0 CONNECT (clean start, keep-alive 60 s, no properties) with a client id.
+fn connect_v5_packet(client_id: &str) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0];
+    body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
+    body.extend_from_slice(client_id.as_bytes());
+    assert!(body.len() < 128);
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend(body);
+    packet
+}
+
+/// A 5.0 SUBSCRIBE (packet id 1) of one filter with an options byte and, if given, a
+/// subscription identifier (below 128, so one byte).
+fn subscribe_v5_packet(filter: &str, options: u8, subscription_id: Option<u8>) -> Vec<u8> {
+    let mut body = vec![0, 1];
+    match subscription_id {
+        Some(id) => body.extend([2, 0x0B, id]),
+        None => body.push(0),
+    }
+    body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
+    body.extend_from_slice(filter.as_bytes());
+    body.push(options);
+    assert!(body.len() < 128);
+    let mut packet = vec![0x82, body.len() as u8];
+    packet.extend(body);
+    packet
+}
+
 /// Every route under auth, with a method it takes.
 const PROTECTED: &[(&str, &str)] = &[
     ("POST", "/api/v1/logout"),
@@ -627,10 +655,17 @@ fn clients_subscriptions_topics_and_stats_describe_real_clients() {
     api.call(Method::GET, "/api/v1/subscriptions?match_topic=t/%23", None)
         .assert_error(400, "INVALID_TOPIC");
     let own = api.get("/api/v1/clients/c3/subscriptions");
-    assert_eq!(own, json!([{"clientid": "c3", "topic": "t/+/3", "qos": 1}]));
+    assert_eq!(
+        own,
+        json!([{"clientid": "c3", "topic": "t/+/3", "qos": 1, "nl": 0, "rap": 0, "rh": 0, "subid": null}])
+    );
+    assert_eq!(topics("like_topic=2"), ["t/2/#"]);
+    assert_eq!(topics("like_topic=t/"), ["t/+/3", "t/1", "t/2/#"]);
+    assert_eq!(topics("like_topic=%2B&clientid=c1"), Vec::<String>::new());
 
     let distinct = api.get("/api/v1/topics");
     assert_eq!(distinct["meta"]["count"], 3);
+    assert_eq!(api.get("/api/v1/topics?like_topic=%2B")["meta"]["count"], 1);
     assert_eq!(
         distinct["data"][1],
         json!({"topic": "t/1", "subscribers": 1})
@@ -661,6 +696,59 @@ fn clients_subscriptions_topics_and_stats_describe_real_clients() {
             "{kind} {addr} missing in {broker}"
         );
     }
+}
+
+/// A 5.0 client's subscription options (No Local, Retain As Published, Retain Handling)
+/// and subscription identifier are listed as it sent them, under EMQX's names.
+#[test]
+fn subscriptions_show_their_v5_options() {
+    let dir = TempDir::new();
+    let bridge = Bridge::start(&dir.0, &[]);
+    let api = bridge.api().logged_in();
+    let mut tcp = TcpStream::connect(bridge.tcp).unwrap();
+    tcp.set_read_timeout(Some(LIMIT)).unwrap();
+    tcp.write_all(&connect_v5_packet("v5opts")).unwrap();
+    // CONNACK: 20, remaining length, flags, reason 0, properties.
+    let mut head = [0u8; 2];
+    tcp.read_exact(&mut head).unwrap();
+    let mut rest = vec![0u8; head[1] as usize];
+    tcp.read_exact(&mut rest).unwrap();
+    assert_eq!((head[0], rest[1]), (0x20, 0), "CONNACK {head:?} {rest:?}");
+
+    // QoS 1 | No Local | Retain As Published | Retain Handling 2, identifier 7; then a
+    // plain QoS 2 filter without an identifier.
+    let subscribe = [
+        ("opts/#", 0x01 | 0x04 | 0x08 | 0x20, Some(7)),
+        ("plain/+", 0x02, None),
+    ];
+    for (filter, options, id) in subscribe {
+        tcp.write_all(&subscribe_v5_packet(filter, options, id))
+            .unwrap();
+        let mut suback = [0u8; 6];
+        tcp.read_exact(&mut suback).unwrap();
+        assert_eq!(
+            suback,
+            [0x90, 4, 0, 1, 0, options & 0x03],
+            "SUBACK for {filter}"
+        );
+    }
+    api.wait_subscribed("v5opts", &["opts/#", "plain/+"]);
+
+    let listed = api.list("/api/v1/subscriptions?clientid=v5opts");
+    assert_eq!(
+        Value::Array(listed),
+        json!([
+            {"clientid": "v5opts", "topic": "opts/#", "qos": 1, "nl": 1, "rap": 1, "rh": 2, "subid": 7},
+            {"clientid": "v5opts", "topic": "plain/+", "qos": 2, "nl": 0, "rap": 0, "rh": 0, "subid": null},
+        ])
+    );
+    let own = api.get("/api/v1/clients/v5opts/subscriptions");
+    assert_eq!(own[0]["rh"], 2, "{own}");
+    assert_eq!(own[0]["subid"], 7, "{own}");
+    assert_eq!(
+        api.list("/api/v1/subscriptions?like_topic=opts")[0]["topic"],
+        "opts/#"
+    );
 }
 
 #[test]
@@ -893,7 +981,7 @@ fn subscribing_on_behalf_of_a_persistent_client() {
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(
         reply.json,
-        json!({"clientid": "device", "topic": "extra/#", "qos": 1})
+        json!({"clientid": "device", "topic": "extra/#", "qos": 1, "nl": 0, "rap": 0, "rh": 0, "subid": null})
     );
     api.wait_subscribed("device", &["extra/#", "own/x"]);
     mosquitto_pub(&bridge, &["-q", "1", "-t", "extra/1", "-m", "pushed"]);

@@ -15,6 +15,7 @@ use super::paging::{PageQuery, Paged};
 use super::{rfc3339, ApiState};
 use crate::broker::{ClientError, SessionSnapshot};
 use crate::connection::Transport;
+use crate::store::SubRecord;
 
 /// One client as the API shows it.
 #[derive(Debug, Serialize)]
@@ -169,12 +170,37 @@ pub async fn remove_session(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// One subscription as the API shows it.
+/// One subscription as the API shows it, with the MQTT 5.0 subscription options under
+/// EMQX's names (a 3.1.1 subscription has them all 0).
 #[derive(Debug, Serialize)]
 pub struct SubscriptionView {
     pub clientid: String,
     pub topic: String,
+    /// The granted QoS.
     pub qos: u8,
+    /// No Local: 1 if the client does not get its own messages back.
+    pub nl: u8,
+    /// Retain As Published: 1 if forwarded messages keep their RETAIN flag.
+    pub rap: u8,
+    /// Retain Handling: 0 send retained messages on subscribe, 1 only if the subscription
+    /// is new, 2 never.
+    pub rh: u8,
+    /// The subscription identifier the client gave (5.0), if any.
+    pub subid: Option<u32>,
+}
+
+impl SubscriptionView {
+    pub fn new(clientid: String, topic: String, record: &SubRecord) -> SubscriptionView {
+        SubscriptionView {
+            clientid,
+            topic,
+            qos: record.qos,
+            nl: u8::from(record.no_local),
+            rap: u8::from(record.retain_as_published),
+            rh: record.retain_handling,
+            subid: record.subscription_id,
+        }
+    }
 }
 
 /// `GET /api/v1/clients/{clientid}/subscriptions`: the client's filters, sorted.
@@ -188,11 +214,7 @@ pub async fn subscriptions(
         .ok_or_else(|| unknown_client(&clientid))?;
     Ok(Json(
         list.into_iter()
-            .map(|(topic, qos)| SubscriptionView {
-                clientid: clientid.clone(),
-                topic,
-                qos: qos as u8,
-            })
+            .map(|(topic, record)| SubscriptionView::new(clientid.clone(), topic, &record))
             .collect(),
     ))
 }
@@ -217,11 +239,15 @@ pub async fn subscribe(
         .broker
         .subscribe_for(&clientid, &body.topic, qos)
         .map_err(client_error)?;
-    Ok(Json(SubscriptionView {
-        clientid,
-        topic: body.topic,
+    // As a SUBSCRIBE with default options would be.
+    let record = SubRecord {
         qos: qos as u8,
-    }))
+        no_local: false,
+        retain_as_published: false,
+        retain_handling: 0,
+        subscription_id: None,
+    };
+    Ok(Json(SubscriptionView::new(clientid, body.topic, &record)))
 }
 
 /// `POST /api/v1/clients/{clientid}/unsubscribe` body.

@@ -21,6 +21,8 @@ pub struct SubscriptionFilter {
     pub topic: Option<String>,
     /// Filters that match this topic name (who would get a message published to it).
     pub match_topic: Option<String>,
+    /// Filters that contain this text (a search box's "contains").
+    pub like_topic: Option<String>,
     /// Only this granted QoS.
     pub qos: Option<u8>,
 }
@@ -40,6 +42,10 @@ impl SubscriptionFilter {
 
     fn accepts_filter(&self, filter: &str) -> bool {
         self.topic.as_ref().is_none_or(|t| t == filter)
+            && self
+                .like_topic
+                .as_ref()
+                .is_none_or(|part| filter.contains(part.as_str()))
             && self
                 .match_topic
                 .as_ref()
@@ -68,21 +74,17 @@ pub async fn list(
         .broker
         .subscriptions()
         .into_iter()
-        .filter(|(topic, clientid, qos)| {
+        .filter(|(topic, clientid, record)| {
             filter.accepts_filter(topic)
                 && filter
                     .clientid
                     .as_ref()
                     .is_none_or(|c| c.as_str() == &**clientid)
-                && filter.qos.is_none_or(|q| q == *qos as u8)
+                && filter.qos.is_none_or(|q| q == record.qos)
         })
         .collect();
-    Ok(Json(paging.apply(list, |(topic, clientid, qos)| {
-        SubscriptionView {
-            clientid: clientid.to_string(),
-            topic,
-            qos: qos as u8,
-        }
+    Ok(Json(paging.apply(list, |(topic, clientid, record)| {
+        SubscriptionView::new(clientid.to_string(), topic, &record)
     })))
 }
 
@@ -95,7 +97,7 @@ pub struct TopicView {
 }
 
 /// `GET /api/v1/topics`: the distinct subscribed filters with their subscriber counts,
-/// sorted. Takes `topic` and `match_topic` as `/subscriptions` does.
+/// sorted. Takes `topic`, `match_topic` and `like_topic` as `/subscriptions` does.
 pub async fn topics(
     State(state): State<ApiState>,
     ApiQuery(paging): ApiQuery<PageQuery>,

@@ -825,26 +825,26 @@ impl Broker {
     }
 
     /// One client's subscriptions, sorted by filter.
-    pub fn client_subscriptions(&self, client_id: &str) -> Option<Vec<(String, QoS)>> {
+    pub fn client_subscriptions(&self, client_id: &str) -> Option<Vec<(String, SubRecord)>> {
         let session = self.sessions.lock().get(client_id).cloned()?;
         let mut subscriptions = session.subscriptions();
-        subscriptions.sort();
+        subscriptions.sort_by(|a, b| a.0.cmp(&b.0));
         Some(subscriptions)
     }
 
-    /// Every (filter, client id, QoS), sorted by filter then client. Shared subscriptions
-    /// are listed per member with their `$share/{group}/` filter.
-    pub fn subscriptions(&self) -> Vec<(String, Arc<str>, QoS)> {
+    /// Every (filter, client id, options), sorted by filter then client. Shared
+    /// subscriptions are listed per member with their `$share/{group}/` filter.
+    pub fn subscriptions(&self) -> Vec<(String, Arc<str>, SubRecord)> {
         let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
-        let mut list: Vec<(String, Arc<str>, QoS)> = sessions
+        let mut list: Vec<(String, Arc<str>, SubRecord)> = sessions
             .iter()
             .flat_map(|s| {
                 s.subscriptions()
                     .into_iter()
-                    .map(|(filter, qos)| (filter, s.client_id.clone(), qos))
+                    .map(|(filter, record)| (filter, s.client_id.clone(), record))
             })
             .collect();
-        list.sort();
+        list.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         list
     }
 
@@ -956,7 +956,7 @@ fn snapshot(session: &Session) -> SessionSnapshot {
         connection: session.connection(),
         last_connection: session.last_connection(),
         expiry: session.expiry(),
-        subscriptions: session.subscriptions().len(),
+        subscriptions: session.subscription_count(),
         queued,
         in_flight,
         dropped: session.dropped(),

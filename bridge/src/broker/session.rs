@@ -631,14 +631,20 @@ impl Session {
         removed
     }
 
-    /// (filter, granted QoS) of every subscription.
-    pub fn subscriptions(&self) -> Vec<(String, QoS)> {
+    /// Every subscription: its filter and options (granted QoS, the 5.0 options and
+    /// subscription identifier).
+    pub fn subscriptions(&self) -> Vec<(String, SubRecord)> {
         let state = self.state.lock();
         state
             .subscriptions
             .iter()
-            .map(|(f, r)| (f.clone(), QoS::from_u8(r.qos).unwrap_or(QoS::AtMostOnce)))
+            .map(|(filter, record)| (filter.clone(), *record))
             .collect()
+    }
+
+    /// How many subscriptions the session has.
+    pub fn subscription_count(&self) -> usize {
+        self.state.lock().subscriptions.len()
     }
 
     /// Takes the messages that came through shared subscriptions and that this client has
