@@ -287,6 +287,29 @@ test('subscribes a client on its behalf, then kicks it', async () => {
   assert.deepEqual(unexpectedErrors(), []);
 });
 
+test('a 5.0 subscription shows its options; "Filter contains" finds it', async () => {
+  // MQTT.js, a 5.0 client nobody here wrote, subscribes with every option set.
+  const client = await mqttClient({ clientId: 'options-v5', protocolVersion: 5 });
+  await client.subscribeAsync('fleet/+/alerts', {
+    qos: 1, nl: true, rap: true, rh: 2, properties: { subscriptionIdentifier: 7 },
+  });
+  await client.subscribeAsync('fleet/plain', { qos: 0 });
+  await nav('Subscriptions').click();
+  await page.locator('#subs-like').fill('fleet/');
+  await until('the contains filter to apply', async () => (await page.locator('.table tbody tr').count()) === 2);
+  const row = (topic) => page.locator('.table tbody tr', { has: page.locator('td[data-label="Topic filter"]', { hasText: topic }) });
+  assert.equal(await row('fleet/+/alerts').locator('td[data-label="Options"]').innerText(),
+    'No Local, Retain as Published, Retained: never, ID 7');
+  assert.equal(await row('fleet/plain').locator('td[data-label="Options"]').innerText(), '–');
+  await page.locator('#subs-like').fill('alerts');
+  await until('only the alerts filter to stay', async () => (await page.locator('.table tbody tr').count()) === 1);
+  await screenshot('dashboard-1280-subscription-options.png');
+  await page.getByRole('button', { name: 'Clear filters' }).click();
+  await client.endAsync();
+  mqttClients.delete(client);
+  assert.deepEqual(unexpectedErrors(), []);
+});
+
 test('publishes a retained message, views it as text and hex, deletes it', async () => {
   await nav('Publish').click();
   await page.locator('#dash-pub-topic').fill('dashboard/greeting');

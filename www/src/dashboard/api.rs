@@ -176,12 +176,51 @@ impl Client {
     }
 }
 
-/// One subscription.
+/// One subscription, with its MQTT 5.0 options (all 0 for 3.1.1).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Subscription {
     pub clientid: String,
     pub topic: String,
     pub qos: u8,
+    /// No Local (0 or 1).
+    #[serde(default)]
+    pub nl: u8,
+    /// Retain As Published (0 or 1).
+    #[serde(default)]
+    pub rap: u8,
+    /// Retain Handling (0, 1 or 2).
+    #[serde(default)]
+    pub rh: u8,
+    /// The subscription identifier, if the client gave one.
+    #[serde(default)]
+    pub subid: Option<u32>,
+}
+
+impl Subscription {
+    /// The options that differ from a plain subscription's, in words ("–" for none): what
+    /// explains why a client gets no echo of its own messages or no retained ones.
+    pub fn options_text(&self) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        if self.nl != 0 {
+            parts.push("No Local".into());
+        }
+        if self.rap != 0 {
+            parts.push("Retain as Published".into());
+        }
+        match self.rh {
+            0 => {}
+            1 => parts.push("Retained: new only".into()),
+            _ => parts.push("Retained: never".into()),
+        }
+        if let Some(id) = self.subid {
+            parts.push(format!("ID {id}"));
+        }
+        if parts.is_empty() {
+            "–".into()
+        } else {
+            parts.join(", ")
+        }
+    }
 }
 
 /// One distinct subscribed filter.
@@ -433,6 +472,30 @@ mod tests {
         let f = Failure::from_response(502, "<html>bad gateway</html>", Some(3));
         assert_eq!(f.message, "the broker answered HTTP 502");
         assert_eq!(f.retry_after, Some(3));
+    }
+
+    #[test]
+    fn subscription_options_in_words() {
+        let plain: Subscription =
+            serde_json::from_str(r#"{"clientid":"c","topic":"t","qos":1}"#).unwrap();
+        assert_eq!(plain.options_text(), "–");
+        let all: Subscription = serde_json::from_str(
+            r#"{"clientid":"c","topic":"t","qos":1,"nl":1,"rap":1,"rh":2,"subid":7}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            all.options_text(),
+            "No Local, Retain as Published, Retained: never, ID 7"
+        );
+        let new_only = Subscription {
+            rh: 1,
+            subid: None,
+            ..all
+        };
+        assert_eq!(
+            new_only.options_text(),
+            "No Local, Retain as Published, Retained: new only"
+        );
     }
 
     #[test]

@@ -433,15 +433,16 @@ pub fn client_panel(props: &PanelProps) -> Html {
                 <h3>{ "Subscriptions" }</h3>
                 { refresh_error(&subs.error.clone().filter(|_| client.error.is_none())) }
                 <table class="table subs-table">
-                    <thead><tr><th scope="col">{ "Topic filter" }</th><th scope="col" class="num">{ "QoS" }</th><th scope="col"><span class="sr">{ "Actions" }</span></th></tr></thead>
+                    <thead><tr><th scope="col">{ "Topic filter" }</th><th scope="col" class="num">{ "QoS" }</th><th scope="col">{ "Options" }</th><th scope="col"><span class="sr">{ "Actions" }</span></th></tr></thead>
                     <tbody>
                         { match subs.data.as_deref() {
-                            None => empty_row(3, if subs.loading() { "Loading…" } else { "–" }),
-                            Some(list) if list.is_empty() => empty_row(3, "No subscriptions."),
+                            None => empty_row(4, if subs.loading() { "Loading…" } else { "–" }),
+                            Some(list) if list.is_empty() => empty_row(4, "No subscriptions."),
                             Some(list) => list.iter().map(|s| html! {
                                 <tr>
                                     <td class="mono topic-cell">{ &s.topic }</td>
                                     <td class="num">{ s.qos }</td>
+                                    <td class="sub-options">{ s.options_text() }</td>
                                     <td class="row-actions">
                                         <button class="small danger-text" onclick={unsubscribe(s.topic.clone())}
                                             aria-label={format!("Unsubscribe {id} from {}", s.topic)}>

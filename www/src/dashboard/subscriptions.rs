@@ -1,6 +1,6 @@
-//! The subscriptions page: every subscription, paged and live, filtered by client id,
-//! topic filter, the filters that match a topic name, and QoS; each can be removed (an
-//! unsubscribe on the client's behalf).
+//! The subscriptions page: every subscription with its 5.0 options, paged and live,
+//! filtered by client id, topic filter (exact or contains), the filters that match a
+//! topic name, and QoS; each can be removed (an unsubscribe on the client's behalf).
 
 use std::rc::Rc;
 
@@ -30,6 +30,7 @@ pub fn subscriptions_page(props: &SubscriptionsProps) -> Html {
     let api = use_context::<Api>().expect("API");
     let clientid = use_state(|| param(&props.params, "clientid").to_owned());
     let topic = use_state(|| param(&props.params, "topic").to_owned());
+    let like = use_state(|| param(&props.params, "like_topic").to_owned());
     let matching = use_state(|| param(&props.params, "match_topic").to_owned());
     let qos = use_state(|| ANY_QOS);
     let page = use_state(|| 1usize);
@@ -48,6 +49,7 @@ pub fn subscriptions_page(props: &SubscriptionsProps) -> Html {
             ("limit", &limit.to_string()),
             ("clientid", clientid.trim()),
             ("topic", topic.trim()),
+            ("like_topic", like.trim()),
             ("match_topic", matching.trim()),
             ("qos", &qos_text),
         ])
@@ -80,12 +82,16 @@ pub fn subscriptions_page(props: &SubscriptionsProps) -> Html {
             });
         })
     };
-    let filtered =
-        !(clientid.is_empty() && topic.is_empty() && matching.is_empty() && *qos == ANY_QOS);
+    let filtered = !(clientid.is_empty()
+        && topic.is_empty()
+        && like.is_empty()
+        && matching.is_empty()
+        && *qos == ANY_QOS);
     let clear = {
-        let (clientid, topic, matching, qos, page) = (
+        let (clientid, topic, like, matching, qos, page) = (
             clientid.clone(),
             topic.clone(),
+            like.clone(),
             matching.clone(),
             qos.clone(),
             page.clone(),
@@ -93,6 +99,7 @@ pub fn subscriptions_page(props: &SubscriptionsProps) -> Html {
         Callback::from(move |_: MouseEvent| {
             clientid.set(String::new());
             topic.set(String::new());
+            like.set(String::new());
             matching.set(String::new());
             qos.set(ANY_QOS);
             page.set(1);
@@ -104,7 +111,7 @@ pub fn subscriptions_page(props: &SubscriptionsProps) -> Html {
     } else {
         "No subscriptions yet."
     };
-    let rows = listing_rows(&list, 4, empty, |s| {
+    let rows = listing_rows(&list, 5, empty, |s| {
         html! {
                     <tr>
                         <td data-label="Client ID">
@@ -112,6 +119,7 @@ pub fn subscriptions_page(props: &SubscriptionsProps) -> Html {
                         </td>
                         <td data-label="Topic filter" class="mono topic-cell">{ &s.topic }</td>
                         <td data-label="QoS" class="num">{ s.qos }</td>
+                        <td data-label="Options" class="sub-options">{ s.options_text() }</td>
                         <td data-label="Actions" class="row-actions">
                             <button class="small danger-text" onclick={unsubscribe(s)}
                                 aria-label={format!("Unsubscribe {} from {}", s.clientid, s.topic)}>
@@ -129,6 +137,8 @@ pub fn subscriptions_page(props: &SubscriptionsProps) -> Html {
                     oninput={filter(&clientid)} mono=true placeholder="exact id" />
                 <Input id="subs-topic" label="Topic filter" value={(*topic).clone()}
                     oninput={filter(&topic)} mono=true placeholder="exact filter, e.g. a/+/c" />
+                <Input id="subs-like" label="Filter contains" value={(*like).clone()}
+                    oninput={filter(&like)} mono=true placeholder="part of a filter, e.g. sensor" />
                 <Input id="subs-match" label="Matches topic" value={(*matching).clone()}
                     oninput={filter(&matching)} mono=true placeholder="a topic name, e.g. a/b/c" />
                 <QosSelect id="subs-qos" value={*qos} any=true
@@ -144,6 +154,7 @@ pub fn subscriptions_page(props: &SubscriptionsProps) -> Html {
                             <th scope="col">{ "Client ID" }</th>
                             <th scope="col">{ "Topic filter" }</th>
                             <th scope="col" class="num">{ "QoS" }</th>
+                            <th scope="col">{ "Options" }</th>
                             <th scope="col"><span class="sr">{ "Actions" }</span></th>
                         </tr>
                     </thead>
