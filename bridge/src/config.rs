@@ -22,6 +22,7 @@
 //! max_inflight = 32
 //! max_queued_messages = 100000
 //! max_queued_bytes = 268435456
+//! max_queued_bytes_total = 1073741824 # all sessions together; 0: no limit
 //! queue_full_policy = "drop_newest"   # or "drop_oldest", "disconnect"
 //! queue_qos0_messages = false
 //! max_connections = 100000           # 0: no limit
@@ -420,6 +421,9 @@ pub struct Limits {
     /// Bytes (topic + payload) queued per session; past it `queue_full_policy` applies.
     /// Default 268435456 (256 MiB).
     pub max_queued_bytes: usize,
+    /// Bytes queued in all sessions together; past it the policy of the session a message
+    /// is for applies. 0 for no limit; default 1073741824 (1 GiB).
+    pub max_queued_bytes_total: usize,
     /// What a full queue does with a new message: "drop_newest" (default), "drop_oldest"
     /// or "disconnect" (the slow client; 5.0 reason 0x97). Every drop is counted.
     pub queue_full_policy: QueuePolicy,
@@ -447,6 +451,7 @@ impl Default for Limits {
             max_inflight: core.max_inflight as u16,
             max_queued_messages: core.max_queued_messages,
             max_queued_bytes: core.max_queued_bytes,
+            max_queued_bytes_total: core.max_queued_bytes_total,
             queue_full_policy: core.queue_full_policy,
             queue_qos0_messages: core.queue_qos0_messages,
             receive_maximum: core.receive_maximum,
@@ -770,6 +775,7 @@ impl Config {
             max_inflight: usize::from(self.limits.max_inflight),
             max_queued_messages: self.limits.max_queued_messages,
             max_queued_bytes: self.limits.max_queued_bytes,
+            max_queued_bytes_total: self.limits.max_queued_bytes_total,
             queue_full_policy: self.limits.queue_full_policy,
             queue_qos0_messages: self.limits.queue_qos0_messages,
             receive_maximum: self.limits.receive_maximum,

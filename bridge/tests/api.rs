@@ -677,6 +677,7 @@ fn clients_subscriptions_topics_and_stats_describe_real_clients() {
     assert_eq!(stats["subscriptions"], 3);
     assert_eq!(stats["topics"], 3);
     assert_eq!(stats["retained"], 0);
+    assert_eq!(stats["queued_bytes"], 0);
     assert_eq!(stats["messages_received"], 0);
 
     let broker = api.get("/api/v1/broker");
@@ -1101,6 +1102,7 @@ fn metrics_count_traffic_and_prometheus_parses() {
     assert_eq!(value("bridge_messages_sent_total"), 5.0);
     assert_eq!(value("bridge_connections"), 1.0);
     assert_eq!(value("bridge_subscriptions"), 1.0);
+    assert_eq!(value("bridge_queued_bytes"), 0.0);
     assert_eq!(
         value("bridge_messages_dropped_total{reason=\"no_subscribers\"}"),
         1.0

@@ -1092,7 +1092,8 @@ fn flood_to_a_subscriber_that_does_not_read_keeps_memory_bounded() {
 /// The flood with the default limits: a session queues up to 100,000 messages or 256 MiB
 /// (`max_queued_bytes`), so one subscriber that does not read can make the broker hold about
 /// that much; the bound is that plus [`RSS_BOUND_KIB`] of slack. (Every further subscriber
-/// that does not read can hold as much again: memory is bounded per session, not in total.)
+/// that does not read can hold as much again, up to `max_queued_bytes_total`, 1 GiB, for all
+/// sessions together: `limits::the_bytes_queued_in_all_sessions_are_bounded_and_given_back`.)
 #[test]
 fn flood_with_default_limits_stays_within_the_queued_bytes_limit() {
     const DEFAULT_MAX_QUEUED_BYTES_KIB: u64 = 256 * 1024;

@@ -27,6 +27,8 @@ pub struct StatsView {
     pub topics: usize,
     /// Retained messages.
     pub retained: usize,
+    /// Bytes (topic + payload) queued in all sessions, waiting to be sent.
+    pub queued_bytes: usize,
     pub messages_received: u64,
     pub messages_sent: u64,
     /// Messages or deliveries dropped for any reason (see `/metrics` for which).
@@ -47,6 +49,7 @@ pub async fn stats(State(state): State<ApiState>) -> Json<StatsView> {
         subscriptions: broker.subscription_count(),
         topics: broker.topic_count(),
         retained: broker.retained_count(),
+        queued_bytes: broker.queued_bytes(),
         messages_received: counters.messages_received,
         messages_sent: counters.messages_sent,
         messages_dropped: counters.messages_dropped(),
@@ -318,6 +321,11 @@ fn exposition(state: &ApiState) -> String {
         "bridge_retained_messages",
         "Retained messages.",
         broker.retained_count() as u64,
+    );
+    gauge(
+        "bridge_queued_bytes",
+        "Bytes (topic + payload) queued in all sessions, waiting to be sent.",
+        broker.queued_bytes() as u64,
     );
     gauge(
         "bridge_uptime_seconds",

@@ -52,6 +52,9 @@ pub struct BrokerSettings {
     pub max_queued_messages: usize,
     /// Bytes (topic + payload) queued per session.
     pub max_queued_bytes: usize,
+    /// Bytes queued in all sessions together (0: no limit); past it a session's
+    /// `queue_full_policy` decides, as for its own limit.
+    pub max_queued_bytes_total: usize,
     /// What a full session queue does with one more message.
     pub queue_full_policy: QueuePolicy,
     /// Whether QoS 0 messages are queued for offline persistent sessions (Mosquitto's
@@ -76,6 +79,8 @@ impl Default for BrokerSettings {
             // are also on disk, so the default is a hundred times that, bounded in bytes.
             max_queued_messages: 100_000,
             max_queued_bytes: 256 * 1024 * 1024,
+            // Four sessions at their own limit: the queues are in memory (and on disk).
+            max_queued_bytes_total: 1024 * 1024 * 1024,
             queue_full_policy: QueuePolicy::DropNewest,
             queue_qos0_messages: false,
             receive_maximum: 1024,
@@ -248,6 +253,7 @@ impl Broker {
             max_queued_bytes: settings.max_queued_bytes,
             policy: settings.queue_full_policy,
             queue_qos0_offline: settings.queue_qos0_messages,
+            budget: session::QueueBudget::new(settings.max_queued_bytes_total),
         });
         Arc::new(Broker {
             settings,
@@ -808,6 +814,11 @@ impl Broker {
         for session in sessions {
             session.check_keep_alive(now);
         }
+    }
+
+    /// Bytes (topic + payload) queued in all sessions now (the broker-wide budget's use).
+    pub fn queued_bytes(&self) -> usize {
+        self.limits.budget.used()
     }
 
     /// Every session, online or not, sorted by client id.

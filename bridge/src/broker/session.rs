@@ -8,7 +8,7 @@
 //! and nothing acknowledged can be lost in between.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -238,14 +238,66 @@ struct State {
     last_connection: Option<Arc<ConnectionInfo>>,
 }
 
-/// Session limits, copied from the broker settings.
-#[derive(Debug, Clone, Copy)]
+/// Session limits, from the broker settings, and the queue budget all sessions share.
+#[derive(Debug)]
 pub struct Limits {
     pub max_inflight: usize,
     pub max_queued: usize,
     pub max_queued_bytes: usize,
     pub policy: super::QueuePolicy,
     pub queue_qos0_offline: bool,
+    pub budget: QueueBudget,
+}
+
+/// The bytes (topic + payload) queued in all sessions together, and their broker-wide
+/// limit (`max_queued_bytes_total`): per-session limits alone let N slow or offline
+/// sessions hold N times theirs, and the queues live in memory.
+///
+/// Every session adds what it queues and gives back what leaves its queue (sent, dropped,
+/// expired, taken by another member, or the session ended or dropped), so `used` is
+/// always the sum of the sessions' `queued_bytes`.
+#[derive(Debug, Default)]
+pub struct QueueBudget {
+    /// 0: no limit (the bytes are still counted).
+    cap: usize,
+    used: AtomicUsize,
+}
+
+impl QueueBudget {
+    pub fn new(cap: usize) -> QueueBudget {
+        QueueBudget {
+            cap,
+            used: AtomicUsize::new(0),
+        }
+    }
+
+    /// Takes `n` bytes if they fit under the limit. One atomic add on the way that
+    /// succeeds: this is on every delivery's path.
+    fn try_take(&self, n: usize) -> bool {
+        let before = self.used.fetch_add(n, Ordering::Relaxed);
+        if self.cap != 0 && before + n > self.cap {
+            self.used.fetch_sub(n, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Takes `n` bytes even past the limit: messages restored from the store were
+    /// accepted before the restart and are kept.
+    fn take(&self, n: usize) {
+        self.used.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn give_back(&self, n: usize) {
+        if n > 0 {
+            self.used.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes queued in all sessions now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
 }
 
 /// One client's session. Shared by the registry, the router (one `Arc` per subscription)
@@ -460,7 +512,9 @@ impl Session {
     pub fn end(&self) -> Option<Message> {
         let mut state = self.state.lock();
         state.queue.clear();
-        state.queued_bytes = 0;
+        self.limits
+            .budget
+            .give_back(std::mem::take(&mut state.queued_bytes));
         state.in_flight.clear();
         if let Some(store) = self.persisted(&state) {
             store.submit(Op::SessionDelete {
@@ -497,8 +551,11 @@ impl Session {
             return Delivery::Skipped;
         }
         let size = queued_size(&queued);
+        // Room in this session's queue, then in the broker-wide budget; when either is
+        // full, the policy decides for this session (dropping its oldest makes room in both).
         while state.queue.len() >= self.limits.max_queued
             || state.queued_bytes + size > self.limits.max_queued_bytes
+            || !self.limits.budget.try_take(size)
         {
             let oldest = match self.limits.policy {
                 super::QueuePolicy::DropOldest => state.queue.pop_front(),
@@ -515,7 +572,9 @@ impl Session {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 return Delivery::Dropped;
             };
-            state.queued_bytes -= queued_size(&oldest);
+            let oldest_size = queued_size(&oldest);
+            state.queued_bytes -= oldest_size;
+            self.limits.budget.give_back(oldest_size);
             self.dropped.fetch_add(1, Ordering::Relaxed);
             if let (Some(store), true) = (self.persisted(&state), oldest.qos != QoS::AtMostOnce) {
                 self.delete_entry(store, oldest.seq);
@@ -553,7 +612,9 @@ impl Session {
             state.next_seq = state.next_seq.max(queued.seq + 1);
             match stage {
                 0 => {
-                    state.queued_bytes += queued_size(&queued);
+                    let size = queued_size(&queued);
+                    state.queued_bytes += size;
+                    self.limits.budget.take(size);
                     state.queue.push_back(queued);
                 }
                 _ => {
@@ -662,7 +723,10 @@ impl Session {
                 true
             }
         });
-        state.queued_bytes = state.queue.iter().map(queued_size).sum();
+        let left: usize = state.queue.iter().map(queued_size).sum();
+        self.limits
+            .budget
+            .give_back(std::mem::replace(&mut state.queued_bytes, left) - left);
         state.in_flight.retain(|f| {
             if f.queued.shared.is_some() && f.queued.qos == QoS::AtLeastOnce {
                 taken.push(f.queued.clone());
@@ -746,6 +810,8 @@ impl Session {
             // Re-sends come before anything new.
             return written;
         }
+        // What leaves the queue goes back to the budget in one step, not one per message.
+        let queued_before = state.queued_bytes;
         while out.len() < max_bytes {
             let Some(front) = state.queue.front() else {
                 break;
@@ -793,6 +859,9 @@ impl Session {
             }
             written.sent += 1;
         }
+        self.limits
+            .budget
+            .give_back(queued_before - state.queued_bytes);
         written
     }
 
@@ -919,6 +988,16 @@ impl State {
             .iter()
             .position(|e| e.pkid == pkid && e.stage == stage && e.queued.qos == qos)?;
         self.in_flight.remove(index).map(|e| e.queued.seq)
+    }
+}
+
+impl Drop for Session {
+    /// A session discarded with messages still queued (ended by expiry, replaced by a
+    /// clean start) gives their bytes back to the broker-wide budget.
+    fn drop(&mut self) {
+        self.limits
+            .budget
+            .give_back(self.state.get_mut().queued_bytes);
     }
 }
 
