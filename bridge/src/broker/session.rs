@@ -1111,3 +1111,103 @@ fn write_packet(out: &mut BytesMut, packet: &Packet, info: &ConnectionInfo) {
     let result = encode(packet, info.version, out);
     debug_assert!(result.is_ok(), "{result:?}");
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::broker::{QueuePolicy, SharedGroup};
+
+    const SIZE: usize = 10; // topic "t" + 9 payload bytes
+
+    fn limits(total: usize) -> Arc<Limits> {
+        Arc::new(Limits {
+            max_inflight: 32,
+            max_queued: 1000,
+            max_queued_bytes: 1 << 20,
+            policy: QueuePolicy::DropNewest,
+            queue_qos0_offline: false,
+            budget: QueueBudget::new(total),
+        })
+    }
+
+    /// A QoS 1 message of [`SIZE`] bytes, through a shared group or not.
+    fn queued(shared: Option<&Arc<SharedGroup>>) -> Queued {
+        let message = Message::new(
+            "t",
+            Bytes::from_static(b"123456789"),
+            QoS::AtLeastOnce,
+            false,
+        );
+        Queued {
+            message: Arc::new(message),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            subscription_id: None,
+            shared: shared.cloned(),
+            seq: 0,
+        }
+    }
+
+    /// An offline session (no store): QoS 1 messages wait in its queue.
+    fn session(id: &str, limits: &Arc<Limits>) -> Session {
+        Session::new(Arc::from(id), u32::MAX, limits.clone(), None)
+    }
+
+    /// The budget is the sum of what the sessions hold, whichever way messages leave:
+    /// taken by another shared-group member, the session ended, or the session dropped.
+    #[test]
+    fn the_budget_follows_every_way_out_of_a_queue() {
+        let limits = limits(0);
+        let group = Arc::new(SharedGroup::new("g", "t"));
+        let a = session("a", &limits);
+        for shared in [None, Some(&group), None] {
+            assert!(matches!(a.deliver(queued(shared)), Delivery::Queued));
+        }
+        let b = session("b", &limits);
+        for _ in 0..2 {
+            assert!(matches!(b.deliver(queued(None)), Delivery::Queued));
+        }
+        assert_eq!(limits.budget.used(), 5 * SIZE);
+        assert_eq!(a.take_shared_backlog().len(), 1);
+        assert_eq!(limits.budget.used(), 4 * SIZE);
+        assert!(a.end().is_none());
+        assert_eq!(limits.budget.used(), 2 * SIZE);
+        drop(b);
+        assert_eq!(limits.budget.used(), 0);
+        // Ended, then dropped: nothing is given back twice.
+        drop(a);
+        assert_eq!(limits.budget.used(), 0);
+    }
+
+    /// Past the broker-wide limit a session's policy applies: drop_newest refuses the new
+    /// message; drop_oldest makes room from the session's own queue, and a session with
+    /// nothing queued has nothing to drop.
+    #[test]
+    fn past_the_budget_the_session_policy_decides() {
+        let limits = limits(3 * SIZE);
+        let a = session("a", &limits);
+        for _ in 0..3 {
+            assert!(matches!(a.deliver(queued(None)), Delivery::Queued));
+        }
+        assert!(matches!(a.deliver(queued(None)), Delivery::Dropped));
+        assert_eq!(limits.budget.used(), 3 * SIZE);
+
+        let oldest_first = Arc::new(Limits {
+            policy: QueuePolicy::DropOldest,
+            budget: QueueBudget::new(3 * SIZE),
+            ..*limits
+        });
+        let b = session("b", &oldest_first);
+        let c = session("c", &oldest_first);
+        for _ in 0..3 {
+            assert!(matches!(b.deliver(queued(None)), Delivery::Queued));
+        }
+        assert!(matches!(c.deliver(queued(None)), Delivery::Dropped));
+        assert!(matches!(b.deliver(queued(None)), Delivery::Queued));
+        assert_eq!(b.backlog().0, 3);
+        assert_eq!(b.dropped(), 1);
+        assert_eq!(oldest_first.budget.used(), 3 * SIZE);
+    }
+}
