@@ -1069,10 +1069,11 @@ enum ReadError {
 mod tests {
     use super::*;
 
-    /// Every idle connection holds one of these tasks (plus 104 bytes of task header, the
-    /// whole rounded up to 128: 664 is the most that fits 768): the bench's idle scenario measures the whole, this catches the
-    /// largest part growing back (a large local held across an await, a boxed value kept
-    /// alive, an `async fn` argument stored twice) without a run of the bench.
+    /// Every idle connection holds one of these tasks, plus 104 bytes of task header, the
+    /// whole rounded up to a multiple of 128: 664 is the most that fits 768. The bench's
+    /// idle scenario measures the whole; this catches the largest part growing back (a
+    /// large local held across an await, a boxed value kept alive, an `async fn` argument
+    /// stored twice) without a run of the bench.
     #[tokio::test]
     async fn a_tcp_connection_task_stays_small() {
         const LIMIT: usize = 664;
