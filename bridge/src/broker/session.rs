@@ -788,7 +788,11 @@ impl Session {
                 index += 1;
                 continue;
             }
-            if entry.stage == Stage::Published && !fits(&entry.queued, &info, now) {
+            let properties = match entry.stage {
+                Stage::Published => delivery_properties(&entry.queued, &info, now),
+                Stage::Released => None,
+            };
+            if entry.stage == Stage::Published && !fits(&entry.queued, &info, properties.as_ref()) {
                 let dropped = state.in_flight.remove(index).expect("index in range");
                 written.too_large += 1;
                 self.forget(&state, Some(dropped.queued.seq));
@@ -798,7 +802,15 @@ impl Session {
             entry.resend = false;
             match entry.stage {
                 Stage::Published => {
-                    write_publish(out, &entry.queued, entry.pkid, true, &info, aliases, now);
+                    write_publish(
+                        out,
+                        &entry.queued,
+                        entry.pkid,
+                        true,
+                        &info,
+                        aliases,
+                        properties,
+                    );
                     written.sent += 1;
                 }
                 Stage::Released => write_packet(out, &Packet::PubRel(Ack::new(entry.pkid)), &info),
@@ -816,7 +828,8 @@ impl Session {
             let Some(front) = state.queue.front() else {
                 break;
             };
-            if front.message.is_expired(now) || !fits(front, &info, now) {
+            let properties = delivery_properties(front, &info, now);
+            if front.message.is_expired(now) || !fits(front, &info, properties.as_ref()) {
                 let dropped = state.queue.pop_front().expect("front exists");
                 state.queued_bytes -= queued_size(&dropped);
                 if dropped.message.is_expired(now) {
@@ -834,7 +847,7 @@ impl Session {
             if front.qos == QoS::AtMostOnce {
                 let queued = state.queue.pop_front().expect("front exists");
                 state.queued_bytes -= queued_size(&queued);
-                write_publish(out, &queued, 0, false, &info, aliases, now);
+                write_publish(out, &queued, 0, false, &info, aliases, properties);
             } else {
                 if in_window >= window {
                     break;
@@ -842,7 +855,7 @@ impl Session {
                 let queued = state.queue.pop_front().expect("front exists");
                 state.queued_bytes -= queued_size(&queued);
                 let pkid = state.allocate_pkid();
-                write_publish(out, &queued, pkid, false, &info, aliases, now);
+                write_publish(out, &queued, pkid, false, &info, aliases, properties);
                 let entry = InFlight {
                     pkid,
                     queued,
@@ -1011,7 +1024,12 @@ static NO_PROPERTIES: Properties = Properties::EMPTY;
 
 /// The properties a 5.0 subscriber gets with this delivery: the message's own, the
 /// subscription identifier, and the expiry interval reduced by the time spent waiting.
-fn delivery_properties(queued: &Queued, now: Instant) -> Option<Properties> {
+/// None for a 3.1.1 subscriber, and for a message with nothing to add. Built once per
+/// delivery: the size check and the encoding share it.
+fn delivery_properties(queued: &Queued, info: &ConnectionInfo, now: Instant) -> Option<Properties> {
+    if info.version != ProtocolVersion::V5 {
+        return None;
+    }
     let message = &queued.message;
     if message.properties.is_empty()
         && queued.subscription_id.is_none()
@@ -1025,12 +1043,12 @@ fn delivery_properties(queued: &Queued, now: Instant) -> Option<Properties> {
     Some(properties)
 }
 
-/// Whether the delivery fits the client's maximum packet size (5.0; MQTT-3.1.2-25).
-fn fits(queued: &Queued, info: &ConnectionInfo, now: Instant) -> bool {
+/// Whether the delivery, with its `properties` ([`delivery_properties`]), fits the
+/// client's maximum packet size (5.0; MQTT-3.1.2-25).
+fn fits(queued: &Queued, info: &ConnectionInfo, properties: Option<&Properties>) -> bool {
     if info.version != ProtocolVersion::V5 || info.max_packet_size == u32::MAX {
         return true;
     }
-    let properties = delivery_properties(queued, now);
     let size = publish_size(
         &PublishRef {
             dup: false,
@@ -1039,7 +1057,7 @@ fn fits(queued: &Queued, info: &ConnectionInfo, now: Instant) -> bool {
             topic: &queued.message.topic,
             pkid: 1,
             payload: &queued.message.payload,
-            properties: properties.as_ref().unwrap_or(&NO_PROPERTIES),
+            properties: properties.unwrap_or(&NO_PROPERTIES),
         },
         info.version,
     );
@@ -1053,13 +1071,11 @@ fn write_publish(
     dup: bool,
     info: &ConnectionInfo,
     aliases: &mut TopicAliases,
-    now: Instant,
+    mut properties: Option<Properties>,
 ) {
     let message = &queued.message;
     let mut topic: &str = &message.topic;
-    let mut properties = None;
     if info.version == ProtocolVersion::V5 {
-        properties = delivery_properties(queued, now);
         if let Some(alias) = aliases.lookup(&message.topic) {
             // The alias alone stands for the topic: the packet only shrinks.
             properties
