@@ -350,17 +350,26 @@ fn mosquitto_pub(bridge: &Bridge, args: &[&str]) {
     assert!(status.success(), "mosquitto_pub {args:?}: {status}");
 }
 
+/// A packet of one fixed-header byte and a body short enough for a one-byte length.
+fn frame(first_byte: u8, body: Vec<u8>) -> Vec<u8> {
+    assert!(body.len() < 128);
+    let mut packet = vec![first_byte, body.len() as u8];
+    packet.extend(body);
+    packet
+}
+
+/// Appends an MQTT string (two-byte length, then the bytes).
+fn put_str(body: &mut Vec<u8>, text: &str) {
+    body.extend_from_slice(&(text.len() as u16).to_be_bytes());
+    body.extend_from_slice(text.as_bytes());
+}
+
 /// A 3.1.1 CONNECT (clean session, keep-alive 60 s) with a client id and username.
 fn connect_packet(client_id: &str, username: &str) -> Vec<u8> {
     let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x80 | 0x02, 0, 60];
-    for field in [client_id, username] {
-        body.extend_from_slice(&(field.len() as u16).to_be_bytes());
-        body.extend_from_slice(field.as_bytes());
-    }
-    assert!(body.len() < 128);
-    let mut packet = vec![0x10, body.len() as u8];
-    packet.extend(body);
-    packet
+    put_str(&mut body, client_id);
+    put_str(&mut body, username);
+    frame(0x10, body)
 }
 
 const CONNACK_ACCEPTED: [u8; 4] = [0x20, 0x02, 0x00, 0x00];
@@ -379,12 +388,8 @@ fn raw_tcp_client(bridge: &Bridge, client_id: &str, username: &str) -> TcpStream
 /// A 5.0 CONNECT (clean start, keep-alive 60 s, no properties) with a client id.
 fn connect_v5_packet(client_id: &str) -> Vec<u8> {
     let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0];
-    body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
-    body.extend_from_slice(client_id.as_bytes());
-    assert!(body.len() < 128);
-    let mut packet = vec![0x10, body.len() as u8];
-    packet.extend(body);
-    packet
+    put_str(&mut body, client_id);
+    frame(0x10, body)
 }
 
 /// A 5.0 SUBSCRIBE (packet id 1) of one filter with an options byte and, if given, a
@@ -395,13 +400,9 @@ fn subscribe_v5_packet(filter: &str, options: u8, subscription_id: Option<u8>) -
         Some(id) => body.extend([2, 0x0B, id]),
         None => body.push(0),
     }
-    body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
-    body.extend_from_slice(filter.as_bytes());
+    put_str(&mut body, filter);
     body.push(options);
-    assert!(body.len() < 128);
-    let mut packet = vec![0x82, body.len() as u8];
-    packet.extend(body);
-    packet
+    frame(0x82, body)
 }
 
 /// Every route under auth, with a method it takes.
@@ -1006,6 +1007,39 @@ fn subscribing_on_behalf_of_a_persistent_client() {
     mosquitto_pub(&bridge, &["-q", "1", "-t", "extra/2", "-m", "not for you"]);
     mosquitto_pub(&bridge, &["-q", "1", "-t", "own/x", "-m", "mine"]);
     assert_eq!(sub.expect_line(), "own/x mine");
+}
+
+/// `queued_bytes` (stats) and `bridge_queued_bytes` (Prometheus) count the topic and
+/// payload bytes an offline persistent session holds, and fall back to 0 once it has them.
+#[test]
+fn queued_bytes_count_what_an_offline_session_holds() {
+    let dir = TempDir::new();
+    let bridge = Bridge::start(&dir.0, &[]);
+    let api = bridge.api().logged_in();
+    let args = ["-i", "away", "-c", "-q", "1", "-t", "held/#", "-v"];
+    let sub = MqttProc::sub(&bridge, &args);
+    api.wait_subscribed("away", &["held/#"]);
+    drop(sub);
+    wait_until("the subscriber to go offline", || {
+        api.get("/api/v1/clients/away")["connected"] == false
+    });
+    for payload in ["12345", "678"] {
+        mosquitto_pub(&bridge, &["-q", "1", "-t", "held/a", "-m", payload]);
+    }
+    // "held/a" twice (12 bytes) and 8 bytes of payload.
+    assert_eq!(api.get("/api/v1/stats")["queued_bytes"], 20);
+    let prometheus = parse_prometheus(&api.call(Method::GET, "/metrics", None).text);
+    assert!(
+        prometheus.contains(&("bridge_queued_bytes".to_owned(), 20.0)),
+        "{prometheus:?}"
+    );
+
+    let back = MqttProc::sub(&bridge, &args);
+    assert_eq!(back.expect_line(), "held/a 12345");
+    assert_eq!(back.expect_line(), "held/a 678");
+    wait_until("the queue to be given back", || {
+        api.get("/api/v1/stats")["queued_bytes"] == 0
+    });
 }
 
 /// `name{labels} value` lines of a Prometheus exposition, as (name with labels, value).

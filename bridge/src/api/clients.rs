@@ -235,18 +235,10 @@ pub async fn subscribe(
     ApiJson(body): ApiJson<SubscribeRequest>,
 ) -> ApiResult<Json<SubscriptionView>> {
     let qos = parse_qos(body.qos)?;
-    state
+    let record = state
         .broker
         .subscribe_for(&clientid, &body.topic, qos)
         .map_err(client_error)?;
-    // As a SUBSCRIBE with default options would be.
-    let record = SubRecord {
-        qos: qos as u8,
-        no_local: false,
-        retain_as_published: false,
-        retain_handling: 0,
-        subscription_id: None,
-    };
     Ok(Json(SubscriptionView::new(clientid, body.topic, &record)))
 }
 

@@ -592,16 +592,7 @@ impl Broker {
         filter: &SubscribeFilter,
         subscription_id: Option<u32>,
     ) {
-        session.add_subscription(
-            &filter.filter,
-            SubRecord {
-                qos: filter.qos as u8,
-                no_local: filter.no_local,
-                retain_as_published: filter.retain_as_published,
-                retain_handling: filter.retain_handling,
-                subscription_id,
-            },
-        );
+        session.add_subscription(&filter.filter, sub_record(filter, subscription_id));
         let is_new = self.route(session, filter, subscription_id);
         if parse_shared(&filter.filter).ok().flatten().is_some() {
             return;
@@ -916,13 +907,14 @@ impl Broker {
         Ok(())
     }
 
-    /// Subscribes an existing session to `filter` on its behalf (as EMQX's API does).
+    /// Subscribes an existing session to `filter` on its behalf (as EMQX's API does), with
+    /// a SUBSCRIBE's default options; returns the subscription as stored.
     pub fn subscribe_for(
         &self,
         client_id: &str,
         filter: &str,
         qos: QoS,
-    ) -> Result<(), ClientError> {
+    ) -> Result<SubRecord, ClientError> {
         validate_topic_filter(filter).map_err(|e| ClientError::InvalidFilter(e.to_string()))?;
         if let Err(e) = parse_shared(filter) {
             return Err(ClientError::InvalidFilter(e.to_string()));
@@ -933,8 +925,9 @@ impl Broker {
             .get(client_id)
             .cloned()
             .ok_or_else(|| ClientError::UnknownClient(client_id.to_owned()))?;
-        self.subscribe(&session, &SubscribeFilter::new(filter, qos), None);
-        Ok(())
+        let filter = SubscribeFilter::new(filter, qos);
+        self.subscribe(&session, &filter, None);
+        Ok(sub_record(&filter, None))
     }
 
     /// Unsubscribes an existing session from `filter` on its behalf.
@@ -975,6 +968,17 @@ fn snapshot(session: &Session) -> SessionSnapshot {
 }
 
 /// A stored subscription's options as a SUBSCRIBE filter.
+/// What a session stores of a subscription (the inverse of [`subscribe_filter`]).
+fn sub_record(filter: &SubscribeFilter, subscription_id: Option<u32>) -> SubRecord {
+    SubRecord {
+        qos: filter.qos as u8,
+        no_local: filter.no_local,
+        retain_as_published: filter.retain_as_published,
+        retain_handling: filter.retain_handling,
+        subscription_id,
+    }
+}
+
 fn subscribe_filter(filter: &str, record: &SubRecord) -> SubscribeFilter {
     SubscribeFilter {
         filter: filter.to_owned(),

@@ -256,7 +256,7 @@ pub struct Limits {
 /// Every session adds what it queues and gives back what leaves its queue (sent, dropped,
 /// expired, taken by another member, or the session ended or dropped), so `used` is
 /// always the sum of the sessions' `queued_bytes`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct QueueBudget {
     /// 0: no limit (the bytes are still counted).
     cap: usize,
@@ -715,18 +715,18 @@ impl Session {
         let mut guard = self.state.lock();
         let state = &mut *guard;
         let mut taken = Vec::new();
+        let mut taken_bytes = 0;
         state.queue.retain(|q| {
             if q.shared.is_some() {
+                taken_bytes += queued_size(q);
                 taken.push(q.clone());
                 false
             } else {
                 true
             }
         });
-        let left: usize = state.queue.iter().map(queued_size).sum();
-        self.limits
-            .budget
-            .give_back(std::mem::replace(&mut state.queued_bytes, left) - left);
+        state.queued_bytes -= taken_bytes;
+        self.limits.budget.give_back(taken_bytes);
         state.in_flight.retain(|f| {
             if f.queued.shared.is_some() && f.queued.qos == QoS::AtLeastOnce {
                 taken.push(f.queued.clone());
