@@ -56,7 +56,7 @@ async fn serve(mut stream: TcpStream, publishes: Arc<AtomicU64>) {
                     break;
                 }
             }
-            let header = match parse_fixed_header(&buf, usize::MAX, false) {
+            let header = match parse_fixed_header(&buf, usize::MAX, None) {
                 Ok(Some(header)) => header,
                 Ok(None) => break,
                 Err(_) => {

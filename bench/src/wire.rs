@@ -36,8 +36,7 @@ pub enum Frame<'a> {
 /// The packet at the front of `buf` and its length on the wire; `Ok(None)` until it is
 /// complete.
 pub fn next_frame(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, String> {
-    let Some(header) = parse_fixed_header(buf, MAX_PACKET, false).map_err(|e| e.to_string())?
-    else {
+    let Some(header) = parse_fixed_header(buf, MAX_PACKET, None).map_err(|e| e.to_string())? else {
         return Ok(None);
     };
     let len = header.frame_len();

@@ -29,6 +29,7 @@
 //! max_connection_rate = 0             # new connections per second; 0: no limit
 //! receive_maximum = 1024              # MQTT 5.0
 //! topic_alias_maximum = 64            # MQTT 5.0
+//! max_keepalive = 65535               # seconds; 65535: no limit
 //!
 //! [web]
 //! root = "www/dist"
@@ -149,6 +150,16 @@ pub struct Cli {
     /// refused (5.0: 0x9F), 0 for no limit [default: 0]
     #[arg(long, value_name = "PER_SECOND")]
     pub max_connection_rate: Option<u32>,
+
+    /// Longest keep-alive a client may ask for, in seconds (1..=65535): a 5.0 client asking
+    /// for more, or for 0, is told this one (Server Keep Alive); a 3.1.x client is refused
+    /// (CONNACK 2). 65535: no limit [default: 65535]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub max_keepalive: Option<u16>,
 
     /// Log filter: a level (error, warn, info, debug, trace) or directives such as
     /// "info,bridge=debug" [default: info]; RUST_LOG, if set, wins
@@ -441,6 +452,11 @@ pub struct Limits {
     /// CONNACK "connection rate exceeded" (5.0, 0x9F; 3.1.1: server unavailable). 0 for no
     /// limit (the default).
     pub max_connection_rate: u32,
+    /// Longest keep-alive a client may ask for, in seconds (1..=65535); default 65535, no
+    /// limit. A 5.0 client asking for more, or for 0 (none), is given this one as Server
+    /// Keep Alive and held to it; a 3.1.x client is refused with CONNACK 2, as Mosquitto's
+    /// `max_keepalive` does.
+    pub max_keepalive: u16,
 }
 
 impl Default for Limits {
@@ -458,6 +474,7 @@ impl Default for Limits {
             topic_alias_maximum: core.topic_alias_maximum,
             max_connections: core.max_connections,
             max_connection_rate: core.max_connection_rate,
+            max_keepalive: core.max_keepalive,
         }
     }
 }
@@ -653,6 +670,12 @@ impl Config {
                 "0 is out of range 1..=65535".to_owned(),
             ));
         }
+        if self.limits.max_keepalive == 0 {
+            return Err(invalid(
+                "limits.max_keepalive",
+                "0 is out of range 1..=65535 (65535 means no limit)".to_owned(),
+            ));
+        }
         parse_ws_path(&self.listeners.ws_path).map_err(|m| invalid("listeners.ws_path", m))?;
         parse_log_filter(&self.log.level).map_err(|m| invalid("log.level", m))?;
         if self.dashboard.username.is_empty() {
@@ -754,6 +777,9 @@ impl Config {
         if let Some(rate) = cli.max_connection_rate {
             self.limits.max_connection_rate = rate;
         }
+        if let Some(secs) = cli.max_keepalive {
+            self.limits.max_keepalive = secs;
+        }
         if let Some(level) = &cli.log {
             self.log.level = level.clone();
         }
@@ -782,6 +808,7 @@ impl Config {
             topic_alias_maximum: self.limits.topic_alias_maximum,
             max_connections: self.limits.max_connections,
             max_connection_rate: self.limits.max_connection_rate,
+            max_keepalive: self.limits.max_keepalive,
         }
     }
 }

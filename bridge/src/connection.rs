@@ -35,7 +35,7 @@ use tracing::{debug, info, Instrument};
 
 use crate::broker::{
     Action, Broker, ConnectionInfo, Identity, Kick, Message, Metrics, Online, Owner, Session,
-    TopicAliases, Written, NEVER_EXPIRES,
+    TopicAliases, Written, WrongAck, NEVER_EXPIRES,
 };
 use crate::duplex::{Duplex, Split};
 
@@ -67,6 +67,13 @@ const READ_MIN: usize = 64;
 const BUFFER_KEEP: usize = 64 * 1024;
 /// MQTT 3.1 limits client identifiers to 23 characters.
 const MQTT31_MAX_CLIENT_ID: usize = 23;
+/// How long, and for how many bytes, a connection the server closes keeps reading (and
+/// discarding) what the client still sends, so that the client reads our last packet
+/// instead of a reset ([`Connection::close`]).
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: u64 = 1024 * 1024;
+/// The smallest 5.0 CONNACK: flags, reason code and an empty property length.
+const MIN_V5_CONNACK: usize = 5;
 
 /// Why a connection ended. Every end but a normal DISCONNECT publishes the will.
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +173,7 @@ fn serve_duplex<S: Duplex>(
         inbound_aliases: None,
         outbound_aliases: TopicAliases::new(0),
         session_expiry: 0,
+        client_max_packet: u32::MAX,
     };
     // The block owns the connection in place (its argument would be a second copy).
     async move { conn.serve().await }.instrument(span)
@@ -193,6 +201,9 @@ struct Connection<S> {
     outbound_aliases: TopicAliases,
     /// The session expiry interval the client asked for in CONNECT.
     session_expiry: u32,
+    /// The largest packet the client accepts (5.0 Maximum Packet Size; unlimited before):
+    /// nothing larger is ever written to it (MQTT-3.1.2-24).
+    client_max_packet: u32,
 }
 
 struct Origin {
@@ -209,9 +220,8 @@ struct Opened {
     _online: Online,
     /// Boxed: rare, and large with its properties.
     will: Option<Box<Will>>,
+    /// The keep-alive in force: the client's, or the one we told it (5.0).
     keep_alive: u16,
-    /// The client's maximum packet size (5.0).
-    client_max_packet: u32,
 }
 
 impl<S: Duplex> Connection<S> {
@@ -241,12 +251,7 @@ impl<S: Duplex> Connection<S> {
         let end = self
             .serve_session(opened.keep_alive, &opened.session, &opened.kick)
             .await;
-        let Opened {
-            session,
-            will,
-            client_max_packet,
-            ..
-        } = opened;
+        let Opened { session, will, .. } = opened;
         match &end {
             End::Disconnected { .. } | End::Kicked(_) | End::Lost(_) => {
                 debug!("connection ended: {end}")
@@ -272,32 +277,47 @@ impl<S: Duplex> Connection<S> {
                 disconnect.properties.reason_string = Some(message.clone());
                 // The reason string is left out if it would make the packet larger than
                 // the client accepts (MQTT-3.14.2-3, MQTT-3.1.2-24).
-                let max = client_max_packet as usize;
-                let mut probe = BytesMut::new();
-                let fits = encode(
-                    &Packet::Disconnect(disconnect.clone()),
-                    self.version,
-                    &mut probe,
-                )
-                .is_ok_and(|()| probe.len() <= max);
-                if !fits {
+                if !self.queue(&Packet::Disconnect(disconnect.clone())) {
                     disconnect.properties.reason_string = None;
+                    // Three bytes: fits every client that got a CONNACK (5 bytes or more).
+                    let _ = self.queue(&Packet::Disconnect(disconnect));
                 }
+            } else {
+                let _ = self.queue(&Packet::Disconnect(disconnect));
             }
-            self.queue(&Packet::Disconnect(disconnect));
         }
         if !matches!(end, End::Lost(_)) {
-            // Best effort: let the client see everything we answered before closing.
-            let _ = timeout(Duration::from_secs(1), self.write_all()).await;
-            let _ = self.stream.halves().1.shutdown().await;
+            Box::pin(self.close()).await;
         }
+    }
+
+    /// Ends a connection the server closes, so that the client can read the last packets
+    /// (a DISCONNECT with its reason, a refusing CONNACK): writes them, shuts down the
+    /// writing half, then reads and discards what the client still sends until it closes
+    /// too, for at most [`LINGER`] and [`LINGER_BYTES`]. Closing a socket with unread bytes
+    /// makes the kernel send a reset, and a reset can destroy what the client has not yet
+    /// read; a client still sending (say, PUBRELs past our receive maximum) would lose the
+    /// DISCONNECT that tells it why. Boxed by its callers: the buffer and timers are needed
+    /// only here, not in every idle connection's task.
+    async fn close(&mut self) {
+        let _ = timeout(LINGER, self.write_all()).await;
+        let (reader, mut writer) = self.stream.halves();
+        if timeout(LINGER, writer.shutdown()).await.is_err() {
+            return;
+        }
+        let mut discard = reader.take(LINGER_BYTES);
+        let _ = timeout(
+            LINGER,
+            tokio::io::copy(&mut discard, &mut tokio::io::sink()),
+        )
+        .await;
     }
 
     fn is_v5(&self) -> bool {
         self.version == ProtocolVersion::V5
     }
 
-    /// Reads the CONNECT and answers it. `Ok(None)`: refused with a CONNACK already sent.
+    /// Reads the CONNECT and answers it. `Ok(None)`: refused with a CONNACK, and closed.
     async fn handshake(&mut self) -> Result<Option<Opened>, String> {
         let first = match timeout(CONNECT_TIMEOUT, self.read_packet()).await {
             Err(_) => return Err("no CONNECT within the connect timeout".into()),
@@ -318,6 +338,17 @@ impl<S: Duplex> Connection<S> {
         };
         let mut connect = connect;
         self.version = connect.version;
+        if self.is_v5() {
+            self.client_max_packet = connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
+        }
+        if (self.client_max_packet as usize) < MIN_V5_CONNACK {
+            // Not even a CONNACK fits what the client accepts (MQTT-3.1.2-24), refusing or
+            // not: close without sending anything.
+            return Err(format!(
+                "the client's maximum packet size {} cannot hold any CONNACK (MQTT-3.1.2-24)",
+                self.client_max_packet
+            ));
+        }
 
         if self.is_v5() && connect.properties.authentication_method.is_some() {
             // No enhanced authentication method is configured (MQTT-4.12.0-1).
@@ -326,6 +357,14 @@ impl<S: Duplex> Connection<S> {
             return Ok(None);
         }
         let mut assigned_id = None;
+        if connect.version == ProtocolVersion::V3_1
+            && !(1..=MQTT31_MAX_CLIENT_ID).contains(&connect.client_id.chars().count())
+        {
+            // MQTT 3.1 §3.1: "between 1 and 23 characters"; it has no assigned identifiers.
+            info!("MQTT 3.1 client id not 1 to 23 characters long: CONNACK 0x02");
+            self.refuse(reason::CLIENT_IDENTIFIER_NOT_VALID).await;
+            return Ok(None);
+        }
         if connect.client_id.is_empty() {
             if !connect.clean_session && !self.is_v5() {
                 // MQTT-3.1.3-8: no identifier and a persistent session cannot be resumed.
@@ -335,12 +374,40 @@ impl<S: Duplex> Connection<S> {
             }
             connect.client_id = self.broker.generate_client_id(self.id);
             assigned_id = Some(connect.client_id.clone());
-        } else if connect.version == ProtocolVersion::V3_1
-            && connect.client_id.chars().count() > MQTT31_MAX_CLIENT_ID
+        }
+        // The longest keep-alive we accept (Mosquitto's max_keepalive): 0 asks for none,
+        // which is longer than any. 5.0 is told the one to use (MQTT-3.2.2-21); 3.1.x has no
+        // way to be told and is refused, with "identifier rejected" as Mosquitto does.
+        let max_keepalive = self.broker.settings.max_keepalive;
+        let mut server_keep_alive = None;
+        if max_keepalive < u16::MAX
+            && (connect.keep_alive == 0 || connect.keep_alive > max_keepalive)
         {
-            info!("MQTT 3.1 client id longer than 23 characters: CONNACK 0x02");
-            self.refuse(reason::CLIENT_IDENTIFIER_NOT_VALID).await;
-            return Ok(None);
+            if !self.is_v5() {
+                info!(
+                    keep_alive = connect.keep_alive,
+                    max_keepalive, "keep-alive above max_keepalive: CONNACK 0x02"
+                );
+                self.refuse(reason::CLIENT_IDENTIFIER_NOT_VALID).await;
+                return Ok(None);
+            }
+            connect.keep_alive = max_keepalive;
+            server_keep_alive = Some(max_keepalive);
+        }
+        // What a CONNACK accepting this client must carry (the rest can be left out): if
+        // that does not fit the client's maximum packet size, nothing can be sent.
+        let required = Properties {
+            server_keep_alive,
+            assigned_client_identifier: assigned_id.clone(),
+            ..Properties::default()
+        };
+        if self.is_v5()
+            && self.encoded_len(&connack(true, required.clone())) > self.client_max_packet as usize
+        {
+            return Err(format!(
+                "the client's maximum packet size {} cannot hold the CONNACK it needs (MQTT-3.1.2-24)",
+                self.client_max_packet
+            ));
         }
         if let Some(will) = &connect.will {
             let valid = validate_topic_name(&will.topic).map_err(|e| e.to_string());
@@ -438,7 +505,7 @@ impl<S: Duplex> Connection<S> {
             session_present = opened.session_present,
             "connected"
         );
-        let mut connack = ConnAck::new(reason::SUCCESS, opened.session_present);
+        let mut connack = connack(opened.session_present, required);
         if self.is_v5() {
             let settings = &self.broker.settings;
             connack.properties = Properties {
@@ -449,19 +516,12 @@ impl<S: Duplex> Connection<S> {
                 wildcard_subscription_available: Some(1),
                 subscription_identifier_available: Some(1),
                 shared_subscription_available: Some(1),
-                assigned_client_identifier: assigned_id,
-                ..Properties::default()
+                ..connack.properties
             };
             // MQTT-3.1.2-24: not even the CONNACK may exceed the client's maximum. The
             // advertised limits are optional (their defaults apply when absent): drop them,
-            // least useful first, until it fits; the assigned identifier goes last.
-            let max = props.maximum_packet_size.unwrap_or(u32::MAX) as usize;
-            let size = |connack: &ConnAck| {
-                let mut probe = BytesMut::new();
-                let _ = encode(&Packet::ConnAck(connack.clone()), self.version, &mut probe);
-                probe.len()
-            };
-            let droppable: [fn(&mut Properties); 8] = [
+            // least useful first, until it fits; what is required was checked to fit above.
+            let droppable: [fn(&mut Properties); 7] = [
                 |p| p.shared_subscription_available = None,
                 |p| p.subscription_identifier_available = None,
                 |p| p.wildcard_subscription_available = None,
@@ -469,31 +529,39 @@ impl<S: Duplex> Connection<S> {
                 |p| p.topic_alias_maximum = None,
                 |p| p.receive_maximum = None,
                 |p| p.maximum_packet_size = None,
-                |p| p.assigned_client_identifier = None,
             ];
             for drop_one in droppable {
-                if size(&connack) <= max {
+                if self.encoded_len(&connack) <= self.client_max_packet as usize {
                     break;
                 }
                 drop_one(&mut connack.properties);
             }
         }
-        self.queue(&Packet::ConnAck(connack));
-        let client_max_packet = props.maximum_packet_size.unwrap_or(u32::MAX);
+        // Fits: what it must carry was checked above, and the rest dropped until it did.
+        let _ = self.queue(&Packet::ConnAck(connack));
         Ok(Some(Opened {
             session: opened.session,
             kick,
             _online: online,
             will: connect.will.take().map(Box::new),
             keep_alive: connect.keep_alive,
-            client_max_packet,
         }))
     }
 
-    /// Sends a refusing CONNACK and lets the connection close (MQTT-3.2.2-5).
+    /// Bytes `connack` takes on the wire.
+    fn encoded_len(&self, connack: &ConnAck) -> usize {
+        let mut probe = BytesMut::new();
+        let _ = encode(&Packet::ConnAck(connack.clone()), self.version, &mut probe);
+        probe.len()
+    }
+
+    /// Sends a refusing CONNACK and closes the connection (MQTT-3.2.2-5), giving the client
+    /// the chance to read it ([`Self::close`]). Part of the handshake's (boxed) future: an
+    /// await in `serve` would add its state to every connection's task.
     async fn refuse(&mut self, code: u8) {
-        self.queue(&Packet::ConnAck(ConnAck::new(code, false)));
-        let _ = self.write_all().await;
+        // A bare CONNACK: the handshake closes first when not even that fits the client.
+        let _ = self.queue(&Packet::ConnAck(ConnAck::new(code, false)));
+        self.close().await;
     }
 
     /// Whether the access policy lets this client do `action` on `topic`.
@@ -673,15 +741,28 @@ impl<S: Duplex> Connection<S> {
     }
 
     fn handle(&mut self, packet: Packet, session: &Arc<Session>) -> Option<End> {
+        // An acknowledgement that does not belong to the exchange its packet identifier is
+        // in (MQTT-4.3.2, MQTT-4.3.3) ends the connection; one for an identifier with
+        // nothing in flight is ignored, or answered where the spec says so.
+        let wrong = |ack: &str, e: WrongAck| {
+            Some(End::violation(
+                reason::PROTOCOL_ERROR,
+                format!("{ack} for {e} (MQTT-4.3.2, MQTT-4.3.3)"),
+            ))
+        };
         match packet {
             Packet::Publish(publish) => return self.on_publish(publish, session),
             Packet::PubAck(ack) => {
-                session.on_puback(ack.pkid);
+                if let Err(e) = session.on_puback(ack.pkid) {
+                    return wrong("PUBACK", e);
+                }
             }
             Packet::PubRec(ack) => {
                 let failed = ack.reason >= reason::UNSPECIFIED_ERROR;
                 let before = self.wbuf.len();
-                session.on_pubrec(ack.pkid, failed, &mut self.wbuf);
+                if let Err(e) = session.on_pubrec(ack.pkid, failed, &mut self.wbuf) {
+                    return wrong("PUBREC", e);
+                }
                 if self.wbuf.len() > before {
                     self.broker.metrics.packet_out(6);
                 }
@@ -695,14 +776,16 @@ impl<S: Duplex> Connection<S> {
                 } else {
                     reason::PACKET_IDENTIFIER_NOT_FOUND
                 };
-                self.queue(&Packet::PubComp(Ack::with_reason(ack.pkid, code)));
+                return self.answer(&Packet::PubComp(Ack::with_reason(ack.pkid, code)));
             }
             Packet::PubComp(ack) => {
-                session.on_pubcomp(ack.pkid);
+                if let Err(e) = session.on_pubcomp(ack.pkid) {
+                    return wrong("PUBCOMP", e);
+                }
             }
             Packet::Subscribe(subscribe) => return self.on_subscribe(subscribe, session),
             Packet::Unsubscribe(unsubscribe) => return self.on_unsubscribe(unsubscribe, session),
-            Packet::PingReq => self.queue(&Packet::PingResp),
+            Packet::PingReq => return self.answer(&Packet::PingResp),
             Packet::Disconnect(disconnect) => return self.on_disconnect(disconnect, session),
             Packet::Connect(_) => {
                 return Some(End::violation(
@@ -779,6 +862,12 @@ impl<S: Duplex> Connection<S> {
 
     fn on_publish(&mut self, mut publish: Publish, session: &Arc<Session>) -> Option<End> {
         if self.is_v5() {
+            if publish.topic.is_empty() && publish.properties.topic_alias.is_none() {
+                return Some(End::violation(
+                    reason::PROTOCOL_ERROR,
+                    "PUBLISH with an empty topic and no topic alias (MQTT 5.0 §3.3.2.3.4)",
+                ));
+            }
             if let Err(end) = self.resolve_topic(&mut publish) {
                 return Some(end);
             }
@@ -875,7 +964,7 @@ impl<S: Duplex> Connection<S> {
                 } else {
                     ack_code(self.broker.publish(message))
                 };
-                self.queue(&Packet::PubAck(Ack::with_reason(pkid, code)));
+                return self.answer(&Packet::PubAck(Ack::with_reason(pkid, code)));
             }
             QoS::ExactlyOnce => {
                 // Routed on first receipt; a re-sent duplicate before PUBREL is only
@@ -889,7 +978,7 @@ impl<S: Duplex> Connection<S> {
                 } else {
                     reason::SUCCESS
                 };
-                self.queue(&Packet::PubRec(Ack::with_reason(pkid, code)));
+                return self.answer(&Packet::PubRec(Ack::with_reason(pkid, code)));
             }
         }
         None
@@ -942,11 +1031,14 @@ impl<S: Duplex> Connection<S> {
             }
         }
         // The SUBACK goes out before the retained messages the subscriptions queue.
-        self.queue(&Packet::SubAck(SubAck {
+        let suback = Packet::SubAck(SubAck {
             pkid: subscribe.pkid,
             return_codes,
             properties: Properties::default(),
-        }));
+        });
+        if let Some(end) = self.answer(&suback) {
+            return Some(end);
+        }
         for filter in accepted {
             self.broker.subscribe(session, filter, subscription_id);
         }
@@ -973,12 +1065,11 @@ impl<S: Duplex> Connection<S> {
             });
         }
         // MQTT-3.10.4-5: UNSUBACK even when nothing was subscribed.
-        self.queue(&Packet::UnsubAck(UnsubAck {
+        self.answer(&Packet::UnsubAck(UnsubAck {
             pkid: unsubscribe.pkid,
             reasons,
             properties: Properties::default(),
-        }));
-        None
+        }))
     }
 
     /// Counts what the session wrote into our buffer.
@@ -990,13 +1081,47 @@ impl<S: Duplex> Connection<S> {
         metrics.packets_out_n(3, written.sent as u64);
     }
 
+    /// Queues the answer to a client's packet. One larger than the client's maximum packet
+    /// size (a SUBACK for many filters) cannot be sent, and a request without its answer
+    /// leaves the client waiting: the connection ends (5.0: 0x95, "packet too large").
+    fn answer(&mut self, packet: &Packet) -> Option<End> {
+        if self.queue(packet) {
+            return None;
+        }
+        Some(End::violation(
+            reason::PACKET_TOO_LARGE,
+            format!(
+                "the {} answering it exceeds the client's maximum packet size {} (MQTT-3.1.2-24)",
+                packet.name(),
+                self.client_max_packet
+            ),
+        ))
+    }
+
     /// Appends a packet to the write buffer; it goes out with the rest of this turn's.
-    fn queue(&mut self, packet: &Packet) {
-        self.broker.metrics.packet_out(packet.packet_type());
+    /// False if it was not written: larger than the client's maximum packet size (the spec
+    /// forbids sending it, MQTT-3.1.2-24), or not encodable.
+    #[must_use = "a packet the client cannot take must be dealt with"]
+    fn queue(&mut self, packet: &Packet) -> bool {
+        let start = self.wbuf.len();
         if let Err(e) = encode(packet, self.version, &mut self.wbuf) {
             // Only packets we built ourselves land here, all well within limits.
             debug!("could not encode {}: {e}", packet.name());
+            self.wbuf.truncate(start);
+            return false;
         }
+        if self.wbuf.len() - start > self.client_max_packet as usize {
+            debug!(
+                "{} of {} bytes exceeds the client's maximum packet size {}: not sent",
+                packet.name(),
+                self.wbuf.len() - start,
+                self.client_max_packet
+            );
+            self.wbuf.truncate(start);
+            return false;
+        }
+        self.broker.metrics.packet_out(packet.packet_type());
+        true
     }
 
     async fn write_all(&mut self) -> io::Result<()> {
@@ -1035,6 +1160,14 @@ fn forwardable(properties: Properties) -> Properties {
         correlation_data: properties.correlation_data,
         user_properties: properties.user_properties,
         ..Properties::default()
+    }
+}
+
+/// A successful CONNACK carrying `properties`.
+fn connack(session_present: bool, properties: Properties) -> ConnAck {
+    ConnAck {
+        properties,
+        ..ConnAck::new(reason::SUCCESS, session_present)
     }
 }
 

@@ -255,11 +255,23 @@ impl<K: Eq + Hash + Clone, V: Clone> Router<K, V> {
     /// `topic` should be a valid topic name; an invalid one gives an unspecified result, never
     /// a panic. Allocates nothing unless a `+` branch must be explored later.
     pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(&K, &V)) {
-        let mut emit = |set: &HashMap<K, V>| set.iter().for_each(|(k, v)| f(k, v));
+        self.for_each_matching_set(topic, |set| set.iter().for_each(|(k, v)| f(k, v)));
+    }
+
+    /// Calls `f` with the subscribers of every filter that matches `topic`, one set per
+    /// filter: a subscriber appears at most once in a set, and in several sets when several
+    /// of its filters match, which a caller merging per subscriber can find out by looking
+    /// its key up in the other sets. Empty sets are skipped.
+    pub fn for_each_matching_set<'a>(&'a self, topic: &str, mut f: impl FnMut(&'a HashMap<K, V>)) {
+        let mut emit = |set: &'a HashMap<K, V>| {
+            if !set.is_empty() {
+                f(set)
+            }
+        };
 
         // Branches still to explore: a node and the topic levels left after it. Filled only
         // when both a literal child and a `+` child match a level.
-        let mut pending: Vec<(&Node<K, V>, Split<'_, char>)> = Vec::new();
+        let mut pending: Vec<(&'a Node<K, V>, Split<'_, char>)> = Vec::new();
 
         // The root is special: a `$` topic skips its wildcards (MQTT-4.7.2-1).
         let root = &self.root;

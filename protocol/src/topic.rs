@@ -141,6 +141,17 @@ pub fn matches(filter: &str, topic: &str) -> bool {
     }
 }
 
+/// Whether `filter` is a shared subscription with no topic filter after its share name:
+/// `$share/`, `$share/g`, `$share/g/`. MQTT 5.0 makes such a SUBSCRIBE malformed rather than
+/// a refused filter (MQTT-4.8.2-1: the share name is followed by `/` and a topic filter),
+/// whereas a bad share name with a filter (`$share//t`) is refused with reason 0x8F.
+pub fn shared_without_filter(filter: &str) -> bool {
+    filter.strip_prefix(SHARED_PREFIX).is_some_and(|rest| {
+        rest.split_once('/')
+            .is_none_or(|(_, inner)| inner.is_empty())
+    })
+}
+
 /// Splits an MQTT 5 shared subscription `$share/{group}/{filter}` into its group (share name)
 /// and its filter.
 ///
@@ -425,6 +436,25 @@ mod tests {
     }
 
     // ---------------------------------------------------------------- shared subscriptions
+
+    /// MQTT-4.8.2-1: these have no topic filter after the share name (a malformed
+    /// SUBSCRIBE); the others have one, valid or not (a reason code per filter).
+    #[test]
+    fn shared_subscriptions_without_a_filter() {
+        for filter in ["$share/", "$share/g", "$share/g/", "$share//"] {
+            assert!(shared_without_filter(filter), "{filter:?}");
+        }
+        for filter in [
+            "$share//t",
+            "$share/g/t",
+            "$share/g//",
+            "$share/g/#/a",
+            "$share",
+            "a",
+        ] {
+            assert!(!shared_without_filter(filter), "{filter:?}");
+        }
+    }
 
     #[test]
     fn shared_subscriptions() {

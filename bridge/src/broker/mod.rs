@@ -24,15 +24,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::{Mutex, RwLock};
 use protocol::topic::{parse_shared, validate_topic_filter};
 use protocol::{reason, ProtocolVersion, QoS, SubscribeFilter};
+use smallvec::SmallVec;
 
 use crate::connection::Transport;
 use crate::router::Router;
-use crate::store::{Op, Snapshot, Store, SubRecord};
+use crate::store::{Op, Snapshot, Store, SubRecord, SubscriptionIds};
 pub use access::{Access, Action, Identity};
 pub use message::Message;
 pub use metrics::Metrics;
 use retained::RetainedStore;
-pub use session::{Delivery, Kick, Owner, Queued, Session, TopicAliases, Written, NEVER_EXPIRES};
+pub use session::{
+    Delivery, Kick, Owner, Queued, Session, TopicAliases, Written, WrongAck, NEVER_EXPIRES,
+};
 use shared::SharedGroup;
 
 /// How often [`Broker::sweep_keep_alive`] runs: a silent client is disconnected between
@@ -68,6 +71,8 @@ pub struct BrokerSettings {
     pub max_connections: usize,
     /// New connections per second, with a burst of as many (0: no limit).
     pub max_connection_rate: u32,
+    /// Longest keep-alive a client may ask for, in seconds; `u16::MAX`: no limit.
+    pub max_keepalive: u16,
 }
 
 impl Default for BrokerSettings {
@@ -87,6 +92,7 @@ impl Default for BrokerSettings {
             topic_alias_maximum: 64,
             max_connections: 100_000,
             max_connection_rate: 0,
+            max_keepalive: u16::MAX,
         }
     }
 }
@@ -310,7 +316,7 @@ impl Broker {
                         message,
                         qos: QoS::from_u8(entry.qos).unwrap_or(QoS::AtLeastOnce),
                         retain: entry.retain,
-                        subscription_id: entry.subscription_id,
+                        subscription_ids: entry.subscription_ids.clone(),
                         shared: None,
                         seq: entry.seq,
                     };
@@ -616,7 +622,7 @@ impl Broker {
                 message,
                 qos,
                 retain: true,
-                subscription_id,
+                subscription_ids: subscription_id.into_iter().collect(),
                 shared: None,
                 seq: 0,
             });
@@ -709,16 +715,32 @@ impl Broker {
         let (mut matched, mut dropped, mut skipped) = (0, 0, 0);
         let check_reads = self.reads_checked.load(Ordering::Relaxed);
         let access = check_reads.then(|| self.access());
-        self.router
-            .read()
-            .for_each_match(&message.topic, |_, route| {
+        let router = self.router.read();
+        // The subscribers of each matching filter: nearly always one set or two.
+        let mut sets: SmallVec<[&HashMap<RouteKey, Route>; 4]> = SmallVec::new();
+        router.for_each_matching_set(&message.topic, |set| sets.push(set));
+        for (i, set) in sets.iter().enumerate() {
+            for (key, route) in set.iter() {
                 let delivery = match route {
+                    Route::Shared(group) => group.deliver(&message, None),
                     Route::Direct(sub) => {
-                        if sub.no_local
-                            && message.origin.as_deref() == Some(&*sub.session.client_id)
-                        {
-                            return;
+                        // A client with several matching filters gets one copy for all of
+                        // them, built where its first one is met (MQTT-3.3.4-2 … -4).
+                        if sets[..i].iter().any(|earlier| earlier.contains_key(key)) {
+                            continue;
                         }
+                        let others =
+                            sets[i + 1..]
+                                .iter()
+                                .filter_map(|later| match later.get(key) {
+                                    Some(Route::Direct(other)) => Some(other),
+                                    _ => None,
+                                });
+                        let Some(queued) =
+                            one_delivery(&message, std::iter::once(sub).chain(others))
+                        else {
+                            continue;
+                        };
                         let readable = access.as_ref().is_none_or(|access| {
                             access.authorize(
                                 Identity {
@@ -730,20 +752,10 @@ impl Broker {
                             )
                         });
                         if !readable {
-                            return;
+                            continue;
                         }
-                        sub.session.deliver(Queued {
-                            message: message.clone(),
-                            qos: message.qos.min(sub.qos),
-                            // Live deliveries carry RETAIN 0 unless retain-as-published
-                            // (MQTT-3.3.1-9, MQTT-3.3.1-12, -13).
-                            retain: sub.retain_as_published && message.retain,
-                            subscription_id: sub.subscription_id,
-                            shared: None,
-                            seq: 0,
-                        })
+                        sub.session.deliver(queued)
                     }
-                    Route::Shared(group) => group.deliver(&message, None),
                 };
                 matched += 1;
                 match delivery {
@@ -751,7 +763,10 @@ impl Broker {
                     Delivery::Dropped => dropped += 1,
                     Delivery::Skipped => skipped += 1,
                 }
-            });
+            }
+        }
+        drop(sets);
+        drop(router);
         if matched == 0 {
             Metrics::add(&self.metrics.messages_unrouted, 1);
         }
@@ -987,6 +1002,38 @@ fn subscribe_filter(filter: &str, record: &SubRecord) -> SubscribeFilter {
         retain_as_published: record.retain_as_published,
         retain_handling: record.retain_handling,
     }
+}
+
+/// The one delivery of `message` to a client for all its subscriptions that match it
+/// (direct ones; shared subscriptions deliver on their own): at the highest QoS granted
+/// among them, capped by the message's (MQTT-3.3.4-2, MQTT-3.3.5-1 in 3.1.1), with every
+/// one of their Subscription Identifiers (MQTT-3.3.4-3, -4), and RETAIN kept if any of
+/// them asked for Retain As Published (live deliveries carry RETAIN 0 otherwise,
+/// MQTT-3.3.1-12, -13). A No Local subscription does not match its own client's messages
+/// (MQTT-3.8.3-3); `None` if nothing is left.
+fn one_delivery<'a>(
+    message: &Arc<Message>,
+    subscriptions: impl Iterator<Item = &'a Subscription>,
+) -> Option<Queued> {
+    let mut qos = None;
+    let mut retain_as_published = false;
+    let mut subscription_ids = SubscriptionIds::new();
+    for sub in subscriptions {
+        if sub.no_local && message.origin.as_deref() == Some(&*sub.session.client_id) {
+            continue;
+        }
+        qos = qos.max(Some(sub.qos));
+        retain_as_published |= sub.retain_as_published;
+        subscription_ids.extend(sub.subscription_id);
+    }
+    Some(Queued {
+        message: message.clone(),
+        qos: message.qos.min(qos?),
+        retain: retain_as_published && message.retain,
+        subscription_ids,
+        shared: None,
+        seq: 0,
+    })
 }
 
 /// Counts one admitted client as online while it lives (see [`Broker::admit`]).

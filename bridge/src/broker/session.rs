@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 use super::message::{unix_ms_now, Message};
 use super::shared::SharedGroup;
 use super::ConnectionInfo;
-use crate::store::{Op, Store, SubRecord};
+use crate::store::{Op, Store, SubRecord, SubscriptionIds};
 
 /// Session expiry interval meaning "never expires" (MQTT 5.0 §3.1.2.11.2).
 pub const NEVER_EXPIRES: u32 = u32::MAX;
@@ -36,8 +36,9 @@ pub struct Queued {
     /// The RETAIN flag on delivery: set for retained messages sent on subscribe, and for
     /// live ones under "retain as published".
     pub retain: bool,
-    /// The identifier of the subscription it matched (5.0).
-    pub subscription_id: Option<u32>,
+    /// The identifiers of the subscriptions it matched (5.0): one delivery per client
+    /// carries them all (MQTT-3.3.4-4).
+    pub subscription_ids: SubscriptionIds,
     /// The shared subscription group it came through, if any: such messages go to another
     /// member of the group when this client goes away before receiving them.
     pub shared: Option<Arc<SharedGroup>>,
@@ -407,7 +408,7 @@ impl Session {
             message_id,
             qos: queued.qos as u8,
             retain: queued.retain,
-            subscription_id: queued.subscription_id,
+            subscription_ids: queued.subscription_ids.clone(),
         });
     }
 
@@ -878,11 +879,20 @@ impl Session {
         written
     }
 
-    /// PUBACK from the client: the QoS 1 message is done. False for an unknown identifier.
-    pub fn on_puback(&self, pkid: u16) -> bool {
+    /// PUBACK from the client: the QoS 1 message is done. `Ok(false)` for an identifier
+    /// with nothing in flight (an unsolicited ack, ignored); `Err` when the identifier is a
+    /// QoS 2 delivery, which PUBACK does not answer (MQTT-4.3.3).
+    pub fn on_puback(&self, pkid: u16) -> Result<bool, WrongAck> {
         let mut state = self.state.lock();
-        let removed = state.remove_in_flight(pkid, Stage::Published, QoS::AtLeastOnce);
-        self.forget(&state, removed)
+        let Some(index) = state.in_flight_index(pkid) else {
+            return Ok(false);
+        };
+        let entry = &state.in_flight[index];
+        if entry.queued.qos != QoS::AtLeastOnce {
+            return Err(WrongAck::of(entry));
+        }
+        let seq = state.in_flight.remove(index).map(|e| e.queued.seq);
+        Ok(self.forget(&state, seq))
     }
 
     /// Removes a completed entry from the store.
@@ -895,17 +905,17 @@ impl Session {
 
     /// PUBREC from the client: answer with PUBREL and wait for PUBCOMP. A PUBREC for an
     /// identifier already released is answered again (the client may have lost our PUBREL);
-    /// an unknown one gets PUBREL "packet identifier not found" (5.0).
-    pub fn on_pubrec(&self, pkid: u16, failed: bool, out: &mut BytesMut) {
+    /// an unknown one gets PUBREL "packet identifier not found" (5.0). `Err` when the
+    /// identifier is a QoS 1 delivery, which PUBREC does not answer (MQTT-4.3.2).
+    pub fn on_pubrec(&self, pkid: u16, failed: bool, out: &mut BytesMut) -> Result<(), WrongAck> {
         let mut state = self.state.lock();
         let Some(owner) = state.owner.clone() else {
-            return;
+            return Ok(());
         };
-        let index = state
-            .in_flight
-            .iter()
-            .position(|e| e.pkid == pkid && e.queued.qos == QoS::ExactlyOnce);
-        match index {
+        match state.in_flight_index(pkid) {
+            Some(index) if state.in_flight[index].queued.qos != QoS::ExactlyOnce => {
+                return Err(WrongAck::of(&state.in_flight[index]));
+            }
             // A PUBREC with an error reason ends the exchange (MQTT 5.0 §4.3.3).
             Some(index) if failed => {
                 let seq = state.in_flight.remove(index).map(|e| e.queued.seq);
@@ -927,13 +937,23 @@ impl Session {
                 &owner.info,
             ),
         }
+        Ok(())
     }
 
-    /// PUBCOMP from the client: the QoS 2 message is done.
-    pub fn on_pubcomp(&self, pkid: u16) -> bool {
+    /// PUBCOMP from the client: the QoS 2 message is done. `Ok(false)` for an identifier
+    /// with nothing in flight; `Err` when it is a QoS 1 delivery, or a QoS 2 one whose
+    /// PUBREC has not come yet (MQTT-4.3.3: PUBCOMP answers PUBREL).
+    pub fn on_pubcomp(&self, pkid: u16) -> Result<bool, WrongAck> {
         let mut state = self.state.lock();
-        let removed = state.remove_in_flight(pkid, Stage::Released, QoS::ExactlyOnce);
-        self.forget(&state, removed)
+        let Some(index) = state.in_flight_index(pkid) else {
+            return Ok(false);
+        };
+        let entry = &state.in_flight[index];
+        if entry.queued.qos != QoS::ExactlyOnce || entry.stage != Stage::Released {
+            return Err(WrongAck::of(entry));
+        }
+        let seq = state.in_flight.remove(index).map(|e| e.queued.seq);
+        Ok(self.forget(&state, seq))
     }
 
     /// Incoming QoS 2 PUBLISH: returns true the first time `pkid` is seen (route it), false
@@ -994,13 +1014,34 @@ impl State {
         }
     }
 
-    /// Removes a finished in-flight entry; returns its queue position.
-    fn remove_in_flight(&mut self, pkid: u16, stage: Stage, qos: QoS) -> Option<u64> {
-        let index = self
-            .in_flight
-            .iter()
-            .position(|e| e.pkid == pkid && e.stage == stage && e.queued.qos == qos)?;
-        self.in_flight.remove(index).map(|e| e.queued.seq)
+    /// Where the outgoing message with packet identifier `pkid` is in the in-flight list.
+    fn in_flight_index(&self, pkid: u16) -> Option<usize> {
+        self.in_flight.iter().position(|e| e.pkid == pkid)
+    }
+}
+
+/// An acknowledgement that does not fit the exchange in flight with its packet identifier
+/// (a PUBREC for a QoS 1 delivery, a PUBACK after PUBREC ...): a protocol error that ends
+/// the connection (MQTT-4.3.2, MQTT-4.3.3). Says what the identifier was waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("packet identifier {pkid} is a QoS {qos} delivery waiting for {expected}")]
+pub struct WrongAck {
+    pub pkid: u16,
+    pub qos: u8,
+    pub expected: &'static str,
+}
+
+impl WrongAck {
+    fn of(entry: &InFlight) -> WrongAck {
+        WrongAck {
+            pkid: entry.pkid,
+            qos: entry.queued.qos as u8,
+            expected: match (entry.queued.qos, entry.stage) {
+                (QoS::ExactlyOnce, Stage::Published) => "PUBREC",
+                (QoS::ExactlyOnce, Stage::Released) => "PUBCOMP",
+                _ => "PUBACK",
+            },
+        }
     }
 }
 
@@ -1032,13 +1073,13 @@ fn delivery_properties(queued: &Queued, info: &ConnectionInfo, now: Instant) -> 
     }
     let message = &queued.message;
     if message.properties.is_empty()
-        && queued.subscription_id.is_none()
+        && queued.subscription_ids.is_empty()
         && message.expires_at.is_none()
     {
         return None;
     }
     let mut properties = message.properties.clone();
-    properties.subscription_identifiers = queued.subscription_id.into_iter().collect();
+    properties.subscription_identifiers = queued.subscription_ids.to_vec();
     properties.message_expiry_interval = message.remaining_expiry(now);
     Some(properties)
 }
@@ -1160,7 +1201,7 @@ mod tests {
             message: Arc::new(message),
             qos: QoS::AtLeastOnce,
             retain: false,
-            subscription_id: None,
+            subscription_ids: SubscriptionIds::new(),
             shared: shared.cloned(),
             seq: 0,
         }

@@ -112,7 +112,7 @@ impl SharedGroup {
             message: message.clone(),
             qos: message.qos.min(member.qos),
             retain: member.retain_as_published && message.retain,
-            subscription_id: member.subscription_id,
+            subscription_ids: member.subscription_id.into_iter().collect(),
             shared: Some(self.clone()),
             seq: 0,
         })

@@ -22,6 +22,11 @@ pub struct MessageRecord {
     pub origin: Option<String>,
 }
 
+/// The Subscription Identifiers one delivery carries (MQTT 5.0): one for each subscription
+/// of the client that the message matched and that has one (MQTT-3.3.4-4). Nearly always
+/// none or one, kept inline.
+pub type SubscriptionIds = smallvec::SmallVec<[u32; 1]>;
+
 /// The options of a stored subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubRecord {
@@ -164,21 +169,27 @@ pub fn decode_sub(bytes: &[u8]) -> Result<SubRecord, CorruptRecord> {
     })
 }
 
+/// A queue entry: message id, QoS, retain, the first subscription identifier (0: none),
+/// packet id, stage, then any further subscription identifiers (an entry of the first
+/// layout, without them, reads back the same).
 pub fn encode_entry(
     message_id: u64,
     qos: u8,
     retain: bool,
-    subscription_id: Option<u32>,
+    subscription_ids: &[u32],
     pkid: u16,
     stage: u8,
 ) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(18);
+    let mut buf = Vec::with_capacity(17 + 4 * subscription_ids.len().saturating_sub(1));
     buf.put_u64(message_id);
     buf.put_u8(qos);
     buf.put_u8(retain as u8);
-    buf.put_u32(subscription_id.unwrap_or(0));
+    buf.put_u32(subscription_ids.first().copied().unwrap_or(0));
     buf.put_u16(pkid);
     buf.put_u8(stage);
+    for id in subscription_ids.iter().skip(1) {
+        buf.put_u32(*id);
+    }
     buf
 }
 
@@ -198,6 +209,10 @@ pub fn decode_entry(seq: u64, bytes: &[u8]) -> Result<StoredEntry, CorruptRecord
     let sid = buf.get_u32();
     let pkid = buf.get_u16();
     let stage = buf.get_u8();
+    let mut subscription_ids: SubscriptionIds = (sid != 0).then_some(sid).into_iter().collect();
+    while buf.len() >= 4 {
+        subscription_ids.push(buf.get_u32());
+    }
     Ok(StoredEntry {
         seq,
         message_id,
@@ -213,7 +228,7 @@ pub fn decode_entry(seq: u64, bytes: &[u8]) -> Result<StoredEntry, CorruptRecord
         }),
         qos,
         retain,
-        subscription_id: (sid != 0).then_some(sid),
+        subscription_ids,
         pkid,
         stage,
     })
@@ -274,21 +289,23 @@ mod tests {
             subscription_id: Some(7),
         };
         assert_eq!(decode_sub(&encode_sub(&sub)).unwrap(), sub);
-        let entry = encode_entry(42, 1, true, Some(3), 0, 0);
-        let restaged = restage_entry(&entry, 9, 2);
-        let decoded = decode_entry(5, &restaged).unwrap();
-        assert_eq!(
-            (
-                decoded.message_id,
-                decoded.qos,
-                decoded.retain,
-                decoded.subscription_id,
-                decoded.pkid,
-                decoded.stage
-            ),
-            (42, 1, true, Some(3), 9, 2)
-        );
-        assert_eq!(entry_message_id(&entry), Some(42));
+        for ids in [&[][..], &[3], &[3, 70_000, 268_435_455]] {
+            let entry = encode_entry(42, 1, true, ids, 0, 0);
+            let restaged = restage_entry(&entry, 9, 2);
+            let decoded = decode_entry(5, &restaged).unwrap();
+            assert_eq!(
+                (
+                    decoded.message_id,
+                    decoded.qos,
+                    decoded.retain,
+                    decoded.subscription_ids.as_slice(),
+                    decoded.pkid,
+                    decoded.stage
+                ),
+                (42, 1, true, ids, 9, 2)
+            );
+            assert_eq!(entry_message_id(&entry), Some(42));
+        }
         let will = encode_will(99, &encode_message(&message));
         assert_eq!(decode_will(&will).unwrap(), (99, message));
     }

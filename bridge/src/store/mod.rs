@@ -26,7 +26,7 @@ use parking_lot::Mutex;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::watch;
 
-pub use codec::{encode_message, MessageRecord, SubRecord};
+pub use codec::{encode_message, MessageRecord, SubRecord, SubscriptionIds};
 use writer::Writer;
 
 /// Client id → session record.
@@ -77,7 +77,7 @@ pub enum Op {
         message_id: u64,
         qos: u8,
         retain: bool,
-        subscription_id: Option<u32>,
+        subscription_ids: SubscriptionIds,
     },
     /// The entry was sent with `pkid` (stage 1) or its PUBREL was sent (stage 2).
     QueueStage {
@@ -147,7 +147,7 @@ pub struct StoredEntry {
     pub message: Arc<MessageRecord>,
     pub qos: u8,
     pub retain: bool,
-    pub subscription_id: Option<u32>,
+    pub subscription_ids: SubscriptionIds,
     /// 0 if not sent yet.
     pub pkid: u16,
     /// 0 queued, 1 PUBLISH sent, 2 PUBREL sent.

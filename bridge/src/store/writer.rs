@@ -162,13 +162,14 @@ impl Writer {
                 message_id,
                 qos,
                 retain,
-                subscription_id,
+                subscription_ids,
             } => {
                 *self.references.entry(message_id).or_default() += 1;
                 let key = client_key(&client, &seq.to_be_bytes());
                 txn.open_table(QUEUE)?.insert(
                     key.as_slice(),
-                    codec::encode_entry(message_id, qos, retain, subscription_id, 0, 0).as_slice(),
+                    codec::encode_entry(message_id, qos, retain, &subscription_ids, 0, 0)
+                        .as_slice(),
                 )?;
             }
             Op::QueueStage {

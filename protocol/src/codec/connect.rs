@@ -38,8 +38,9 @@ pub fn detect_version(name: &[u8], level: u8) -> Result<ProtocolVersion, DecodeE
     }
 }
 
-/// Reads the body of a CONNECT (everything after the fixed header).
-pub fn read(mut body: Bytes) -> Result<Connect, DecodeError> {
+/// Reads the body of a CONNECT (everything after the fixed header); `header_flags` are the
+/// low four bits of its first byte.
+pub fn read(header_flags: u8, mut body: Bytes) -> Result<Connect, DecodeError> {
     let name = read_binary(&mut body, CONNECT, "protocol name")?;
     if body.remaining() < 4 {
         return Err(DecodeError::malformed(
@@ -50,6 +51,13 @@ pub fn read(mut body: Bytes) -> Result<Connect, DecodeError> {
     let level = body.get_u8();
     let version = detect_version(&name, level)?;
     let v5 = version == ProtocolVersion::V5;
+    // Reserved, must be 0, from 3.1.1 on (MQTT-2.2.2-2); "not used" in 3.1, so ignored.
+    if version != ProtocolVersion::V3_1 && header_flags != 0 {
+        return Err(DecodeError::InvalidFlags {
+            packet: CONNECT,
+            flags: header_flags,
+        });
+    }
 
     let flags = body.get_u8();
     let keep_alive = body.get_u16();

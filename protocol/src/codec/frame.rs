@@ -4,6 +4,7 @@
 //! first bytes (before its body is buffered) and so that the flag rules of MQTT 3.1.1
 //! §2.2.2 are enforced: the codec ignores reserved flags.
 
+use super::packet::ProtocolVersion;
 use super::DecodeError;
 
 /// The largest value the 4-byte variable length encoding can carry.
@@ -35,23 +36,32 @@ impl FixedHeader {
 }
 
 /// Parses the fixed header at the start of `buf`. `Ok(None)` means more bytes are needed.
+/// `version` is the connection's, once its CONNECT has been read (`None` before).
 /// Refuses reserved packet types, wrong flags and packets larger than `max_packet_size`
 /// as soon as the header is complete, so a hostile length is never buffered.
 pub fn parse_fixed_header(
     buf: &[u8],
     max_packet_size: usize,
-    v5: bool,
+    version: Option<ProtocolVersion>,
 ) -> Result<Option<FixedHeader>, DecodeError> {
     let Some(&byte1) = buf.first() else {
         return Ok(None);
     };
-    check_type_and_flags(byte1, v5)?;
+    check_type_and_flags(byte1, version)?;
 
     let mut remaining_len = 0usize;
     let mut shift = 0;
     for (i, &byte) in buf[1..].iter().enumerate() {
         remaining_len |= ((byte & 0x7F) as usize) << shift;
         if byte & 0x80 == 0 {
+            if i > 0 && byte == 0 {
+                // A last byte of 0 after a continuation adds nothing: the same value fits
+                // in fewer bytes (MQTT-1.5.5-1; 3.1.1 §2.2.3 encodes it the same way).
+                return Err(DecodeError::malformed(
+                    "fixed header",
+                    "remaining length not in its shortest encoding (MQTT-1.5.5-1)",
+                ));
+            }
             let header = FixedHeader {
                 byte1,
                 header_len: 2 + i,
@@ -77,15 +87,20 @@ pub fn parse_fixed_header(
     Ok(None)
 }
 
-fn check_type_and_flags(byte1: u8, v5: bool) -> Result<(), DecodeError> {
+fn check_type_and_flags(byte1: u8, version: Option<ProtocolVersion>) -> Result<(), DecodeError> {
     let packet_type = byte1 >> 4;
     let flags = byte1 & 0x0F;
     let (name, required) = match packet_type {
         // 15 is AUTH from 5.0 on, reserved before.
-        15 if v5 => ("AUTH", 0),
+        15 if version == Some(ProtocolVersion::V5) => ("AUTH", 0),
         0 | 15 => return Err(DecodeError::ReservedPacketType(packet_type)),
         // PUBLISH flags are DUP, QoS and RETAIN; QoS 3 is checked when the packet is read.
         3 => return Ok(()),
+        // CONNECT's flags depend on the version it announces: the CONNECT reader checks them.
+        1 => return Ok(()),
+        // MQTT 3.1 gives every packet DUP, QoS and RETAIN bits, "not used" outside PUBLISH
+        // (MQTT 3.1 §2.1): a 3.1 client may set them, and they are ignored.
+        _ if version == Some(ProtocolVersion::V3_1) => return Ok(()),
         6 => ("PUBREL", 0b0010),
         8 => ("SUBSCRIBE", 0b0010),
         10 => ("UNSUBSCRIBE", 0b0010),
@@ -150,7 +165,8 @@ pub fn remaining_length_len(len: usize) -> usize {
     }
 }
 
-/// Reads a variable byte integer (MQTT 5.0 §1.5.5) off the front of `buf`.
+/// Reads a variable byte integer (MQTT 5.0 §1.5.5) off the front of `buf`. Only the
+/// shortest encoding of a value is accepted (MQTT-1.5.5-1): `81 00` is not 1.
 pub fn read_vbi(buf: &mut bytes::Bytes) -> Result<u32, &'static str> {
     use bytes::Buf;
     let mut value = 0u32;
@@ -161,6 +177,9 @@ pub fn read_vbi(buf: &mut bytes::Bytes) -> Result<u32, &'static str> {
         let byte = buf.get_u8();
         value |= u32::from(byte & 0x7F) << (7 * i);
         if byte & 0x80 == 0 {
+            if i > 0 && byte == 0 {
+                return Err("variable byte integer not in its shortest encoding (MQTT-1.5.5-1)");
+            }
             return Ok(value);
         }
     }

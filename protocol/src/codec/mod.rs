@@ -133,7 +133,7 @@ impl Decoder {
     /// needed (nothing is consumed). On error the stream is unusable and must be closed.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
         let v5 = self.version == Some(ProtocolVersion::V5);
-        let Some(header) = parse_fixed_header(buf, self.max_packet_size, v5)? else {
+        let Some(header) = parse_fixed_header(buf, self.max_packet_size, self.version)? else {
             return Ok(None);
         };
         if buf.len() < header.frame_len() {
@@ -154,23 +154,55 @@ impl Decoder {
     /// Bytes still missing for the packet at the front of `buf`, when its fixed header is
     /// complete: lets a reader grow its buffer once instead of in small steps.
     pub fn missing_bytes(&self, buf: &[u8]) -> usize {
-        let v5 = self.version == Some(ProtocolVersion::V5);
-        match parse_fixed_header(buf, self.max_packet_size, v5) {
+        match parse_fixed_header(buf, self.max_packet_size, self.version) {
             Ok(Some(header)) => header.frame_len().saturating_sub(buf.len()),
             _ => 0,
         }
     }
 }
 
+/// Packet identifiers are non-zero (MQTT-2.3.1-1; MQTT-2.2.1-3 in 5.0). A zero one is
+/// well-formed bytes breaking a rule: a protocol error (5.0 reason 0x82), not malformed.
 pub(crate) fn non_zero_pkid(packet: &'static str, pkid: u16) -> Result<(), DecodeError> {
     if pkid == 0 {
-        Err(DecodeError::malformed(
+        Err(DecodeError::protocol(
             packet,
-            "packet identifier 0 (MQTT-2.3.1-1)",
+            "packet identifier 0 (MQTT-2.3.1-1, MQTT-2.2.1-3)",
         ))
     } else {
         Ok(())
     }
+}
+
+/// DUP must be 0 in a QoS 0 PUBLISH (MQTT-3.3.1-2): there is nothing to re-deliver.
+pub(crate) fn no_dup_at_qos0(dup: bool, qos: QoS) -> Result<(), DecodeError> {
+    if dup && qos == QoS::AtMostOnce {
+        Err(DecodeError::malformed(
+            "PUBLISH",
+            "DUP flag set on a QoS 0 message (MQTT-3.3.1-2)",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A topic filter of SUBSCRIBE or UNSUBSCRIBE must be there: an empty one (MQTT-4.7.3-1),
+/// or a shared subscription without a filter (`$share/g`, `$share/g/`, MQTT-4.8.2-1), makes
+/// the packet malformed. Other invalid filters are well-formed and get a reason code.
+pub(crate) fn filter_present(packet: &'static str, filter: &str) -> Result<(), DecodeError> {
+    if filter.is_empty() {
+        return Err(DecodeError::malformed(
+            packet,
+            "empty topic filter (MQTT-4.7.3-1)",
+        ));
+    }
+    if crate::topic::shared_without_filter(filter) {
+        return Err(DecodeError::malformed(
+            packet,
+            format!("shared subscription {filter:?} has no topic filter (MQTT-4.8.2-1)"),
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) fn no_null(packet: &'static str, field: &str, value: &str) -> Result<(), DecodeError> {

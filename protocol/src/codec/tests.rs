@@ -268,17 +268,101 @@ fn codec_defect_empty_subscribe_and_unsubscribe() {
     assert!(malformed(decode_one(&[0xa2, 0x02, 0x00, 0x01])));
 }
 
+fn protocol_error(result: Result<Packet, DecodeError>) -> bool {
+    matches!(result, Err(DecodeError::Protocol { .. }))
+}
+
+/// MQTT-2.3.1-1: packet identifiers are non-zero, in every packet that has one. Zero is
+/// well-formed bytes breaking a rule: a protocol error, not a malformed packet.
 #[test]
-fn zero_packet_identifiers_are_malformed() {
+fn zero_packet_identifiers_are_protocol_errors() {
+    for bytes in [
+        &[0x82, 0x06, 0x00, 0x00, 0x00, 0x01, b'a', 0x00][..],
+        &[0xa2, 0x05, 0x00, 0x00, 0x00, 0x01, b'a'],
+        &[0x32, 0x05, 0x00, 0x01, b'a', 0x00, 0x00],
+        &[0x34, 0x05, 0x00, 0x01, b'a', 0x00, 0x00],
+        &[0x40, 0x02, 0x00, 0x00],
+        &[0x50, 0x02, 0x00, 0x00],
+        &[0x62, 0x02, 0x00, 0x00],
+        &[0x70, 0x02, 0x00, 0x00],
+    ] {
+        assert!(protocol_error(decode_one(bytes)), "{bytes:02x?}");
+    }
+}
+
+/// MQTT-3.3.1-2: a QoS 0 PUBLISH must not have DUP set.
+#[test]
+fn dup_on_a_qos0_publish_is_malformed() {
+    assert!(malformed(decode_one(&[0x38, 0x03, 0x00, 0x01, b'a'])));
+    // DUP with QoS 1 is what a re-delivery looks like.
+    assert!(decode_one(&[0x3a, 0x05, 0x00, 0x01, b'a', 0x00, 0x01]).is_ok());
+}
+
+/// MQTT-1.5.5-1: a remaining length must use the fewest bytes (`80 00` is 0 in two bytes).
+#[test]
+fn remaining_length_must_be_minimally_encoded() {
+    assert!(malformed(decode_one(&[0xc0, 0x80, 0x00])));
     assert!(malformed(decode_one(&[
-        0x82, 0x06, 0x00, 0x00, 0x00, 0x01, b'a', 0x00
+        0x30, 0x85, 0x00, 0x00, 0x01, b'a', b'x', b'y'
     ])));
-    assert!(malformed(decode_one(&[
-        0xa2, 0x05, 0x00, 0x00, 0x00, 0x01, b'a'
-    ])));
-    assert!(malformed(decode_one(&[
-        0x32, 0x05, 0x00, 0x01, b'a', 0x00, 0x00
-    ])));
+    // 128 needs two bytes: `80 01` is its shortest form.
+    let mut publish = vec![0x30, 0x80, 0x01, 0x00, 0x01, b'a'];
+    publish.extend_from_slice(&[b'x'; 125]);
+    assert!(decode_one(&publish).is_ok());
+}
+
+/// MQTT 3.1 §2.1: DUP, QoS and RETAIN are "not used" outside PUBLISH, so a 3.1 client may set
+/// them on CONNECT and later packets; 3.1.1 forbids them (MQTT-2.2.2-2).
+#[test]
+fn mqtt31_fixed_header_flags_are_not_checked() {
+    let mut connect = connect_bytes("MQIsdp", 3, 0x02, &[b"c31"]);
+    connect[0] = 0x12;
+    let mut decoder = Decoder::new(1024);
+    let mut buf = BytesMut::from(&connect[..]);
+    assert!(matches!(
+        decoder.decode(&mut buf),
+        Ok(Some(Packet::Connect(_)))
+    ));
+    buf.extend_from_slice(&[0xc2, 0x00, 0x42, 0x02, 0x00, 0x07]);
+    assert_eq!(decoder.decode(&mut buf), Ok(Some(Packet::PingReq)));
+    assert_eq!(
+        decoder.decode(&mut buf),
+        Ok(Some(Packet::PubAck(Ack::new(7))))
+    );
+
+    let mut connect = connect_bytes("MQTT", 4, 0x02, &[b"c311"]);
+    connect[0] = 0x12;
+    assert!(matches!(
+        decode_one(&connect),
+        Err(DecodeError::InvalidFlags { .. })
+    ));
+}
+
+/// MQTT-4.7.3-1, MQTT-4.8.2-1: an empty filter, or a shared subscription with no filter,
+/// makes SUBSCRIBE and UNSUBSCRIBE malformed.
+#[test]
+fn empty_and_missing_shared_filters_are_malformed() {
+    for filter in ["", "$share/g", "$share/g/", "$share/"] {
+        let mut subscribe = vec![0x00, 0x01];
+        subscribe.extend_from_slice(&(filter.len() as u16).to_be_bytes());
+        subscribe.extend_from_slice(filter.as_bytes());
+        let mut unsubscribe = subscribe.clone();
+        subscribe.push(0x00);
+        let framed = |byte1: u8, body: &[u8]| {
+            let mut out = vec![byte1, body.len() as u8];
+            out.extend_from_slice(body);
+            out
+        };
+        assert!(
+            malformed(decode_one(&framed(0x82, &subscribe))),
+            "SUBSCRIBE {filter:?}"
+        );
+        assert!(
+            malformed(decode_one(&framed(0xa2, &unsubscribe))),
+            "UNSUBSCRIBE {filter:?}"
+        );
+        unsubscribe.clear();
+    }
 }
 
 #[test]

@@ -270,6 +270,95 @@ fn v5_subscribe_option_rules() {
     assert!(decode_v5(&rh3).is_err());
 }
 
+/// MQTT 5.0 §2.4: each packet's reason code must be one its table lists; any other makes
+/// the packet malformed (PUBACK 0xFF, PUBCOMP 0x20, DISCONNECT 0x05 ...).
+#[test]
+fn reason_codes_outside_the_packets_table_are_malformed() {
+    for bytes in [
+        &[0x40, 0x03, 0x00, 0x01, 0xff][..],
+        &[0x50, 0x03, 0x00, 0x01, 0x92],
+        &[0x62, 0x03, 0x00, 0x01, 0x10],
+        &[0x70, 0x03, 0x00, 0x01, 0x20],
+        &[0xe0, 0x01, 0x05],
+        &[0xf0, 0x01, 0x01],
+        &[0x90, 0x04, 0x00, 0x01, 0x00, 0x03],
+        &[0x20, 0x03, 0x00, 0x8e, 0x00],
+    ] {
+        assert!(
+            matches!(decode_v5(bytes), Err(DecodeError::Malformed { .. })),
+            "{bytes:02x?}"
+        );
+    }
+    for bytes in [
+        &[0x40, 0x03, 0x00, 0x01, 0x97][..],
+        &[0x50, 0x03, 0x00, 0x01, 0x10],
+        &[0x62, 0x03, 0x00, 0x01, 0x92],
+        &[0x70, 0x04, 0x00, 0x01, 0x92, 0x00],
+        &[0xe0, 0x01, 0x8b],
+    ] {
+        assert!(decode_v5(bytes).is_ok(), "{bytes:02x?}");
+    }
+}
+
+/// MQTT-1.5.5-1: a Variable Byte Integer in its shortest form only, in the property length
+/// and in the Subscription Identifier (`81 00` is 1 in two bytes).
+#[test]
+fn variable_byte_integers_must_be_minimally_encoded() {
+    // SUBSCRIBE, subscription identifier 1 written as 81 00.
+    let sid = [
+        0x82, 0x0a, 0x00, 0x01, 0x03, 0x0b, 0x81, 0x00, 0x00, 0x01, b'a', 0x00,
+    ];
+    assert!(matches!(
+        decode_v5(&sid),
+        Err(DecodeError::Malformed { .. })
+    ));
+    // PUBLISH with its property length 0 written as 80 00.
+    let len = [0x30, 0x06, 0x00, 0x01, b't', 0x80, 0x00, b'p'];
+    assert!(matches!(
+        decode_v5(&len),
+        Err(DecodeError::Malformed { .. })
+    ));
+    // The shortest forms are read.
+    let ok = [
+        0x82, 0x09, 0x00, 0x01, 0x02, 0x0b, 0x01, 0x00, 0x01, b'a', 0x00,
+    ];
+    assert!(decode_v5(&ok).is_ok());
+}
+
+/// An acknowledgement whose bytes cannot hold what they announce is malformed: a property
+/// length past the end, a packet identifier cut short.
+#[test]
+fn acks_that_cannot_hold_what_they_announce_are_malformed() {
+    for bytes in [
+        &[0x40, 0x01, 0x00][..],
+        &[0x40, 0x04, 0x00, 0x01, 0x00, 0x05],
+        &[0x62, 0x05, 0x00, 0x01, 0x00, 0x01, 0x1f],
+        &[0x70, 0x05, 0x00, 0x01, 0x92, 0x00, 0x00],
+    ] {
+        assert!(
+            matches!(decode_v5(bytes), Err(DecodeError::Malformed { .. })),
+            "{bytes:02x?}"
+        );
+    }
+}
+
+/// MQTT-2.2.1-3 in 5.0: a zero packet identifier is a protocol error (0x82).
+#[test]
+fn v5_zero_packet_identifiers_are_protocol_errors() {
+    for bytes in [
+        &[0x40, 0x02, 0x00, 0x00][..],
+        &[0x50, 0x03, 0x00, 0x00, 0x00],
+        &[0x62, 0x02, 0x00, 0x00],
+        &[0x70, 0x02, 0x00, 0x00],
+        &[0x32, 0x06, 0x00, 0x01, b't', 0x00, 0x00, 0x00],
+    ] {
+        assert!(
+            matches!(decode_v5(bytes), Err(DecodeError::Protocol { .. })),
+            "{bytes:02x?}"
+        );
+    }
+}
+
 #[test]
 fn v5_properties_are_dropped_toward_3_1_1() {
     let publish = Publish {

@@ -7,7 +7,9 @@ use mqttbytes_ng::v4 as codec;
 
 use super::frame::{self, FixedHeader};
 use super::properties::Properties;
-use super::{connect, non_zero_pkid, read_string, DecodeError, EncodeError};
+use super::{
+    connect, filter_present, no_dup_at_qos0, non_zero_pkid, read_string, DecodeError, EncodeError,
+};
 use crate::codec::packet::*;
 use crate::reason;
 
@@ -32,7 +34,7 @@ pub(super) fn read_packet(header: FixedHeader, frame: Bytes) -> Result<Packet, D
     let codec_err = |e: mqttbytes_ng::Error| DecodeError::malformed(name, e.to_string());
 
     Ok(match header.packet_type() {
-        1 => Packet::Connect(Box::new(connect::read(body)?)),
+        1 => Packet::Connect(Box::new(connect::read(header.flags(), body)?)),
         2 => {
             exact_len(2)?;
             if body[0] & 0xFE != 0 {
@@ -52,6 +54,7 @@ pub(super) fn read_packet(header: FixedHeader, frame: Bytes) -> Result<Packet, D
             let pkid = codec::PubAck::read(codec_header, frame)
                 .map_err(codec_err)?
                 .pkid;
+            non_zero_pkid(name, pkid)?;
             Packet::PubAck(Ack::new(pkid))
         }
         5 => {
@@ -59,6 +62,7 @@ pub(super) fn read_packet(header: FixedHeader, frame: Bytes) -> Result<Packet, D
             let pkid = codec::PubRec::read(codec_header, frame)
                 .map_err(codec_err)?
                 .pkid;
+            non_zero_pkid(name, pkid)?;
             Packet::PubRec(Ack::new(pkid))
         }
         6 => {
@@ -66,6 +70,7 @@ pub(super) fn read_packet(header: FixedHeader, frame: Bytes) -> Result<Packet, D
             let pkid = codec::PubRel::read(codec_header, frame)
                 .map_err(codec_err)?
                 .pkid;
+            non_zero_pkid(name, pkid)?;
             Packet::PubRel(Ack::new(pkid))
         }
         7 => {
@@ -73,6 +78,7 @@ pub(super) fn read_packet(header: FixedHeader, frame: Bytes) -> Result<Packet, D
             let pkid = codec::PubComp::read(codec_header, frame)
                 .map_err(codec_err)?
                 .pkid;
+            non_zero_pkid(name, pkid)?;
             Packet::PubComp(Ack::new(pkid))
         }
         8 => Packet::Subscribe(read_subscribe(body)?),
@@ -102,6 +108,7 @@ pub(super) fn read_packet(header: FixedHeader, frame: Bytes) -> Result<Packet, D
             }
             for filter in &unsubscribe.topics {
                 super::no_null(name, "topic filter", filter)?;
+                filter_present(name, filter)?;
             }
             Packet::Unsubscribe(Unsubscribe {
                 pkid: unsubscribe.pkid,
@@ -139,7 +146,7 @@ fn read_publish(header: mqttbytes_ng::FixedHeader, frame: Bytes) -> Result<Publi
     let publish = codec::Publish::read(header, frame).map_err(|e| match e {
         mqttbytes_ng::Error::InvalidQoS(_) => DecodeError::malformed(NAME, "QoS 3 (MQTT-3.3.1-4)"),
         mqttbytes_ng::Error::PacketIdZero => {
-            DecodeError::malformed(NAME, "packet identifier 0 (MQTT-2.3.1-1)")
+            DecodeError::protocol(NAME, "packet identifier 0 (MQTT-2.3.1-1)")
         }
         mqttbytes_ng::Error::TopicNotUtf8 => {
             DecodeError::malformed(NAME, "topic is not valid UTF-8 (MQTT-1.5.3-1)")
@@ -147,9 +154,11 @@ fn read_publish(header: mqttbytes_ng::FixedHeader, frame: Bytes) -> Result<Publi
         other => DecodeError::malformed(NAME, other.to_string()),
     })?;
     super::no_null(NAME, "topic", &publish.topic)?;
+    let qos = super::from_codec_qos(publish.qos);
+    no_dup_at_qos0(publish.dup, qos)?;
     Ok(Publish {
         dup: publish.dup,
-        qos: super::from_codec_qos(publish.qos),
+        qos,
         retain: publish.retain,
         topic: publish.topic,
         pkid: publish.pkid,
@@ -169,6 +178,7 @@ fn read_subscribe(mut body: Bytes) -> Result<Subscribe, DecodeError> {
     let mut filters = Vec::new();
     while body.has_remaining() {
         let filter = read_string(&mut body, NAME, "topic filter")?;
+        filter_present(NAME, &filter)?;
         if !body.has_remaining() {
             return Err(DecodeError::malformed(NAME, "topic filter without options"));
         }

@@ -6,7 +6,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use super::connect::{self, put_field};
 use super::frame::{self, remaining_length_len, write_remaining_length, FixedHeader};
 use super::properties::{Context, Properties};
-use super::{non_zero_pkid, read_string, DecodeError, EncodeError};
+use super::{filter_present, no_dup_at_qos0, non_zero_pkid, read_string, DecodeError, EncodeError};
 use crate::codec::packet::*;
 use crate::reason;
 
@@ -15,7 +15,12 @@ pub(super) fn read_packet(header: FixedHeader, frame: Bytes) -> Result<Packet, D
     let mut body = frame.slice(header.header_len..);
     let b = &mut body;
     let packet = match header.packet_type() {
-        1 => return Ok(Packet::Connect(Box::new(connect::read(body)?))),
+        1 => {
+            return Ok(Packet::Connect(Box::new(connect::read(
+                header.flags(),
+                body,
+            )?)))
+        }
         2 => {
             let flags = u8_field(b, name)?;
             if flags & 0xFE != 0 {
@@ -25,6 +30,7 @@ pub(super) fn read_packet(header: FixedHeader, frame: Bytes) -> Result<Packet, D
                 ));
             }
             let code = u8_field(b, name)?;
+            known_reason(name, header.packet_type(), code)?;
             let properties = Properties::read(b, Context::ConnAck)?;
             Packet::ConnAck(ConnAck {
                 session_present: flags & 1 == 1,
@@ -33,17 +39,21 @@ pub(super) fn read_packet(header: FixedHeader, frame: Bytes) -> Result<Packet, D
             })
         }
         3 => Packet::Publish(read_publish(header.flags(), b)?),
-        4 => Packet::PubAck(read_ack(b, name)?),
-        5 => Packet::PubRec(read_ack(b, name)?),
-        6 => Packet::PubRel(read_ack(b, name)?),
-        7 => Packet::PubComp(read_ack(b, name)?),
+        4 => Packet::PubAck(read_ack(b, name, 4)?),
+        5 => Packet::PubRec(read_ack(b, name, 5)?),
+        6 => Packet::PubRel(read_ack(b, name, 6)?),
+        7 => Packet::PubComp(read_ack(b, name, 7)?),
         8 => Packet::Subscribe(read_subscribe(b)?),
         9 => {
             let pkid = u16_field(b, name)?;
+            non_zero_pkid(name, pkid)?;
             let properties = Properties::read(b, Context::SubAck)?;
             let return_codes = b.split_off(0).to_vec();
             if return_codes.is_empty() {
                 return Err(DecodeError::malformed(name, "no reason codes"));
+            }
+            for &code in &return_codes {
+                known_reason(name, 9, code)?;
             }
             Packet::SubAck(SubAck {
                 pkid,
@@ -57,7 +67,9 @@ pub(super) fn read_packet(header: FixedHeader, frame: Bytes) -> Result<Packet, D
             let properties = Properties::read(b, Context::Unsubscribe)?;
             let mut filters = Vec::new();
             while b.has_remaining() {
-                filters.push(read_string(b, name, "topic filter")?);
+                let filter = read_string(b, name, "topic filter")?;
+                filter_present(name, &filter)?;
+                filters.push(filter);
             }
             if filters.is_empty() {
                 return Err(DecodeError::protocol(
@@ -73,8 +85,12 @@ pub(super) fn read_packet(header: FixedHeader, frame: Bytes) -> Result<Packet, D
         }
         11 => {
             let pkid = u16_field(b, name)?;
+            non_zero_pkid(name, pkid)?;
             let properties = Properties::read(b, Context::UnsubAck)?;
             let reasons = b.split_off(0).to_vec();
+            for &code in &reasons {
+                known_reason(name, 11, code)?;
+            }
             Packet::UnsubAck(UnsubAck {
                 pkid,
                 reasons,
@@ -94,10 +110,12 @@ pub(super) fn read_packet(header: FixedHeader, frame: Bytes) -> Result<Packet, D
         14 => {
             // A bare `e0 00` is a normal disconnection (MQTT 5.0 §3.14.2.1).
             let (reason, properties) = read_reason_and_properties(b, Context::Disconnect)?;
+            known_reason(name, 14, reason)?;
             Packet::Disconnect(Disconnect { reason, properties })
         }
         15 => {
             let (reason, properties) = read_reason_and_properties(b, Context::Auth)?;
+            known_reason(name, 15, reason)?;
             Packet::Auth(Auth { reason, properties })
         }
         other => return Err(DecodeError::ReservedPacketType(other)),
@@ -125,6 +143,19 @@ fn u16_field(b: &mut Bytes, packet: &'static str) -> Result<u16, DecodeError> {
     Ok(b.get_u16())
 }
 
+/// A reason code the spec does not list for this packet type makes the packet malformed
+/// (MQTT 5.0 §2.4: "the Reason Code ... MUST be one of those listed for that packet").
+fn known_reason(name: &'static str, packet_type: u8, code: u8) -> Result<(), DecodeError> {
+    if reason::is_listed_for(packet_type, code) {
+        Ok(())
+    } else {
+        Err(DecodeError::malformed(
+            name,
+            format!("reason code {code:#04x} is not one the spec lists for {name}"),
+        ))
+    }
+}
+
 /// A reason code and properties that may both be omitted (DISCONNECT, AUTH, acks).
 fn read_reason_and_properties(
     b: &mut Bytes,
@@ -140,9 +171,11 @@ fn read_reason_and_properties(
     Ok((code, Properties::read(b, context)?))
 }
 
-fn read_ack(b: &mut Bytes, name: &'static str) -> Result<Ack, DecodeError> {
+fn read_ack(b: &mut Bytes, name: &'static str, packet_type: u8) -> Result<Ack, DecodeError> {
     let pkid = u16_field(b, name)?;
+    non_zero_pkid(name, pkid)?;
     let (reason, properties) = read_reason_and_properties(b, Context::Ack)?;
+    known_reason(name, packet_type, reason)?;
     Ok(Ack {
         pkid,
         reason,
@@ -165,8 +198,10 @@ fn read_publish(flags: u8, b: &mut Bytes) -> Result<Publish, DecodeError> {
     let properties = Properties::read(b, Context::Publish)?;
     let payload = b.split_off(0);
     // `split_off(0)` leaves `b` empty and hands over the same buffer: no copy.
+    let dup = flags & 0b1000 != 0;
+    no_dup_at_qos0(dup, qos)?;
     Ok(Publish {
-        dup: flags & 0b1000 != 0,
+        dup,
         qos,
         retain: flags & 1 != 0,
         topic,
@@ -184,6 +219,7 @@ fn read_subscribe(b: &mut Bytes) -> Result<Subscribe, DecodeError> {
     let mut filters = Vec::new();
     while b.has_remaining() {
         let filter = read_string(b, NAME, "topic filter")?;
+        filter_present(NAME, &filter)?;
         let options = u8_field(b, NAME)?;
         if options & 0b1100_0000 != 0 {
             return Err(DecodeError::malformed(

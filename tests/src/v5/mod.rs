@@ -6,7 +6,9 @@
 //! * [`paho`]: python paho-mqtt 2.x (`py/v5_client.py`) over TCP or WebSocket, driven by JSON
 //!   steps and printing JSON events.
 //! * [`rumq`]: the `rumqttc` 5.0 client.
+//! * [`checks`]: assertions the 5.0 suites share (still serving; how a violation ended).
 
+pub mod checks;
 pub mod paho;
 pub mod rumq;
 pub mod wire;

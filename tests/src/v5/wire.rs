@@ -996,6 +996,11 @@ impl Client {
     pub fn drop_abruptly(self) {
         self.conn.drop_abruptly();
     }
+
+    /// The underlying stream, for tests that write from another thread.
+    pub fn stream(&mut self) -> &mut std::net::TcpStream {
+        &mut self.conn.stream
+    }
 }
 
 /// Payloads of PUBLISH packets, as text.
