@@ -995,6 +995,10 @@ mod tests {
         assert!(line.contains("key sys_interval"), "{line}");
         let line = error("sys_interval = 86401\n");
         assert!(line.contains("key sys_interval"), "{line}");
+        let line = error("[limits]\nmax_keepalive = 0\n");
+        assert!(line.contains("key limits.max_keepalive"), "{line}");
+        let line = error("[limits]\nmax_keepalive = 65536\n");
+        assert!(line.contains("key limits.max_keepalive"), "{line}");
         assert!(parse("[limits]\nmax_packet_size = 268435460\n").is_ok());
         assert!(parse("[limits]\nmax_packet_size = 2\n").is_ok());
     }
@@ -1040,6 +1044,8 @@ mod tests {
             "state",
             "--sys-interval",
             "1",
+            "--max-keepalive",
+            "30",
         ])
         .unwrap();
         let config = Config::load(&cli).unwrap();
@@ -1055,6 +1061,7 @@ mod tests {
         assert!(config.data_dir.is_absolute());
         assert!(config.data_dir.ends_with("state"));
         assert_eq!(config.sys_interval, 1);
+        assert_eq!(config.broker_settings().max_keepalive, 30);
     }
 
     #[test]
@@ -1066,6 +1073,8 @@ mod tests {
             &["bridge", "--ws-path", "mqtt"],
             &["bridge", "--log", "info,=["],
             &["bridge", "--sys-interval", "86401"],
+            &["bridge", "--max-keepalive", "0"],
+            &["bridge", "--max-keepalive", "65536"],
             &["bridge", "--no-such-flag"],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?} accepted");

@@ -490,6 +490,20 @@ mod tests {
         assert_eq!(routed(&r, "a/b"), [("k", 0), ("k", 1), ("k", 2)]);
         assert_eq!(r.subscription_count(), 3);
         assert_eq!(r.filter_count(), 3);
+        // One set per matching filter, which is how a caller merges per subscriber.
+        let mut sets = Vec::new();
+        r.for_each_matching_set("a/b", |set| sets.push(set.clone()));
+        sets.sort_by_key(|set| set[&"k"]);
+        assert_eq!(
+            sets,
+            [[("k", 0)].into(), [("k", 1)].into(), [("k", 2)].into()]
+        );
+        // A filter node left without subscribers (a/b, kept for a/b/c) gives no set.
+        r.subscribe("a/b/c", "j", 3);
+        r.unsubscribe("a/b", &"k");
+        let mut count = 0;
+        r.for_each_matching_set("a/b", |_| count += 1);
+        assert_eq!(count, 2);
     }
 
     #[test]

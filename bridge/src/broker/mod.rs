@@ -1044,3 +1044,55 @@ impl Drop for Online {
         self.0.online.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn subscription(session: &Arc<Session>, qos: QoS, id: Option<u32>) -> Subscription {
+        Subscription {
+            qos,
+            session: session.clone(),
+            no_local: false,
+            retain_as_published: false,
+            subscription_id: id,
+        }
+    }
+
+    /// MQTT-3.3.4-2 … -4, MQTT-3.8.3-3, MQTT-3.3.1-12/13: one delivery for all of a client's
+    /// matching subscriptions: the highest granted QoS (capped by the message's), every
+    /// subscription identifier, RETAIN if one asked for Retain As Published; No Local ones
+    /// do not match the client's own messages, and with nothing left there is no delivery.
+    #[test]
+    fn one_delivery_merges_a_clients_matching_subscriptions() {
+        let broker = Broker::new(BrokerSettings::default());
+        let session = Arc::new(Session::new(Arc::from("c"), 0, broker.limits(), None));
+        let mut message = Message::new("t/x", Bytes::from_static(b"p"), QoS::AtLeastOnce, true);
+        let a = subscription(&session, QoS::AtMostOnce, Some(1));
+        let b = subscription(&session, QoS::ExactlyOnce, None);
+        let c = Subscription {
+            retain_as_published: true,
+            ..subscription(&session, QoS::AtMostOnce, Some(3))
+        };
+        let message_arc = Arc::new(message.clone());
+        let one = one_delivery(&message_arc, [&a, &b].into_iter()).unwrap();
+        assert_eq!((one.qos, one.retain), (QoS::AtLeastOnce, false));
+        assert_eq!(one.subscription_ids.as_slice(), [1]);
+        let one = one_delivery(&message_arc, [&a, &b, &c].into_iter()).unwrap();
+        assert_eq!((one.qos, one.retain), (QoS::AtLeastOnce, true));
+        assert_eq!(one.subscription_ids.as_slice(), [1, 3]);
+
+        message.origin = Some(Arc::from("c"));
+        let own = Arc::new(message);
+        let no_local = Subscription {
+            no_local: true,
+            ..subscription(&session, QoS::ExactlyOnce, Some(9))
+        };
+        let one = one_delivery(&own, [&no_local, &a].into_iter()).unwrap();
+        assert_eq!(one.qos, QoS::AtMostOnce, "the No Local one does not count");
+        assert_eq!(one.subscription_ids.as_slice(), [1]);
+        assert!(one_delivery(&own, [&no_local].into_iter()).is_none());
+    }
+}

@@ -1238,6 +1238,75 @@ mod tests {
         assert_eq!(limits.budget.used(), 0);
     }
 
+    /// A session owned by connection 1, a 5.0 client, with a QoS 1 and a QoS 2 message
+    /// sent to it (packet ids 1 and 2).
+    fn with_two_in_flight(limits: &Arc<Limits>) -> Session {
+        let s = session("flows", limits);
+        let info = Arc::new(ConnectionInfo {
+            connection_id: 1,
+            client_id: Arc::from("flows"),
+            username: None,
+            peer: "127.0.0.1:1".parse().unwrap(),
+            transport: crate::connection::Transport::Tcp,
+            version: ProtocolVersion::V5,
+            keep_alive: 0,
+            clean_start: true,
+            connected_at: std::time::SystemTime::now(),
+            receive_maximum: u16::MAX,
+            max_packet_size: u32::MAX,
+            topic_alias_maximum: 0,
+        });
+        let kick = Arc::new(Kick::default());
+        assert!(s.take_ownership(Owner { info, kick }).is_none());
+        let mut qos2 = queued(None);
+        qos2.qos = QoS::ExactlyOnce;
+        assert!(matches!(s.deliver(queued(None)), Delivery::Queued));
+        assert!(matches!(s.deliver(qos2), Delivery::Queued));
+        let mut out = BytesMut::new();
+        let written = s.write_queued(1, &mut out, usize::MAX, &mut TopicAliases::new(0));
+        assert_eq!(written.sent, 2);
+        s
+    }
+
+    /// MQTT-4.3.2, MQTT-4.3.3: each in-flight identifier takes only the acknowledgement its
+    /// exchange is waiting for; any other is refused (a protocol error for the connection)
+    /// and changes nothing; an identifier with nothing in flight is not an error.
+    #[test]
+    fn acknowledgements_must_match_the_exchange_in_flight() {
+        let limits = limits(0);
+        let s = with_two_in_flight(&limits);
+        let mut out = BytesMut::new();
+        fn waiting<T>(pkid: u16, qos: u8, expected: &'static str) -> Result<T, WrongAck> {
+            Err(WrongAck {
+                pkid,
+                qos,
+                expected,
+            })
+        }
+        assert_eq!(s.on_pubcomp(1), waiting(1, 1, "PUBACK"));
+        assert_eq!(s.on_pubrec(1, false, &mut out), waiting(1, 1, "PUBACK"));
+        assert!(out.is_empty(), "no PUBREL for a QoS 1 delivery");
+        assert_eq!(s.on_puback(2), waiting(2, 2, "PUBREC"));
+        assert_eq!(s.on_pubcomp(2), waiting(2, 2, "PUBREC"));
+        assert_eq!(s.backlog(), (0, 2), "nothing was completed");
+
+        assert_eq!(s.on_puback(1), Ok(true));
+        assert_eq!(s.on_puback(1), Ok(false), "unknown now: ignored");
+        assert_eq!(s.on_pubrec(2, false, &mut out), Ok(()));
+        assert_eq!(&out[..], &[0x62, 0x02, 0x00, 0x02], "PUBREL 2");
+        assert_eq!(s.on_puback(2), waiting(2, 2, "PUBCOMP"));
+        out.clear();
+        assert_eq!(
+            s.on_pubrec(2, false, &mut out),
+            Ok(()),
+            "PUBREL again: ours was lost"
+        );
+        assert_eq!(&out[..], &[0x62, 0x02, 0x00, 0x02]);
+        assert_eq!(s.on_pubcomp(2), Ok(true));
+        assert_eq!(s.on_pubcomp(2), Ok(false));
+        assert_eq!(s.backlog(), (0, 0));
+    }
+
     /// Past the broker-wide limit a session's policy applies: drop_newest refuses the new
     /// message; drop_oldest makes room from the session's own queue, and a session with
     /// nothing queued has nothing to drop.
