@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
+use protocol::frame::MAX_REMAINING_LENGTH;
 use protocol::topic::{parse_shared, validate_topic_filter, validate_topic_name};
 use protocol::{
     encode, reason, Ack, ConnAck, DecodeError, Decoder, Disconnect, Packet, Properties,
@@ -67,9 +68,9 @@ const READ_MIN: usize = 64;
 const BUFFER_KEEP: usize = 64 * 1024;
 /// MQTT 3.1 limits client identifiers to 23 characters.
 const MQTT31_MAX_CLIENT_ID: usize = 23;
-/// How long, and for how many bytes, a connection the server closes keeps reading (and
-/// discarding) what the client still sends, so that the client reads our last packet
-/// instead of a reset ([`Connection::close`]).
+/// How long (writing our last packets included), and for how many bytes, a connection the
+/// server closes keeps reading (and discarding) what the client still sends, so that the
+/// client reads our last packet instead of a reset ([`Connection::close`]).
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: u64 = 1024 * 1024;
 /// The smallest 5.0 CONNACK: flags, reason code and an empty property length.
@@ -251,7 +252,12 @@ impl<S: Duplex> Connection<S> {
         let end = self
             .serve_session(opened.keep_alive, &opened.session, &opened.kick)
             .await;
-        let Opened { session, will, .. } = opened;
+        let Opened {
+            session,
+            will,
+            _online: online,
+            ..
+        } = opened;
         match &end {
             End::Disconnected { .. } | End::Kicked(_) | End::Lost(_) => {
                 debug!("connection ended: {end}")
@@ -270,6 +276,9 @@ impl<S: Duplex> Connection<S> {
             .filter(|will| publish_will && self.may(Action::Publish, &will.topic))
             .map(|will| self.will_message(*will));
         self.broker.close_session(&session, self.id, will);
+        // No longer a connected client (nor under the connection limit), while the socket
+        // lingers below.
+        drop(online);
 
         if let (true, Some(code)) = (self.is_v5(), end.disconnect_reason()) {
             let mut disconnect = Disconnect::new(code);
@@ -300,17 +309,13 @@ impl<S: Duplex> Connection<S> {
     /// DISCONNECT that tells it why. Boxed by its callers: the buffer and timers are needed
     /// only here, not in every idle connection's task.
     async fn close(&mut self) {
-        let _ = timeout(LINGER, self.write_all()).await;
-        let (reader, mut writer) = self.stream.halves();
-        if timeout(LINGER, writer.shutdown()).await.is_err() {
-            return;
-        }
-        let mut discard = reader.take(LINGER_BYTES);
-        let _ = timeout(
-            LINGER,
-            tokio::io::copy(&mut discard, &mut tokio::io::sink()),
-        )
-        .await;
+        let linger = async {
+            self.write_all().await?;
+            let (reader, mut writer) = self.stream.halves();
+            writer.shutdown().await?;
+            tokio::io::copy(&mut reader.take(LINGER_BYTES), &mut tokio::io::sink()).await
+        };
+        let _ = timeout(LINGER, linger).await;
     }
 
     fn is_v5(&self) -> bool {
@@ -394,20 +399,31 @@ impl<S: Duplex> Connection<S> {
             connect.keep_alive = max_keepalive;
             server_keep_alive = Some(max_keepalive);
         }
-        // What a CONNACK accepting this client must carry (the rest can be left out): if
-        // that does not fit the client's maximum packet size, nothing can be sent.
+        // What a CONNACK accepting this client must carry; the rest can be left out. Our
+        // limits must be said unless they are what absence means (a receive maximum of
+        // 65,535 and no packet size limit, MQTT 5.0 §3.2.2.3.3, §3.2.2.3.6): a client told
+        // nothing may send up to those. If that does not fit the client's maximum packet
+        // size, the client cannot be served: it is refused, with a bare CONNACK that fits.
+        let settings = &self.broker.settings;
         let required = Properties {
             server_keep_alive,
-            assigned_client_identifier: assigned_id.clone(),
+            assigned_client_identifier: assigned_id,
+            receive_maximum: Some(settings.receive_maximum).filter(|&max| max != u16::MAX),
+            maximum_packet_size: u32::try_from(settings.max_packet_size)
+                .ok()
+                .filter(|&max| (max as usize) < 5 + MAX_REMAINING_LENGTH),
             ..Properties::default()
         };
         if self.is_v5()
             && self.encoded_len(&connack(true, required.clone())) > self.client_max_packet as usize
         {
-            return Err(format!(
-                "the client's maximum packet size {} cannot hold the CONNACK it needs (MQTT-3.1.2-24)",
+            info!(
+                "the client's maximum packet size {} cannot hold the CONNACK it needs \
+                 (MQTT-3.1.2-24): CONNACK 0x83",
                 self.client_max_packet
-            ));
+            );
+            self.refuse(reason::IMPLEMENTATION_SPECIFIC_ERROR).await;
+            return Ok(None);
         }
         if let Some(will) = &connect.will {
             let valid = validate_topic_name(&will.topic).map_err(|e| e.to_string());
@@ -509,8 +525,6 @@ impl<S: Duplex> Connection<S> {
         if self.is_v5() {
             let settings = &self.broker.settings;
             connack.properties = Properties {
-                receive_maximum: Some(settings.receive_maximum),
-                maximum_packet_size: u32::try_from(settings.max_packet_size).ok(),
                 topic_alias_maximum: Some(settings.topic_alias_maximum),
                 retain_available: Some(1),
                 wildcard_subscription_available: Some(1),
@@ -518,17 +532,15 @@ impl<S: Duplex> Connection<S> {
                 shared_subscription_available: Some(1),
                 ..connack.properties
             };
-            // MQTT-3.1.2-24: not even the CONNACK may exceed the client's maximum. The
-            // advertised limits are optional (their defaults apply when absent): drop them,
-            // least useful first, until it fits; what is required was checked to fit above.
-            let droppable: [fn(&mut Properties); 7] = [
+            // MQTT-3.1.2-24: not even the CONNACK may exceed the client's maximum. These
+            // are optional (absent, they mean "available", and no topic aliases): drop
+            // them, least useful first, until it fits; the required ones were checked above.
+            let droppable: [fn(&mut Properties); 5] = [
                 |p| p.shared_subscription_available = None,
                 |p| p.subscription_identifier_available = None,
                 |p| p.wildcard_subscription_available = None,
                 |p| p.retain_available = None,
                 |p| p.topic_alias_maximum = None,
-                |p| p.receive_maximum = None,
-                |p| p.maximum_packet_size = None,
             ];
             for drop_one in droppable {
                 if self.encoded_len(&connack) <= self.client_max_packet as usize {

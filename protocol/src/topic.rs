@@ -143,7 +143,7 @@ pub fn matches(filter: &str, topic: &str) -> bool {
 
 /// Whether `filter` is a shared subscription with no topic filter after its share name:
 /// `$share/`, `$share/g`, `$share/g/`. MQTT 5.0 makes such a SUBSCRIBE malformed rather than
-/// a refused filter (MQTT-4.8.2-1: the share name is followed by `/` and a topic filter),
+/// a refused filter (MQTT-4.8.2-2: the share name is followed by `/` and a topic filter),
 /// whereas a bad share name with a filter (`$share//t`) is refused with reason 0x8F.
 pub fn shared_without_filter(filter: &str) -> bool {
     filter.strip_prefix(SHARED_PREFIX).is_some_and(|rest| {
@@ -437,7 +437,7 @@ mod tests {
 
     // ---------------------------------------------------------------- shared subscriptions
 
-    /// MQTT-4.8.2-1: these have no topic filter after the share name (a malformed
+    /// MQTT-4.8.2-2: these have no topic filter after the share name (a malformed
     /// SUBSCRIBE); the others have one, valid or not (a reason code per filter).
     #[test]
     fn shared_subscriptions_without_a_filter() {

@@ -28,7 +28,7 @@ use smallvec::SmallVec;
 
 use crate::connection::Transport;
 use crate::router::Router;
-use crate::store::{Op, Snapshot, Store, SubRecord, SubscriptionIds};
+use crate::store::{Op, Snapshot, Store, SubRecord};
 pub use access::{Access, Action, Identity};
 pub use message::Message;
 pub use metrics::Metrics;
@@ -622,7 +622,7 @@ impl Broker {
                 message,
                 qos,
                 retain: true,
-                subscription_ids: subscription_id.into_iter().collect(),
+                subscription_ids: subscription_id.into(),
                 shared: None,
                 seq: 0,
             });
@@ -712,67 +712,68 @@ impl Broker {
                 });
             }
         }
-        let (mut matched, mut dropped, mut skipped) = (0, 0, 0);
         let check_reads = self.reads_checked.load(Ordering::Relaxed);
         let access = check_reads.then(|| self.access());
+        let access = access.as_deref();
+        let mut tally = Tally::default();
         let router = self.router.read();
-        // The subscribers of each matching filter: nearly always one set or two.
+        // The subscribers of each matching filter: nearly always one set, or two.
         let mut sets: SmallVec<[&HashMap<RouteKey, Route>; 4]> = SmallVec::new();
         router.for_each_matching_set(&message.topic, |set| sets.push(set));
-        for (i, set) in sets.iter().enumerate() {
-            for (key, route) in set.iter() {
-                let delivery = match route {
-                    Route::Shared(group) => group.deliver(&message, None),
+        // A client with several matching filters gets one copy for all of them
+        // (MQTT-3.3.4-2 … -4): with few sets, found by looking its key up in the others
+        // (the copy is built where its first filter is met); with many (one client can
+        // make hundreds of filters match one topic), by sorting, to stay linear.
+        if sets.len() <= MERGE_BY_LOOKUP {
+            for (i, set) in sets.iter().enumerate() {
+                let (earlier, later) = (&sets[..i], &sets[i + 1..]);
+                set.iter().for_each(|(key, route)| match route {
+                    Route::Shared(group) => tally.count(group.deliver(&message, None)),
                     Route::Direct(sub) => {
-                        // A client with several matching filters gets one copy for all of
-                        // them, built where its first one is met (MQTT-3.3.4-2 … -4).
-                        if sets[..i].iter().any(|earlier| earlier.contains_key(key)) {
-                            continue;
-                        }
-                        let others =
-                            sets[i + 1..]
-                                .iter()
-                                .filter_map(|later| match later.get(key) {
-                                    Some(Route::Direct(other)) => Some(other),
-                                    _ => None,
-                                });
-                        let Some(queued) =
-                            one_delivery(&message, std::iter::once(sub).chain(others))
-                        else {
-                            continue;
+                        let queued = if earlier.is_empty() && later.is_empty() {
+                            if excluded_by_no_local(&message, sub) {
+                                return;
+                            }
+                            delivery_for(&message, sub)
+                        } else if earlier.iter().any(|set| set.contains_key(key)) {
+                            return;
+                        } else {
+                            let others = later.iter().filter_map(|set| match set.get(key) {
+                                Some(Route::Direct(other)) => Some(other),
+                                _ => None,
+                            });
+                            match one_delivery(&message, std::iter::once(sub).chain(others)) {
+                                Some(queued) => queued,
+                                None => return,
+                            }
                         };
-                        let readable = access.as_ref().is_none_or(|access| {
-                            access.authorize(
-                                Identity {
-                                    client_id: &sub.session.client_id,
-                                    username: sub.session.username().as_deref(),
-                                },
-                                Action::Read,
-                                &message.topic,
-                            )
-                        });
-                        if !readable {
-                            continue;
-                        }
-                        sub.session.deliver(queued)
+                        tally.count_some(send(access, &message, sub, queued));
                     }
-                };
-                matched += 1;
-                match delivery {
-                    Delivery::Queued => {}
-                    Delivery::Dropped => dropped += 1,
-                    Delivery::Skipped => skipped += 1,
+                });
+            }
+        } else {
+            let mut direct = Vec::new();
+            for route in sets.iter().flat_map(|set| set.values()) {
+                match route {
+                    Route::Shared(group) => tally.count(group.deliver(&message, None)),
+                    Route::Direct(sub) => direct.push(sub),
+                }
+            }
+            direct.sort_unstable_by_key(|sub| Arc::as_ptr(&sub.session));
+            for client in direct.chunk_by(|a, b| Arc::ptr_eq(&a.session, &b.session)) {
+                if let Some(queued) = one_delivery(&message, client.iter().copied()) {
+                    tally.count_some(send(access, &message, client[0], queued));
                 }
             }
         }
         drop(sets);
         drop(router);
-        if matched == 0 {
+        if tally.matched == 0 {
             Metrics::add(&self.metrics.messages_unrouted, 1);
         }
-        Metrics::add(&self.metrics.dropped_queue_full, dropped);
-        Metrics::add(&self.metrics.dropped_offline_qos0, skipped);
-        matched
+        Metrics::add(&self.metrics.dropped_queue_full, tally.dropped);
+        Metrics::add(&self.metrics.dropped_offline_qos0, tally.skipped);
+        tally.matched
     }
 
     /// Number of sessions, online or not.
@@ -1004,36 +1005,101 @@ fn subscribe_filter(filter: &str, record: &SubRecord) -> SubscribeFilter {
     }
 }
 
+/// Up to this many matching filter sets, a client's copies are merged by looking its key up
+/// in the other sets (no allocation, quadratic in the sets); above, by sorting.
+const MERGE_BY_LOOKUP: usize = 4;
+
+/// What routing one message did: deliveries made, and of those, dropped (queue full) and
+/// skipped (QoS 0 for an offline session).
+#[derive(Default)]
+struct Tally {
+    matched: usize,
+    dropped: u64,
+    skipped: u64,
+}
+
+impl Tally {
+    #[inline]
+    fn count(&mut self, delivery: Delivery) {
+        self.matched += 1;
+        match delivery {
+            Delivery::Queued => {}
+            Delivery::Dropped => self.dropped += 1,
+            Delivery::Skipped => self.skipped += 1,
+        }
+    }
+
+    /// Counts a delivery that was made (`None`: the reader may not read it).
+    #[inline]
+    fn count_some(&mut self, delivery: Option<Delivery>) {
+        if let Some(delivery) = delivery {
+            self.count(delivery);
+        }
+    }
+}
+
+/// Queues `queued` for the subscriber of `sub` if the access policy (when it checks reads)
+/// lets it read the topic now; `None` if not.
+#[inline(always)]
+fn send(
+    access: Option<&Access>,
+    message: &Message,
+    sub: &Subscription,
+    queued: Queued,
+) -> Option<Delivery> {
+    let readable = access.is_none_or(|access| {
+        access.authorize(
+            Identity {
+                client_id: &sub.session.client_id,
+                username: sub.session.username().as_deref(),
+            },
+            Action::Read,
+            &message.topic,
+        )
+    });
+    readable.then(|| sub.session.deliver(queued))
+}
+
+/// Whether `sub` is a No Local subscription of the client that published `message`: such a
+/// subscription does not match (MQTT-3.8.3-3).
+fn excluded_by_no_local(message: &Message, sub: &Subscription) -> bool {
+    sub.no_local && message.origin.as_deref() == Some(&*sub.session.client_id)
+}
+
+/// The delivery of `message` through one subscription: at the lower of the two QoS, with its
+/// Subscription Identifier, and RETAIN only under Retain As Published (live deliveries carry
+/// RETAIN 0 otherwise, MQTT-3.3.1-12, -13).
+fn delivery_for(message: &Arc<Message>, sub: &Subscription) -> Queued {
+    Queued {
+        message: message.clone(),
+        qos: message.qos.min(sub.qos),
+        retain: sub.retain_as_published && message.retain,
+        subscription_ids: sub.subscription_id.into(),
+        shared: None,
+        seq: 0,
+    }
+}
+
 /// The one delivery of `message` to a client for all its subscriptions that match it
 /// (direct ones; shared subscriptions deliver on their own): at the highest QoS granted
 /// among them, capped by the message's (MQTT-3.3.4-2, MQTT-3.3.5-1 in 3.1.1), with every
 /// one of their Subscription Identifiers (MQTT-3.3.4-3, -4), and RETAIN kept if any of
-/// them asked for Retain As Published (live deliveries carry RETAIN 0 otherwise,
-/// MQTT-3.3.1-12, -13). A No Local subscription does not match its own client's messages
-/// (MQTT-3.8.3-3); `None` if nothing is left.
+/// them asked for Retain As Published. A No Local subscription does not match its own
+/// client's messages; `None` if nothing is left.
 fn one_delivery<'a>(
     message: &Arc<Message>,
     subscriptions: impl Iterator<Item = &'a Subscription>,
 ) -> Option<Queued> {
-    let mut qos = None;
-    let mut retain_as_published = false;
-    let mut subscription_ids = SubscriptionIds::new();
-    for sub in subscriptions {
-        if sub.no_local && message.origin.as_deref() == Some(&*sub.session.client_id) {
-            continue;
+    let mut matching = subscriptions.filter(|sub| !excluded_by_no_local(message, sub));
+    let mut queued = delivery_for(message, matching.next()?);
+    for sub in matching {
+        queued.qos = queued.qos.max(message.qos.min(sub.qos));
+        queued.retain |= sub.retain_as_published && message.retain;
+        if let Some(id) = sub.subscription_id {
+            queued.subscription_ids.push(id);
         }
-        qos = qos.max(Some(sub.qos));
-        retain_as_published |= sub.retain_as_published;
-        subscription_ids.extend(sub.subscription_id);
     }
-    Some(Queued {
-        message: message.clone(),
-        qos: message.qos.min(qos?),
-        retain: retain_as_published && message.retain,
-        subscription_ids,
-        shared: None,
-        seq: 0,
-    })
+    Some(queued)
 }
 
 /// Counts one admitted client as online while it lives (see [`Broker::admit`]).

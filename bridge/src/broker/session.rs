@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use parking_lot::Mutex;
+use protocol::frame::MAX_REMAINING_LENGTH;
 use protocol::{
     encode, encode_publish, publish_size, Ack, Packet, Properties, ProtocolVersion, PublishRef, QoS,
 };
@@ -1079,7 +1080,7 @@ fn delivery_properties(queued: &Queued, info: &ConnectionInfo, now: Instant) -> 
         return None;
     }
     let mut properties = message.properties.clone();
-    properties.subscription_identifiers = queued.subscription_ids.to_vec();
+    properties.subscription_identifiers = queued.subscription_ids.as_slice().to_vec();
     properties.message_expiry_interval = message.remaining_expiry(now);
     Some(properties)
 }
@@ -1087,7 +1088,16 @@ fn delivery_properties(queued: &Queued, info: &ConnectionInfo, now: Instant) -> 
 /// Whether the delivery, with its `properties` ([`delivery_properties`]), fits the
 /// client's maximum packet size (5.0; MQTT-3.1.2-25).
 fn fits(queued: &Queued, info: &ConnectionInfo, properties: Option<&Properties>) -> bool {
-    if info.version != ProtocolVersion::V5 || info.max_packet_size == u32::MAX {
+    // Nothing can be larger than the encoding allows, whatever the client accepts: a message
+    // that came in near that size may not go out with identifiers (or a resolved topic
+    // alias) added. Only a message that large needs the sum.
+    let message_len = queued.message.topic.len() + queued.message.payload.len();
+    let near_the_largest = message_len > MAX_REMAINING_LENGTH - 1024 * 1024;
+    let client_max = match info.version {
+        ProtocolVersion::V5 => info.max_packet_size as usize,
+        _ => usize::MAX,
+    };
+    if client_max >= MAX_PACKET && !near_the_largest {
         return true;
     }
     let size = publish_size(
@@ -1102,8 +1112,12 @@ fn fits(queued: &Queued, info: &ConnectionInfo, properties: Option<&Properties>)
         },
         info.version,
     );
-    size <= info.max_packet_size as usize
+    size <= client_max.min(MAX_PACKET)
 }
+
+/// The largest packet the encoding can carry: a 5-byte fixed header and the largest
+/// remaining length.
+const MAX_PACKET: usize = 5 + MAX_REMAINING_LENGTH;
 
 fn write_publish(
     out: &mut BytesMut,
@@ -1117,8 +1131,10 @@ fn write_publish(
     let message = &queued.message;
     let mut topic: &str = &message.topic;
     if info.version == ProtocolVersion::V5 {
-        if let Some(alias) = aliases.lookup(&message.topic) {
-            // The alias alone stands for the topic: the packet only shrinks.
+        if let Some(alias) = aliases.lookup(&message.topic).filter(|_| topic.len() >= 4) {
+            // The alias alone stands for the topic. Its property takes 3 bytes (4 if the
+            // property length grows a byte): with a topic of 4 bytes or more the packet
+            // only shrinks, and so still fits (MQTT-3.1.2-24); a shorter topic goes whole.
             properties
                 .get_or_insert_with(Properties::default)
                 .topic_alias = Some(alias);

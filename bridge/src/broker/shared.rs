@@ -112,7 +112,7 @@ impl SharedGroup {
             message: message.clone(),
             qos: message.qos.min(member.qos),
             retain: member.retain_as_published && message.retain,
-            subscription_ids: member.subscription_id.into_iter().collect(),
+            subscription_ids: member.subscription_id.into(),
             shared: Some(self.clone()),
             seq: 0,
         })

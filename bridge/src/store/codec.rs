@@ -23,9 +23,64 @@ pub struct MessageRecord {
 }
 
 /// The Subscription Identifiers one delivery carries (MQTT 5.0): one for each subscription
-/// of the client that the message matched and that has one (MQTT-3.3.4-4). Nearly always
-/// none or one, kept inline.
-pub type SubscriptionIds = smallvec::SmallVec<[u32; 1]>;
+/// of the client that the message matched and that has one (MQTT-3.3.4-4).
+///
+/// Nearly always none or one: those are held inline, and the whole is 16 bytes, as every
+/// queued message holds one (a general small vector is 24, and made fan-out measurably
+/// slower). Identifiers are never 0 (MQTT 5.0 §3.8.2.1.2), so 0 stands for none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscriptionIds {
+    /// No identifier (0), or one.
+    One(u32),
+    /// Two or more.
+    Many(Box<[u32]>),
+}
+
+impl SubscriptionIds {
+    /// No identifiers.
+    pub const fn new() -> SubscriptionIds {
+        SubscriptionIds::One(0)
+    }
+
+    /// Adds one (a 0 is not an identifier and is ignored).
+    pub fn push(&mut self, id: u32) {
+        if id == 0 {
+            return;
+        }
+        *self = match std::mem::take(self) {
+            SubscriptionIds::One(0) => SubscriptionIds::One(id),
+            SubscriptionIds::One(first) => SubscriptionIds::Many(Box::new([first, id])),
+            SubscriptionIds::Many(ids) => SubscriptionIds::Many([&ids[..], &[id]].concat().into()),
+        };
+    }
+
+    #[inline]
+    pub fn as_slice(&self) -> &[u32] {
+        match self {
+            SubscriptionIds::One(0) => &[],
+            SubscriptionIds::One(id) => std::slice::from_ref(id),
+            SubscriptionIds::Many(ids) => ids,
+        }
+    }
+
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        // `Many` holds two or more.
+        matches!(self, SubscriptionIds::One(0))
+    }
+}
+
+impl Default for SubscriptionIds {
+    fn default() -> Self {
+        SubscriptionIds::new()
+    }
+}
+
+impl From<Option<u32>> for SubscriptionIds {
+    fn from(id: Option<u32>) -> Self {
+        SubscriptionIds::One(id.unwrap_or(0))
+    }
+}
 
 /// The options of a stored subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,10 +231,11 @@ pub fn encode_entry(
     message_id: u64,
     qos: u8,
     retain: bool,
-    subscription_ids: &[u32],
+    subscription_ids: &SubscriptionIds,
     pkid: u16,
     stage: u8,
 ) -> Vec<u8> {
+    let subscription_ids = subscription_ids.as_slice();
     let mut buf = Vec::with_capacity(17 + 4 * subscription_ids.len().saturating_sub(1));
     buf.put_u64(message_id);
     buf.put_u8(qos);
@@ -209,7 +265,7 @@ pub fn decode_entry(seq: u64, bytes: &[u8]) -> Result<StoredEntry, CorruptRecord
     let sid = buf.get_u32();
     let pkid = buf.get_u16();
     let stage = buf.get_u8();
-    let mut subscription_ids: SubscriptionIds = (sid != 0).then_some(sid).into_iter().collect();
+    let mut subscription_ids = SubscriptionIds::One(sid);
     while buf.len() >= 4 {
         subscription_ids.push(buf.get_u32());
     }
@@ -290,7 +346,12 @@ mod tests {
         };
         assert_eq!(decode_sub(&encode_sub(&sub)).unwrap(), sub);
         for ids in [&[][..], &[3], &[3, 70_000, 268_435_455]] {
-            let entry = encode_entry(42, 1, true, ids, 0, 0);
+            let mut list = SubscriptionIds::new();
+            for id in ids {
+                list.push(*id);
+            }
+            assert_eq!(list.as_slice(), ids);
+            let entry = encode_entry(42, 1, true, &list, 0, 0);
             let restaged = restage_entry(&entry, 9, 2);
             let decoded = decode_entry(5, &restaged).unwrap();
             assert_eq!(

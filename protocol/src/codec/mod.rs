@@ -143,7 +143,7 @@ impl Decoder {
         let packet = if v5 {
             v5::read_packet(header, frame)?
         } else {
-            v4::read_packet(header, frame)?
+            v4::read_packet(header, frame, self.version == Some(ProtocolVersion::V3_1))?
         };
         if let Packet::Connect(connect) = &packet {
             self.version = Some(connect.version);
@@ -186,20 +186,28 @@ pub(crate) fn no_dup_at_qos0(dup: bool, qos: QoS) -> Result<(), DecodeError> {
     }
 }
 
-/// A topic filter of SUBSCRIBE or UNSUBSCRIBE must be there: an empty one (MQTT-4.7.3-1),
-/// or a shared subscription without a filter (`$share/g`, `$share/g/`, MQTT-4.8.2-1), makes
-/// the packet malformed. Other invalid filters are well-formed and get a reason code.
-pub(crate) fn filter_present(packet: &'static str, filter: &str) -> Result<(), DecodeError> {
+/// A topic filter is at least one character long (MQTT-4.7.3-1): an empty one in SUBSCRIBE
+/// or UNSUBSCRIBE makes the packet malformed.
+pub(crate) fn filter_not_empty(packet: &'static str, filter: &str) -> Result<(), DecodeError> {
     if filter.is_empty() {
         return Err(DecodeError::malformed(
             packet,
             "empty topic filter (MQTT-4.7.3-1)",
         ));
     }
+    Ok(())
+}
+
+/// In 5.0, a shared subscription is part of the protocol, and one without a topic filter
+/// after its share name (`$share/g`, `$share/g/`, MQTT-4.8.2-2) makes SUBSCRIBE and
+/// UNSUBSCRIBE malformed, as an empty filter does. Other invalid filters are well-formed
+/// and get a reason code. (In 3.1.1, `$share/g` is an ordinary filter.)
+pub(crate) fn v5_filter_present(packet: &'static str, filter: &str) -> Result<(), DecodeError> {
+    filter_not_empty(packet, filter)?;
     if crate::topic::shared_without_filter(filter) {
         return Err(DecodeError::malformed(
             packet,
-            format!("shared subscription {filter:?} has no topic filter (MQTT-4.8.2-1)"),
+            format!("shared subscription {filter:?} has no topic filter (MQTT-4.8.2-2)"),
         ));
     }
     Ok(())

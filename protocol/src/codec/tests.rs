@@ -312,7 +312,7 @@ fn remaining_length_must_be_minimally_encoded() {
 }
 
 /// MQTT 3.1 §2.1: DUP, QoS and RETAIN are "not used" outside PUBLISH, so a 3.1 client may set
-/// them on CONNECT and later packets; 3.1.1 forbids them (MQTT-2.2.2-2).
+/// them on CONNECT and later packets; 3.1.1 forbids them (MQTT-2.2.2-2), and DUP on QoS 0.
 #[test]
 fn mqtt31_fixed_header_flags_are_not_checked() {
     let mut connect = connect_bytes("MQIsdp", 3, 0x02, &[b"c31"]);
@@ -329,6 +329,12 @@ fn mqtt31_fixed_header_flags_are_not_checked() {
         decoder.decode(&mut buf),
         Ok(Some(Packet::PubAck(Ack::new(7))))
     );
+    // DUP on QoS 0: 3.1 only says DUP "applies to" QoS above 0, no rule to break.
+    buf.extend_from_slice(&[0x38, 0x03, 0x00, 0x01, b'a']);
+    assert!(matches!(
+        decoder.decode(&mut buf),
+        Ok(Some(Packet::Publish(Publish { dup: true, .. })))
+    ));
 
     let mut connect = connect_bytes("MQTT", 4, 0x02, &[b"c311"]);
     connect[0] = 0x12;
@@ -338,31 +344,31 @@ fn mqtt31_fixed_header_flags_are_not_checked() {
     ));
 }
 
-/// MQTT-4.7.3-1, MQTT-4.8.2-1: an empty filter, or a shared subscription with no filter,
-/// makes SUBSCRIBE and UNSUBSCRIBE malformed.
-#[test]
-fn empty_and_missing_shared_filters_are_malformed() {
-    for filter in ["", "$share/g", "$share/g/", "$share/"] {
-        let mut subscribe = vec![0x00, 0x01];
-        subscribe.extend_from_slice(&(filter.len() as u16).to_be_bytes());
-        subscribe.extend_from_slice(filter.as_bytes());
-        let mut unsubscribe = subscribe.clone();
-        subscribe.push(0x00);
-        let framed = |byte1: u8, body: &[u8]| {
-            let mut out = vec![byte1, body.len() as u8];
-            out.extend_from_slice(body);
-            out
-        };
-        assert!(
-            malformed(decode_one(&framed(0x82, &subscribe))),
-            "SUBSCRIBE {filter:?}"
-        );
-        assert!(
-            malformed(decode_one(&framed(0xa2, &unsubscribe))),
-            "UNSUBSCRIBE {filter:?}"
-        );
-        unsubscribe.clear();
+/// SUBSCRIBE or UNSUBSCRIBE bytes (3.1.1 layout, or 5.0 with an empty property list) for
+/// one filter, packet identifier 1.
+pub(super) fn filter_packet(byte1: u8, filter: &str, v5: bool) -> Vec<u8> {
+    let mut body = vec![0x00, 0x01];
+    if v5 {
+        body.push(0x00);
     }
+    body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
+    body.extend_from_slice(filter.as_bytes());
+    if byte1 == 0x82 {
+        body.push(0x00);
+    }
+    let mut out = vec![byte1, body.len() as u8];
+    out.extend_from_slice(&body);
+    out
+}
+
+/// MQTT-4.7.3-1: an empty filter makes SUBSCRIBE and UNSUBSCRIBE malformed. In 3.1.1,
+/// `$share/g` is an ordinary filter (5.0's rules are in tests_v5.rs).
+#[test]
+fn empty_filters_are_malformed() {
+    for byte1 in [0x82, 0xa2] {
+        assert!(malformed(decode_one(&filter_packet(byte1, "", false))));
+    }
+    assert!(decode_one(&filter_packet(0xa2, "$share/g", false)).is_ok());
 }
 
 #[test]

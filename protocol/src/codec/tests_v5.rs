@@ -359,6 +359,26 @@ fn v5_zero_packet_identifiers_are_protocol_errors() {
     }
 }
 
+/// MQTT-4.7.3-1, MQTT-4.8.2-2: in 5.0 an empty filter, or a shared subscription with no
+/// filter after its share name, makes SUBSCRIBE and UNSUBSCRIBE malformed; a share with a
+/// bad name but a filter (`$share//t`) is well-formed (a reason code refuses it).
+#[test]
+fn v5_empty_and_missing_shared_filters_are_malformed() {
+    use super::tests::filter_packet;
+    for filter in ["", "$share/g", "$share/g/", "$share/"] {
+        for byte1 in [0x82, 0xa2] {
+            assert!(
+                matches!(
+                    decode_v5(&filter_packet(byte1, filter, true)),
+                    Err(DecodeError::Malformed { .. })
+                ),
+                "{byte1:#04x} {filter:?}"
+            );
+        }
+    }
+    assert!(decode_v5(&filter_packet(0x82, "$share//t", true)).is_ok());
+}
+
 #[test]
 fn v5_properties_are_dropped_toward_3_1_1() {
     let publish = Publish {

@@ -8,12 +8,17 @@ use mqttbytes_ng::v4 as codec;
 use super::frame::{self, FixedHeader};
 use super::properties::Properties;
 use super::{
-    connect, filter_present, no_dup_at_qos0, non_zero_pkid, read_string, DecodeError, EncodeError,
+    connect, filter_not_empty, no_dup_at_qos0, non_zero_pkid, read_string, DecodeError, EncodeError,
 };
 use crate::codec::packet::*;
 use crate::reason;
 
-pub(super) fn read_packet(header: FixedHeader, frame: Bytes) -> Result<Packet, DecodeError> {
+/// Reads a 3.1.1 packet, or a 3.1 one (`v31`: what 3.1 leaves unchecked is not checked).
+pub(super) fn read_packet(
+    header: FixedHeader,
+    frame: Bytes,
+    v31: bool,
+) -> Result<Packet, DecodeError> {
     let name = frame::type_name(header.packet_type());
     let body = frame.slice(header.header_len..);
     let exact_len = |expected: usize| {
@@ -48,7 +53,7 @@ pub(super) fn read_packet(header: FixedHeader, frame: Bytes) -> Result<Packet, D
                 .ok_or_else(|| DecodeError::malformed(name, "unknown return code"))?;
             Packet::ConnAck(ConnAck::new(code, ack.session_present))
         }
-        3 => Packet::Publish(read_publish(codec_header, frame)?),
+        3 => Packet::Publish(read_publish(codec_header, frame, v31)?),
         4 => {
             exact_len(2)?;
             let pkid = codec::PubAck::read(codec_header, frame)
@@ -84,6 +89,7 @@ pub(super) fn read_packet(header: FixedHeader, frame: Bytes) -> Result<Packet, D
         8 => Packet::Subscribe(read_subscribe(body)?),
         9 => {
             let ack = codec::SubAck::read(codec_header, frame).map_err(codec_err)?;
+            non_zero_pkid(name, ack.pkid)?;
             Packet::SubAck(SubAck {
                 pkid: ack.pkid,
                 return_codes: ack
@@ -108,7 +114,7 @@ pub(super) fn read_packet(header: FixedHeader, frame: Bytes) -> Result<Packet, D
             }
             for filter in &unsubscribe.topics {
                 super::no_null(name, "topic filter", filter)?;
-                filter_present(name, filter)?;
+                filter_not_empty(name, filter)?;
             }
             Packet::Unsubscribe(Unsubscribe {
                 pkid: unsubscribe.pkid,
@@ -119,6 +125,7 @@ pub(super) fn read_packet(header: FixedHeader, frame: Bytes) -> Result<Packet, D
         11 => {
             exact_len(2)?;
             let ack = codec::UnsubAck::read(codec_header, frame).map_err(codec_err)?;
+            non_zero_pkid(name, ack.pkid)?;
             Packet::UnsubAck(UnsubAck {
                 pkid: ack.pkid,
                 reasons: Vec::new(),
@@ -141,7 +148,11 @@ pub(super) fn read_packet(header: FixedHeader, frame: Bytes) -> Result<Packet, D
     })
 }
 
-fn read_publish(header: mqttbytes_ng::FixedHeader, frame: Bytes) -> Result<Publish, DecodeError> {
+fn read_publish(
+    header: mqttbytes_ng::FixedHeader,
+    frame: Bytes,
+    v31: bool,
+) -> Result<Publish, DecodeError> {
     const NAME: &str = "PUBLISH";
     let publish = codec::Publish::read(header, frame).map_err(|e| match e {
         mqttbytes_ng::Error::InvalidQoS(_) => DecodeError::malformed(NAME, "QoS 3 (MQTT-3.3.1-4)"),
@@ -155,7 +166,10 @@ fn read_publish(header: mqttbytes_ng::FixedHeader, frame: Bytes) -> Result<Publi
     })?;
     super::no_null(NAME, "topic", &publish.topic)?;
     let qos = super::from_codec_qos(publish.qos);
-    no_dup_at_qos0(publish.dup, qos)?;
+    // 3.1 only says DUP "applies to messages where the value of QoS is greater than zero".
+    if !v31 {
+        no_dup_at_qos0(publish.dup, qos)?;
+    }
     Ok(Publish {
         dup: publish.dup,
         qos,
@@ -178,7 +192,7 @@ fn read_subscribe(mut body: Bytes) -> Result<Subscribe, DecodeError> {
     let mut filters = Vec::new();
     while body.has_remaining() {
         let filter = read_string(&mut body, NAME, "topic filter")?;
-        filter_present(NAME, &filter)?;
+        filter_not_empty(NAME, &filter)?;
         if !body.has_remaining() {
             return Err(DecodeError::malformed(NAME, "topic filter without options"));
         }

@@ -6,7 +6,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use super::connect::{self, put_field};
 use super::frame::{self, remaining_length_len, write_remaining_length, FixedHeader};
 use super::properties::{Context, Properties};
-use super::{filter_present, no_dup_at_qos0, non_zero_pkid, read_string, DecodeError, EncodeError};
+use super::{
+    no_dup_at_qos0, non_zero_pkid, read_string, v5_filter_present, DecodeError, EncodeError,
+};
 use crate::codec::packet::*;
 use crate::reason;
 
@@ -68,7 +70,7 @@ pub(super) fn read_packet(header: FixedHeader, frame: Bytes) -> Result<Packet, D
             let mut filters = Vec::new();
             while b.has_remaining() {
                 let filter = read_string(b, name, "topic filter")?;
-                filter_present(name, &filter)?;
+                v5_filter_present(name, &filter)?;
                 filters.push(filter);
             }
             if filters.is_empty() {
@@ -219,7 +221,7 @@ fn read_subscribe(b: &mut Bytes) -> Result<Subscribe, DecodeError> {
     let mut filters = Vec::new();
     while b.has_remaining() {
         let filter = read_string(b, NAME, "topic filter")?;
-        filter_present(NAME, &filter)?;
+        v5_filter_present(NAME, &filter)?;
         let options = u8_field(b, NAME)?;
         if options & 0b1100_0000 != 0 {
             return Err(DecodeError::malformed(
