@@ -747,7 +747,9 @@ impl Broker {
                                 None => return,
                             }
                         };
-                        tally.count_some(send(access, &message, sub, queued));
+                        if readable(access, &message.topic, sub) {
+                            tally.count(sub.session.deliver(queued));
+                        }
                     }
                 });
             }
@@ -761,8 +763,11 @@ impl Broker {
             }
             direct.sort_unstable_by_key(|sub| Arc::as_ptr(&sub.session));
             for client in direct.chunk_by(|a, b| Arc::ptr_eq(&a.session, &b.session)) {
+                let sub = client[0];
                 if let Some(queued) = one_delivery(&message, client.iter().copied()) {
-                    tally.count_some(send(access, &message, client[0], queued));
+                    if readable(access, &message.topic, sub) {
+                        tally.count(sub.session.deliver(queued));
+                    }
                 }
             }
         }
@@ -1028,36 +1033,22 @@ impl Tally {
             Delivery::Skipped => self.skipped += 1,
         }
     }
-
-    /// Counts a delivery that was made (`None`: the reader may not read it).
-    #[inline]
-    fn count_some(&mut self, delivery: Option<Delivery>) {
-        if let Some(delivery) = delivery {
-            self.count(delivery);
-        }
-    }
 }
 
-/// Queues `queued` for the subscriber of `sub` if the access policy (when it checks reads)
-/// lets it read the topic now; `None` if not.
+/// Whether the subscriber of `sub` may read `topic` now: always, unless the access policy
+/// checks reads (every delivery passes the reader's ACL when it is routed).
 #[inline(always)]
-fn send(
-    access: Option<&Access>,
-    message: &Message,
-    sub: &Subscription,
-    queued: Queued,
-) -> Option<Delivery> {
-    let readable = access.is_none_or(|access| {
+fn readable(access: Option<&Access>, topic: &str, sub: &Subscription) -> bool {
+    access.is_none_or(|access| {
         access.authorize(
             Identity {
                 client_id: &sub.session.client_id,
                 username: sub.session.username().as_deref(),
             },
             Action::Read,
-            &message.topic,
+            topic,
         )
-    });
-    readable.then(|| sub.session.deliver(queued))
+    })
 }
 
 /// Whether `sub` is a No Local subscription of the client that published `message`: such a

@@ -14,7 +14,6 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use parking_lot::Mutex;
-use protocol::frame::MAX_REMAINING_LENGTH;
 use protocol::{
     encode, encode_publish, publish_size, Ack, Packet, Properties, ProtocolVersion, PublishRef, QoS,
 };
@@ -190,6 +189,15 @@ impl TopicAliases {
     /// The alias already given to `topic`, if any.
     fn lookup(&self, topic: &str) -> Option<u16> {
         self.assigned.as_ref()?.by_topic.get(topic).copied()
+    }
+
+    /// Takes back the alias just given to `topic` (the PUBLISH defining it was not sent).
+    fn unassign(&mut self, topic: &str) {
+        if let Some(table) = self.assigned.as_mut() {
+            if table.by_topic.remove(topic).is_some() {
+                table.bytes -= topic.len();
+            }
+        }
     }
 
     /// Gives `topic` the next free alias, if any is left and the topics kept stay within
@@ -804,15 +812,14 @@ impl Session {
             entry.resend = false;
             match entry.stage {
                 Stage::Published => {
-                    write_publish(
-                        out,
-                        &entry.queued,
-                        entry.pkid,
-                        true,
-                        &info,
-                        aliases,
-                        properties,
-                    );
+                    let entry = &state.in_flight[index];
+                    let pkid = entry.pkid;
+                    if !write_publish(out, &entry.queued, pkid, true, &info, aliases, properties) {
+                        let dropped = state.in_flight.remove(index).expect("index in range");
+                        written.too_large += 1;
+                        self.forget(&state, Some(dropped.queued.seq));
+                        continue;
+                    }
                     written.sent += 1;
                 }
                 Stage::Released => write_packet(out, &Packet::PubRel(Ack::new(entry.pkid)), &info),
@@ -849,7 +856,10 @@ impl Session {
             if front.qos == QoS::AtMostOnce {
                 let queued = state.queue.pop_front().expect("front exists");
                 state.queued_bytes -= queued_size(&queued);
-                write_publish(out, &queued, 0, false, &info, aliases, properties);
+                if !write_publish(out, &queued, 0, false, &info, aliases, properties) {
+                    written.too_large += 1;
+                    continue;
+                }
             } else {
                 if in_window >= window {
                     break;
@@ -857,7 +867,13 @@ impl Session {
                 let queued = state.queue.pop_front().expect("front exists");
                 state.queued_bytes -= queued_size(&queued);
                 let pkid = state.allocate_pkid();
-                write_publish(out, &queued, pkid, false, &info, aliases, properties);
+                if !write_publish(out, &queued, pkid, false, &info, aliases, properties) {
+                    written.too_large += 1;
+                    if let Some(store) = self.persisted(&state) {
+                        self.delete_entry(store, queued.seq);
+                    }
+                    continue;
+                }
                 let entry = InFlight {
                     pkid,
                     queued,
@@ -1088,16 +1104,7 @@ fn delivery_properties(queued: &Queued, info: &ConnectionInfo, now: Instant) -> 
 /// Whether the delivery, with its `properties` ([`delivery_properties`]), fits the
 /// client's maximum packet size (5.0; MQTT-3.1.2-25).
 fn fits(queued: &Queued, info: &ConnectionInfo, properties: Option<&Properties>) -> bool {
-    // Nothing can be larger than the encoding allows, whatever the client accepts: a message
-    // that came in near that size may not go out with identifiers (or a resolved topic
-    // alias) added. Only a message that large needs the sum.
-    let message_len = queued.message.topic.len() + queued.message.payload.len();
-    let near_the_largest = message_len > MAX_REMAINING_LENGTH - 1024 * 1024;
-    let client_max = match info.version {
-        ProtocolVersion::V5 => info.max_packet_size as usize,
-        _ => usize::MAX,
-    };
-    if client_max >= MAX_PACKET && !near_the_largest {
+    if info.version != ProtocolVersion::V5 || info.max_packet_size == u32::MAX {
         return true;
     }
     let size = publish_size(
@@ -1112,13 +1119,14 @@ fn fits(queued: &Queued, info: &ConnectionInfo, properties: Option<&Properties>)
         },
         info.version,
     );
-    size <= client_max.min(MAX_PACKET)
+    size <= info.max_packet_size as usize
 }
 
-/// The largest packet the encoding can carry: a 5-byte fixed header and the largest
-/// remaining length.
-const MAX_PACKET: usize = 5 + MAX_REMAINING_LENGTH;
-
+/// Writes the PUBLISH of a delivery, with a topic alias where the client takes them. False
+/// if it cannot be written: larger than the encoding allows, which a message that came in
+/// near that size (a `max_packet_size` near 256 MiB) can be with the subscription
+/// identifiers or the resolved topic alias a delivery adds. Nothing is written then.
+#[must_use]
 fn write_publish(
     out: &mut BytesMut,
     queued: &Queued,
@@ -1127,9 +1135,10 @@ fn write_publish(
     info: &ConnectionInfo,
     aliases: &mut TopicAliases,
     mut properties: Option<Properties>,
-) {
+) -> bool {
     let message = &queued.message;
     let mut topic: &str = &message.topic;
+    let mut defined_alias = false;
     if info.version == ProtocolVersion::V5 {
         if let Some(alias) = aliases.lookup(&message.topic).filter(|_| topic.len() >= 4) {
             // The alias alone stands for the topic. Its property takes 3 bytes (4 if the
@@ -1159,6 +1168,7 @@ fn write_publish(
                     properties
                         .get_or_insert_with(Properties::default)
                         .topic_alias = Some(alias);
+                    defined_alias = true;
                 }
             }
         }
@@ -1176,8 +1186,16 @@ fn write_publish(
         info.version,
         out,
     );
-    // The message was decoded from a packet no larger than this, so it always fits.
-    debug_assert!(result.is_ok(), "{result:?}");
+    match result {
+        Ok(()) => true,
+        Err(_) => {
+            if defined_alias {
+                // The client never learnt it: the alias must not stand for the topic later.
+                aliases.unassign(&message.topic);
+            }
+            false
+        }
+    }
 }
 
 fn write_packet(out: &mut BytesMut, packet: &Packet, info: &ConnectionInfo) {
@@ -1254,13 +1272,11 @@ mod tests {
         assert_eq!(limits.budget.used(), 0);
     }
 
-    /// A session owned by connection 1, a 5.0 client, with a QoS 1 and a QoS 2 message
-    /// sent to it (packet ids 1 and 2).
-    fn with_two_in_flight(limits: &Arc<Limits>) -> Session {
-        let s = session("flows", limits);
+    /// `s` owned by connection 1, a 5.0 client that takes packets up to `max_packet_size`.
+    fn owned_by_a_v5_client(s: &Session, max_packet_size: u32) {
         let info = Arc::new(ConnectionInfo {
             connection_id: 1,
-            client_id: Arc::from("flows"),
+            client_id: s.client_id.clone(),
             username: None,
             peer: "127.0.0.1:1".parse().unwrap(),
             transport: crate::connection::Transport::Tcp,
@@ -1269,11 +1285,18 @@ mod tests {
             clean_start: true,
             connected_at: std::time::SystemTime::now(),
             receive_maximum: u16::MAX,
-            max_packet_size: u32::MAX,
-            topic_alias_maximum: 0,
+            max_packet_size,
+            topic_alias_maximum: 10,
         });
         let kick = Arc::new(Kick::default());
         assert!(s.take_ownership(Owner { info, kick }).is_none());
+    }
+
+    /// A session owned by connection 1, a 5.0 client, with a QoS 1 and a QoS 2 message
+    /// sent to it (packet ids 1 and 2).
+    fn with_two_in_flight(limits: &Arc<Limits>) -> Session {
+        let s = session("flows", limits);
+        owned_by_a_v5_client(&s, u32::MAX);
         let mut qos2 = queued(None);
         qos2.qos = QoS::ExactlyOnce;
         assert!(matches!(s.deliver(queued(None)), Delivery::Queued));
@@ -1321,6 +1344,40 @@ mod tests {
         assert_eq!(s.on_pubcomp(2), Ok(true));
         assert_eq!(s.on_pubcomp(2), Ok(false));
         assert_eq!(s.backlog(), (0, 0));
+    }
+
+    /// MQTT-3.1.2-24: an alias given to a short topic is not used where it would make the
+    /// packet larger than the topic it replaces, and so larger than the client accepts.
+    #[test]
+    fn a_topic_alias_never_makes_a_delivery_too_large() {
+        let limits = limits(0);
+        let s = session("alias", &limits);
+        owned_by_a_v5_client(&s, 20);
+        let message = |payload: &'static [u8]| Queued {
+            message: Arc::new(Message::new(
+                "ab",
+                Bytes::from_static(payload),
+                QoS::AtMostOnce,
+                false,
+            )),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            subscription_ids: SubscriptionIds::new(),
+            shared: None,
+            seq: 0,
+        };
+        let mut aliases = TopicAliases::new(10);
+        let mut out = BytesMut::new();
+        // 8 bytes bare; the alias property that defines "ab" adds 3.
+        assert!(matches!(s.deliver(message(b"x")), Delivery::Queued));
+        s.write_queued(1, &mut out, usize::MAX, &mut aliases);
+        assert_eq!(aliases.lookup("ab"), Some(1));
+        out.clear();
+        // 20 bytes bare, exactly the client's maximum: with the alias instead of "ab", 21.
+        assert!(matches!(s.deliver(message(&[b'y'; 13])), Delivery::Queued));
+        let written = s.write_queued(1, &mut out, usize::MAX, &mut aliases);
+        assert_eq!(written.sent, 1);
+        assert_eq!(out.len(), 20, "{out:02x?}");
     }
 
     /// Past the broker-wide limit a session's policy applies: drop_newest refuses the new
