@@ -720,56 +720,18 @@ impl Broker {
         // The subscribers of each matching filter: nearly always one set, or two.
         let mut sets: SmallVec<[&HashMap<RouteKey, Route>; 4]> = SmallVec::new();
         router.for_each_matching_set(&message.topic, |set| sets.push(set));
-        // A client with several matching filters gets one copy for all of them
-        // (MQTT-3.3.4-2 … -4): with few sets, found by looking its key up in the others
-        // (the copy is built where its first filter is met); with many (one client can
-        // make hundreds of filters match one topic), by sorting, to stay linear.
-        if sets.len() <= MERGE_BY_LOOKUP {
-            for (i, set) in sets.iter().enumerate() {
-                let (earlier, later) = (&sets[..i], &sets[i + 1..]);
-                set.iter().for_each(|(key, route)| match route {
-                    Route::Shared(group) => tally.count(group.deliver(&message, None)),
-                    Route::Direct(sub) => {
-                        let queued = if earlier.is_empty() && later.is_empty() {
-                            if excluded_by_no_local(&message, sub) {
-                                return;
-                            }
-                            delivery_for(&message, sub)
-                        } else if earlier.iter().any(|set| set.contains_key(key)) {
-                            return;
-                        } else {
-                            let others = later.iter().filter_map(|set| match set.get(key) {
-                                Some(Route::Direct(other)) => Some(other),
-                                _ => None,
-                            });
-                            match one_delivery(&message, std::iter::once(sub).chain(others)) {
-                                Some(queued) => queued,
-                                None => return,
-                            }
-                        };
-                        if readable(access, &message.topic, sub) {
-                            tally.count(sub.session.deliver(queued));
-                        }
-                    }
-                });
-            }
-        } else {
-            let mut direct = Vec::new();
-            for route in sets.iter().flat_map(|set| set.values()) {
-                match route {
-                    Route::Shared(group) => tally.count(group.deliver(&message, None)),
-                    Route::Direct(sub) => direct.push(sub),
-                }
-            }
-            direct.sort_unstable_by_key(|sub| Arc::as_ptr(&sub.session));
-            for client in direct.chunk_by(|a, b| Arc::ptr_eq(&a.session, &b.session)) {
-                let sub = client[0];
-                if let Some(queued) = one_delivery(&message, client.iter().copied()) {
-                    if readable(access, &message.topic, sub) {
-                        tally.count(sub.session.deliver(queued));
+        match sets.as_slice() {
+            // The common case: one matching filter, so one subscription per client.
+            [set] => set.iter().for_each(|(_, route)| match route {
+                Route::Shared(group) => tally.count(group.deliver(&message, None)),
+                Route::Direct(sub) => {
+                    if !excluded_by_no_local(&message, sub) && readable(access, &message.topic, sub)
+                    {
+                        tally.count(sub.session.deliver(delivery_for(&message, sub)));
                     }
                 }
-            }
+            }),
+            sets => route_overlapping(&message, sets, access, &mut tally),
         }
         drop(sets);
         drop(router);
@@ -1007,6 +969,63 @@ fn subscribe_filter(filter: &str, record: &SubRecord) -> SubscribeFilter {
         no_local: record.no_local,
         retain_as_published: record.retain_as_published,
         retain_handling: record.retain_handling,
+    }
+}
+
+/// Routes `message` to the subscribers of several matching filter sets. A client with
+/// several matching filters gets one copy for all of them (MQTT-3.3.4-2 … -4): with few
+/// sets, found by looking its key up in the others (the copy is built where its first
+/// filter is met); with many (one client can make hundreds of filters match one topic), by
+/// sorting, to stay linear. Out of line: the one-set case is the hot path.
+#[inline(never)]
+fn route_overlapping(
+    message: &Arc<Message>,
+    sets: &[&HashMap<RouteKey, Route>],
+    access: Option<&Access>,
+    tally: &mut Tally,
+) {
+    if sets.len() <= MERGE_BY_LOOKUP {
+        for (i, set) in sets.iter().enumerate() {
+            let (earlier, later) = (&sets[..i], &sets[i + 1..]);
+            for (key, route) in set.iter() {
+                let sub = match route {
+                    Route::Shared(group) => {
+                        tally.count(group.deliver(message, None));
+                        continue;
+                    }
+                    Route::Direct(sub) => sub,
+                };
+                if earlier.iter().any(|set| set.contains_key(key)) {
+                    continue;
+                }
+                let others = later.iter().filter_map(|set| match set.get(key) {
+                    Some(Route::Direct(other)) => Some(other),
+                    _ => None,
+                });
+                if let Some(queued) = one_delivery(message, std::iter::once(sub).chain(others)) {
+                    if readable(access, &message.topic, sub) {
+                        tally.count(sub.session.deliver(queued));
+                    }
+                }
+            }
+        }
+        return;
+    }
+    let mut direct = Vec::new();
+    for route in sets.iter().flat_map(|set| set.values()) {
+        match route {
+            Route::Shared(group) => tally.count(group.deliver(message, None)),
+            Route::Direct(sub) => direct.push(sub),
+        }
+    }
+    direct.sort_unstable_by_key(|sub| Arc::as_ptr(&sub.session));
+    for client in direct.chunk_by(|a, b| Arc::ptr_eq(&a.session, &b.session)) {
+        let sub = client[0];
+        if let Some(queued) = one_delivery(message, client.iter().copied()) {
+            if readable(access, &message.topic, sub) {
+                tally.count(sub.session.deliver(queued));
+            }
+        }
     }
 }
 
