@@ -45,18 +45,6 @@ fn delivery(port: u16, qos: u8) -> (Client, u16) {
     }
 }
 
-/// Waits for the PUBREL answering our PUBREC of `pid`.
-fn await_pubrel(c: &mut Client, pid: u16) {
-    c.await_packet("PUBREL", |p| match p {
-        Packet::Ack {
-            kind: wire::PUBREL,
-            pid: got,
-            ..
-        } if *got == pid => Some(()),
-        _ => None,
-    });
-}
-
 /// MQTT-3.3.1-2: "The DUP flag MUST be set to 0 for all QoS 0 messages". A QoS 0 PUBLISH
 /// with DUP is malformed: 5.0 DISCONNECT 0x81; 3.1.1 closes.
 #[test]
@@ -100,7 +88,7 @@ fn acknowledgements_of_the_wrong_type_are_protocol_errors() {
         let (mut c, pid) = delivery(port, qos);
         if pubrec_first {
             c.send_ok(&wire::pubrec(pid));
-            await_pubrel(&mut c, pid);
+            c.await_pubrel(pid);
         }
         c.send(&wire::ack(ack, pid, 0));
         let got = outcome(&mut c);

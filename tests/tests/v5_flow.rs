@@ -117,14 +117,7 @@ fn receive_maximum_2_bounds_unacknowledged_qos2() {
     for p in [&first[1], &third[0]] {
         let pid = pid_of(p);
         sub.send_ok(&wire::pubrec(pid));
-        sub.await_packet("PUBREL", |p| match p {
-            Packet::Ack {
-                kind: wire::PUBREL,
-                pid: x,
-                ..
-            } if *x == pid => Some(()),
-            _ => None,
-        });
+        sub.await_pubrel(pid);
         sub.send_ok(&wire::pubcomp(pid));
     }
     let rest = sub.receive_all(QUIET);

@@ -934,6 +934,20 @@ impl Client {
         self.publish_with(topic, payload, qos, retain, pid, &Props::new())
     }
 
+    /// Waits for the PUBREL of packet identifier `pid` (PUBLISHes on the way are kept for
+    /// `recv`); returns its reason code.
+    pub fn await_pubrel(&mut self, pid: u16) -> u8 {
+        self.await_packet("PUBREL", |p| match p {
+            Packet::Ack {
+                kind: PUBREL,
+                pid: got,
+                reason,
+                ..
+            } if *got == pid => Some(*reason),
+            _ => None,
+        })
+    }
+
     /// Receives one PUBLISH and completes the receiver side of its QoS flow.
     pub fn receive(&mut self, timeout: Duration) -> Packet {
         let p = self.expect_publish(timeout);
@@ -943,15 +957,7 @@ impl Client {
                 (2, Some(id)) => {
                     let id = *id;
                     self.send_ok(&pubrec(id));
-                    self.await_packet("PUBREL", |p| match p {
-                        Packet::Ack {
-                            kind: PUBREL,
-                            pid,
-                            reason: 0,
-                            ..
-                        } if *pid == id => Some(()),
-                        _ => None,
-                    });
+                    assert_eq!(self.await_pubrel(id), 0, "{}: PUBREL reason", self.label());
                     self.send_ok(&pubcomp(id));
                 }
                 _ => {}
