@@ -252,12 +252,10 @@ impl<S: Duplex> Connection<S> {
         let end = self
             .serve_session(opened.keep_alive, &opened.session, &opened.kick)
             .await;
-        let Opened {
-            session,
-            will,
-            _online: online,
-            ..
-        } = opened;
+        // `opened` keeps the client counted as connected (its `Online`) until the end, past
+        // the close below: the server's shutdown waits for that count to reach zero, and so
+        // for every client to be told why and let go.
+        let Opened { session, will, .. } = opened;
         match &end {
             End::Disconnected { .. } | End::Kicked(_) | End::Lost(_) => {
                 debug!("connection ended: {end}")
@@ -276,9 +274,6 @@ impl<S: Duplex> Connection<S> {
             .filter(|will| publish_will && self.may(Action::Publish, &will.topic))
             .map(|will| self.will_message(*will));
         self.broker.close_session(&session, self.id, will);
-        // No longer a connected client (nor under the connection limit), while the socket
-        // lingers below.
-        drop(online);
 
         if let (true, Some(code)) = (self.is_v5(), end.disconnect_reason()) {
             let mut disconnect = Disconnect::new(code);

@@ -266,7 +266,7 @@ fn empty_filters_and_shares_without_a_filter_are_malformed() {
         "3.1.1 UNSUBSCRIBE \"\"",
         &wire3::unsubscribe(1, &[""]),
     );
-    // In 3.1.1, `$share/g` is an ordinary filter: unsubscribing from it is answered.
+    // In 3.1.1 `$share/g` is well-formed: unsubscribing from it is answered.
     let mut c = RawClient::connect_clean(b.tcp_port(), &unique("v3-share"));
     c.unsubscribe(2, &["$share/g"]);
     c.ping();
@@ -419,8 +419,8 @@ fn a_client_that_keeps_writing_still_reads_why_it_was_closed() {
         ));
     }
     c.send_ok(&flood);
-    let writer = keep_writing(c.stream(), Duration::from_millis(500));
-    thread::sleep(Duration::from_millis(200));
+    let writer = keep_writing(c.stream(), Duration::from_millis(300));
+    thread::sleep(Duration::from_millis(100));
     let errors = writer.join().unwrap();
     let mut got = Vec::new();
     loop {
@@ -450,7 +450,7 @@ fn a_client_that_keeps_writing_still_reads_why_it_was_closed() {
     let refused = connect(&unique("refused"))
         .props(Props::new().str(prop::AUTHENTICATION_METHOD, "SCRAM-SHA-1"));
     stream.write_all(&refused.bytes()).unwrap();
-    let writer = keep_writing(&stream, Duration::from_millis(500));
+    let writer = keep_writing(&stream, Duration::from_millis(300));
     let errors = writer.join().unwrap();
     let bytes = read_to_close(&mut stream);
     assert!(errors.is_empty(), "the client's writes failed: {errors:?}");
@@ -461,8 +461,8 @@ fn a_client_that_keeps_writing_still_reads_why_it_was_closed() {
 
     // A client that closes at once is let go at once, not after the whole linger.
     let mut c = Client::connect_clean(port, &unique("quick"));
-    c.send_ok(&wire::publish("", b"x", 0, false, 0, &Props::new()));
     let started = Instant::now();
+    c.send_ok(&wire::publish("", b"x", 0, false, 0, &Props::new()));
     c.stream().shutdown(Shutdown::Write).unwrap();
     let bytes = read_to_close(c.stream());
     assert_eq!(bytes.first(), Some(&0xE0), "a DISCONNECT: {bytes:02x?}");

@@ -28,7 +28,7 @@ use smallvec::SmallVec;
 
 use crate::connection::Transport;
 use crate::router::Router;
-use crate::store::{Op, Snapshot, Store, SubRecord};
+use crate::store::{Op, Snapshot, Store, SubRecord, SubscriptionIds};
 pub use access::{Access, Action, Identity};
 pub use message::Message;
 pub use metrics::Metrics;
@@ -1102,12 +1102,21 @@ fn one_delivery<'a>(
 ) -> Option<Queued> {
     let mut matching = subscriptions.filter(|sub| !excluded_by_no_local(message, sub));
     let mut queued = delivery_for(message, matching.next()?);
+    // Collected once, only when a second identifier turns up: a list grown one push at a
+    // time would cost the square of the client's overlapping subscriptions.
+    let mut ids = Vec::new();
     for sub in matching {
         queued.qos = queued.qos.max(message.qos.min(sub.qos));
         queued.retain |= sub.retain_as_published && message.retain;
         if let Some(id) = sub.subscription_id {
-            queued.subscription_ids.push(id);
+            if ids.is_empty() {
+                ids.extend_from_slice(queued.subscription_ids.as_slice());
+            }
+            ids.push(id);
         }
+    }
+    if !ids.is_empty() {
+        queued.subscription_ids = SubscriptionIds::from(ids);
     }
     Some(queued)
 }

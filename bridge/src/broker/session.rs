@@ -153,7 +153,8 @@ pub struct Written {
     pub sent: usize,
     /// Messages dropped because they expired while queued.
     pub expired: usize,
-    /// Messages dropped because they exceed the client's maximum packet size.
+    /// Messages dropped because they exceed the client's maximum packet size (or, near
+    /// 256 MiB, what the encoding can carry once a delivery's additions are counted).
     pub too_large: usize,
 }
 
@@ -175,6 +176,11 @@ struct AliasTable {
     bytes: usize,
 }
 
+/// Topics shorter than this never get an outbound alias: the alias property (3 bytes, a
+/// fourth if the property length grows) would save nothing, and could make a packet that
+/// fits the client's maximum too large.
+const MIN_ALIASED_TOPIC: usize = 4;
+
 /// Topic bytes one connection may keep for outbound aliases.
 const ALIASED_BYTES: usize = 64 * 1024;
 
@@ -191,7 +197,8 @@ impl TopicAliases {
         self.assigned.as_ref()?.by_topic.get(topic).copied()
     }
 
-    /// Takes back the alias just given to `topic` (the PUBLISH defining it was not sent).
+    /// Takes back the alias just given to `topic` (the PUBLISH defining it was not sent):
+    /// the last one given, so the next `assign` gives its number again.
     fn unassign(&mut self, topic: &str) {
         if let Some(table) = self.assigned.as_mut() {
             if table.by_topic.remove(topic).is_some() {
@@ -207,6 +214,10 @@ impl TopicAliases {
             return None;
         }
         let table = self.assigned.get_or_insert_default();
+        debug_assert!(
+            !table.by_topic.contains_key(topic),
+            "{topic:?} has an alias"
+        );
         let next = table.by_topic.len() + 1;
         if next > usize::from(self.max) || table.bytes + topic.len() > ALIASED_BYTES {
             return None;
@@ -771,7 +782,8 @@ impl Session {
     /// `out`, while the in-flight window (the lower of our limit and the client's receive
     /// maximum, counting only what this connection was sent) has room and `out` is below
     /// `max_bytes`. Drops messages that expired or that exceed the client's maximum packet
-    /// size (a re-send too: "as if it had been sent", MQTT-3.1.2-25). Does nothing unless
+    /// size (a re-send too: "as if it had been sent", MQTT-3.1.2-25) or what the encoding
+    /// can carry. Does nothing unless
     /// `connection_id` owns the session.
     pub fn write_queued(
         &self,
@@ -1125,7 +1137,7 @@ fn fits(queued: &Queued, info: &ConnectionInfo, properties: Option<&Properties>)
 /// Writes the PUBLISH of a delivery, with a topic alias where the client takes them. False
 /// if it cannot be written: larger than the encoding allows, which a message that came in
 /// near that size (a `max_packet_size` near 256 MiB) can be with the subscription
-/// identifiers or the resolved topic alias a delivery adds. Nothing is written then.
+/// identifiers or the resolved topic alias a delivery adds. Nothing is left in `out` then.
 #[must_use]
 fn write_publish(
     out: &mut BytesMut,
@@ -1139,18 +1151,19 @@ fn write_publish(
     let message = &queued.message;
     let mut topic: &str = &message.topic;
     let mut defined_alias = false;
-    if info.version == ProtocolVersion::V5 {
-        if let Some(alias) = aliases.lookup(&message.topic).filter(|_| topic.len() >= 4) {
+    if info.version == ProtocolVersion::V5 && topic.len() >= MIN_ALIASED_TOPIC {
+        if let Some(alias) = aliases.lookup(topic) {
             // The alias alone stands for the topic. Its property takes 3 bytes (4 if the
-            // property length grows a byte): with a topic of 4 bytes or more the packet
-            // only shrinks, and so still fits (MQTT-3.1.2-24); a shorter topic goes whole.
+            // property length grows a byte), no more than the topic it replaces: the
+            // packet does not grow, and so still fits (MQTT-3.1.2-24).
             properties
                 .get_or_insert_with(Properties::default)
                 .topic_alias = Some(alias);
             topic = "";
         } else if aliases.max > 0 {
-            // Defining an alias adds its property (up to 4 bytes with a longer property
-            // length): only if the packet still fits the client's maximum (MQTT-3.1.2-24).
+            // Defining an alias adds its property: 3 bytes, a fourth if the property length
+            // grows, a fifth if the remaining length does. Only if the packet still fits
+            // the client's maximum (MQTT-3.1.2-24).
             let size = publish_size(
                 &PublishRef {
                     dup,
@@ -1163,7 +1176,7 @@ fn write_publish(
                 },
                 info.version,
             );
-            if size + 4 <= info.max_packet_size as usize {
+            if size + 5 <= info.max_packet_size as usize {
                 if let Some(alias) = aliases.assign(&message.topic) {
                     properties
                         .get_or_insert_with(Properties::default)
@@ -1173,6 +1186,7 @@ fn write_publish(
             }
         }
     }
+    let start = out.len();
     let result = encode_publish(
         PublishRef {
             dup,
@@ -1189,6 +1203,7 @@ fn write_publish(
     match result {
         Ok(()) => true,
         Err(_) => {
+            out.truncate(start);
             if defined_alias {
                 // The client never learnt it: the alias must not stand for the topic later.
                 aliases.unassign(&message.topic);
@@ -1346,17 +1361,19 @@ mod tests {
         assert_eq!(s.backlog(), (0, 0));
     }
 
-    /// MQTT-3.1.2-24: an alias given to a short topic is not used where it would make the
-    /// packet larger than the topic it replaces, and so larger than the client accepts.
+    /// MQTT-3.1.2-24 with outbound topic aliases: a topic shorter than 4 bytes never gets
+    /// one (it would save nothing and could make a packet too large); a longer one, once
+    /// defined, replaces the topic and the packet only shrinks, so a delivery of exactly
+    /// the client's maximum still fits.
     #[test]
-    fn a_topic_alias_never_makes_a_delivery_too_large() {
+    fn topic_aliases_never_make_a_delivery_too_large() {
         let limits = limits(0);
         let s = session("alias", &limits);
-        owned_by_a_v5_client(&s, 20);
-        let message = |payload: &'static [u8]| Queued {
+        owned_by_a_v5_client(&s, 40);
+        let message = |topic: &str, payload: Vec<u8>| Queued {
             message: Arc::new(Message::new(
-                "ab",
-                Bytes::from_static(payload),
+                topic,
+                Bytes::from(payload),
                 QoS::AtMostOnce,
                 false,
             )),
@@ -1367,17 +1384,47 @@ mod tests {
             seq: 0,
         };
         let mut aliases = TopicAliases::new(10);
-        let mut out = BytesMut::new();
-        // 8 bytes bare; the alias property that defines "ab" adds 3.
-        assert!(matches!(s.deliver(message(b"x")), Delivery::Queued));
-        s.write_queued(1, &mut out, usize::MAX, &mut aliases);
-        assert_eq!(aliases.lookup("ab"), Some(1));
-        out.clear();
-        // 20 bytes bare, exactly the client's maximum: with the alias instead of "ab", 21.
-        assert!(matches!(s.deliver(message(&[b'y'; 13])), Delivery::Queued));
-        let written = s.write_queued(1, &mut out, usize::MAX, &mut aliases);
-        assert_eq!(written.sent, 1);
-        assert_eq!(out.len(), 20, "{out:02x?}");
+        let mut send = |topic: &str, payload: Vec<u8>| {
+            assert!(matches!(
+                s.deliver(message(topic, payload)),
+                Delivery::Queued
+            ));
+            let mut out = BytesMut::new();
+            assert_eq!(
+                s.write_queued(1, &mut out, usize::MAX, &mut aliases).sent,
+                1
+            );
+            out
+        };
+        // "ab", twice: 9 bytes bare each time (header 2, topic 4, properties 1, payload 2).
+        for _ in 0..2 {
+            let out = send("ab", b"xy".to_vec());
+            assert_eq!(&out[..], b"\x30\x07\x00\x02ab\x00xy");
+        }
+        // "abcd": defined with the first (alias property 23 00 01), used alone after.
+        let out = send("abcd", b"x".to_vec());
+        assert_eq!(&out[..], b"\x30\x0b\x00\x04abcd\x03\x23\x00\x01x");
+        // 40 bytes bare, the client's maximum: with the alias for the topic, 39.
+        let out = send("abcd", vec![b'y'; 31]);
+        assert_eq!(out.len(), 39, "{out:02x?}");
+        assert_eq!(&out[2..8], b"\x00\x00\x03\x23\x00\x01");
+        assert_eq!(aliases.lookup("ab"), None);
+        assert_eq!(aliases.lookup("abcd"), Some(1));
+    }
+
+    /// An alias taken back (its PUBLISH could not be written) is given again to the next
+    /// topic, so the numbers the client learns stay 1, 2, 3 ... with no gap or double.
+    #[test]
+    fn an_alias_taken_back_is_given_again() {
+        let mut aliases = TopicAliases::new(3);
+        assert_eq!(aliases.assign("first"), Some(1));
+        assert_eq!(aliases.assign("second"), Some(2));
+        aliases.unassign("second");
+        assert_eq!(aliases.lookup("second"), None);
+        assert_eq!(aliases.assign("third"), Some(2));
+        assert_eq!(aliases.assign("fourth"), Some(3));
+        assert_eq!(aliases.assign("fifth"), None, "the client's maximum is 3");
+        assert_eq!(aliases.lookup("first"), Some(1));
     }
 
     /// Past the broker-wide limit a session's policy applies: drop_newest refuses the new

@@ -29,44 +29,38 @@ pub struct MessageRecord {
 /// queued message holds one (a general small vector is 24, and made fan-out measurably
 /// slower). Identifiers are never 0 (MQTT 5.0 §3.8.2.1.2), so 0 stands for none.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SubscriptionIds {
-    /// No identifier (0), or one.
+pub struct SubscriptionIds(Ids);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ids {
+    /// None (0), or one.
     One(u32),
     /// Two or more.
     Many(Box<[u32]>),
 }
 
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<SubscriptionIds>() == 16);
+
 impl SubscriptionIds {
     /// No identifiers.
     pub const fn new() -> SubscriptionIds {
-        SubscriptionIds::One(0)
-    }
-
-    /// Adds one (a 0 is not an identifier and is ignored).
-    pub fn push(&mut self, id: u32) {
-        if id == 0 {
-            return;
-        }
-        *self = match std::mem::take(self) {
-            SubscriptionIds::One(0) => SubscriptionIds::One(id),
-            SubscriptionIds::One(first) => SubscriptionIds::Many(Box::new([first, id])),
-            SubscriptionIds::Many(ids) => SubscriptionIds::Many([&ids[..], &[id]].concat().into()),
-        };
+        SubscriptionIds(Ids::One(0))
     }
 
     #[inline]
     pub fn as_slice(&self) -> &[u32] {
-        match self {
-            SubscriptionIds::One(0) => &[],
-            SubscriptionIds::One(id) => std::slice::from_ref(id),
-            SubscriptionIds::Many(ids) => ids,
+        match &self.0 {
+            Ids::One(0) => &[],
+            Ids::One(id) => std::slice::from_ref(id),
+            Ids::Many(ids) => ids,
         }
     }
 
     #[inline]
     pub fn is_empty(&self) -> bool {
-        // `Many` holds two or more.
-        matches!(self, SubscriptionIds::One(0))
+        // `Many` is only ever made with two or more.
+        matches!(self.0, Ids::One(0))
     }
 }
 
@@ -78,7 +72,19 @@ impl Default for SubscriptionIds {
 
 impl From<Option<u32>> for SubscriptionIds {
     fn from(id: Option<u32>) -> Self {
-        SubscriptionIds::One(id.unwrap_or(0))
+        SubscriptionIds(Ids::One(id.unwrap_or(0)))
+    }
+}
+
+/// The identifiers in `ids` that are identifiers (not 0), in order.
+impl From<Vec<u32>> for SubscriptionIds {
+    fn from(mut ids: Vec<u32>) -> Self {
+        ids.retain(|&id| id != 0);
+        match ids.as_slice() {
+            [] => SubscriptionIds::new(),
+            [id] => SubscriptionIds(Ids::One(*id)),
+            _ => SubscriptionIds(Ids::Many(ids.into_boxed_slice())),
+        }
     }
 }
 
@@ -265,10 +271,11 @@ pub fn decode_entry(seq: u64, bytes: &[u8]) -> Result<StoredEntry, CorruptRecord
     let sid = buf.get_u32();
     let pkid = buf.get_u16();
     let stage = buf.get_u8();
-    let mut subscription_ids = SubscriptionIds::One(sid);
+    let mut ids = vec![sid];
     while buf.len() >= 4 {
-        subscription_ids.push(buf.get_u32());
+        ids.push(buf.get_u32());
     }
+    let subscription_ids = SubscriptionIds::from(ids);
     Ok(StoredEntry {
         seq,
         message_id,
@@ -346,11 +353,9 @@ mod tests {
         };
         assert_eq!(decode_sub(&encode_sub(&sub)).unwrap(), sub);
         for ids in [&[][..], &[3], &[3, 70_000, 268_435_455]] {
-            let mut list = SubscriptionIds::new();
-            for id in ids {
-                list.push(*id);
-            }
+            let list = SubscriptionIds::from(ids.to_vec());
             assert_eq!(list.as_slice(), ids);
+            assert_eq!(list.is_empty(), ids.is_empty());
             let entry = encode_entry(42, 1, true, &list, 0, 0);
             let restaged = restage_entry(&entry, 9, 2);
             let decoded = decode_entry(5, &restaged).unwrap();

@@ -201,7 +201,8 @@ pub(crate) fn filter_not_empty(packet: &'static str, filter: &str) -> Result<(),
 /// In 5.0, a shared subscription is part of the protocol, and one without a topic filter
 /// after its share name (`$share/g`, `$share/g/`, MQTT-4.8.2-2) makes SUBSCRIBE and
 /// UNSUBSCRIBE malformed, as an empty filter does. Other invalid filters are well-formed
-/// and get a reason code. (In 3.1.1, `$share/g` is an ordinary filter.)
+/// and get a reason code. (In 3.1.1 such a filter is well-formed: the broker refuses a
+/// SUBSCRIBE to it by closing, as any filter it cannot take, and answers an UNSUBSCRIBE.)
 pub(crate) fn v5_filter_present(packet: &'static str, filter: &str) -> Result<(), DecodeError> {
     filter_not_empty(packet, filter)?;
     if crate::topic::shared_without_filter(filter) {

@@ -285,6 +285,9 @@ fn zero_packet_identifiers_are_protocol_errors() {
         &[0x50, 0x02, 0x00, 0x00],
         &[0x62, 0x02, 0x00, 0x00],
         &[0x70, 0x02, 0x00, 0x00],
+        // SUBACK and UNSUBACK, as a client reads them.
+        &[0x90, 0x03, 0x00, 0x00, 0x00],
+        &[0xb0, 0x02, 0x00, 0x00],
     ] {
         assert!(protocol_error(decode_one(bytes)), "{bytes:02x?}");
     }
@@ -362,7 +365,7 @@ pub(super) fn filter_packet(byte1: u8, filter: &str, v5: bool) -> Vec<u8> {
 }
 
 /// MQTT-4.7.3-1: an empty filter makes SUBSCRIBE and UNSUBSCRIBE malformed. In 3.1.1,
-/// `$share/g` is an ordinary filter (5.0's rules are in tests_v5.rs).
+/// `$share/g` is well-formed (5.0's rules are in tests_v5.rs).
 #[test]
 fn empty_filters_are_malformed() {
     for byte1 in [0x82, 0xa2] {
