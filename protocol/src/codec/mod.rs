@@ -175,15 +175,19 @@ pub(crate) fn non_zero_pkid(packet: &'static str, pkid: u16) -> Result<(), Decod
 }
 
 /// DUP must be 0 in a QoS 0 PUBLISH (MQTT-3.3.1-2): there is nothing to re-deliver.
+/// Inline, the error out of line: this is on every PUBLISH's path.
+#[inline]
 pub(crate) fn no_dup_at_qos0(dup: bool, qos: QoS) -> Result<(), DecodeError> {
     if dup && qos == QoS::AtMostOnce {
-        Err(DecodeError::malformed(
-            "PUBLISH",
-            "DUP flag set on a QoS 0 message (MQTT-3.3.1-2)",
-        ))
+        Err(dup_at_qos0())
     } else {
         Ok(())
     }
+}
+
+#[cold]
+fn dup_at_qos0() -> DecodeError {
+    DecodeError::malformed("PUBLISH", "DUP flag set on a QoS 0 message (MQTT-3.3.1-2)")
 }
 
 /// A topic filter is at least one character long (MQTT-4.7.3-1): an empty one in SUBSCRIBE
