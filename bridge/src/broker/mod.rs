@@ -15,7 +15,7 @@ pub mod retained;
 pub mod session;
 pub mod shared;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -973,10 +973,14 @@ fn subscribe_filter(filter: &str, record: &SubRecord) -> SubscribeFilter {
 }
 
 /// Routes `message` to the subscribers of several matching filter sets. A client with
-/// several matching filters gets one copy for all of them (MQTT-3.3.4-2 … -4): with few
-/// sets, found by looking its key up in the others (the copy is built where its first
-/// filter is met); with many (one client can make hundreds of filters match one topic), by
-/// sorting, to stay linear. Out of line: the one-set case is the hot path.
+/// several matching filters gets one copy for all of them (MQTT-3.3.4-2 … -4).
+///
+/// With few sets, the clients in more than one are found by looking the keys of the smaller
+/// set of each pair up in the larger (so a `#` monitor beside a thousand subscribers costs
+/// one lookup, not a thousand); every other client is served as on the one-set path, and an
+/// overlapping one gets its copy where its first filter is met. With many sets (one client
+/// can make hundreds of filters match one topic), the pairs would cost their square: the
+/// clients are sorted instead. Out of line: the one-set case is the hot path.
 #[inline(never)]
 fn route_overlapping(
     message: &Arc<Message>,
@@ -984,33 +988,60 @@ fn route_overlapping(
     access: Option<&Access>,
     tally: &mut Tally,
 ) {
-    if sets.len() <= MERGE_BY_LOOKUP {
-        for (i, set) in sets.iter().enumerate() {
-            let (earlier, later) = (&sets[..i], &sets[i + 1..]);
-            for (key, route) in set.iter() {
-                let sub = match route {
-                    Route::Shared(group) => {
-                        tally.count(group.deliver(message, None));
-                        continue;
-                    }
-                    Route::Direct(sub) => sub,
-                };
-                if earlier.iter().any(|set| set.contains_key(key)) {
+    if sets.len() > MERGE_BY_LOOKUP {
+        return route_by_sorting(message, sets, access, tally);
+    }
+    let mut overlapping: HashSet<&RouteKey> = HashSet::new();
+    for (i, a) in sets.iter().enumerate() {
+        for b in &sets[i + 1..] {
+            let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+            overlapping.extend(small.iter().filter_map(|(key, route)| {
+                let direct = matches!(route, Route::Direct(_));
+                (direct && matches!(large.get(key), Some(Route::Direct(_)))).then_some(key)
+            }));
+        }
+    }
+    for (i, set) in sets.iter().enumerate() {
+        for (key, route) in set.iter() {
+            let sub = match route {
+                Route::Shared(group) => {
+                    tally.count(group.deliver(message, None));
                     continue;
                 }
-                let others = later.iter().filter_map(|set| match set.get(key) {
+                Route::Direct(sub) => sub,
+            };
+            let queued = if overlapping.is_empty() || !overlapping.contains(key) {
+                if excluded_by_no_local(message, sub) {
+                    continue;
+                }
+                delivery_for(message, sub)
+            } else if sets[..i].iter().any(|set| set.contains_key(key)) {
+                continue;
+            } else {
+                let others = sets[i + 1..].iter().filter_map(|set| match set.get(key) {
                     Some(Route::Direct(other)) => Some(other),
                     _ => None,
                 });
-                if let Some(queued) = one_delivery(message, std::iter::once(sub).chain(others)) {
-                    if readable(access, &message.topic, sub) {
-                        tally.count(sub.session.deliver(queued));
-                    }
+                match one_delivery(message, std::iter::once(sub).chain(others)) {
+                    Some(queued) => queued,
+                    None => continue,
                 }
+            };
+            if readable(access, &message.topic, sub) {
+                tally.count(sub.session.deliver(queued));
             }
         }
-        return;
     }
+}
+
+/// [`route_overlapping`] for many sets: every direct subscription sorted by client, one
+/// copy per client.
+fn route_by_sorting(
+    message: &Arc<Message>,
+    sets: &[&HashMap<RouteKey, Route>],
+    access: Option<&Access>,
+    tally: &mut Tally,
+) {
     let mut direct = Vec::new();
     for route in sets.iter().flat_map(|set| set.values()) {
         match route {
@@ -1029,8 +1060,8 @@ fn route_overlapping(
     }
 }
 
-/// Up to this many matching filter sets, a client's copies are merged by looking its key up
-/// in the other sets (no allocation, quadratic in the sets); above, by sorting.
+/// Up to this many matching filter sets, the clients in more than one are found by lookups
+/// between each pair (the square of the sets); above, by sorting.
 const MERGE_BY_LOOKUP: usize = 4;
 
 /// What routing one message did: deliveries made, and of those, dropped (queue full) and
@@ -1143,6 +1174,58 @@ mod tests {
             no_local: false,
             retain_as_published: false,
             subscription_id: id,
+        }
+    }
+
+    /// An online session of `client` subscribed to `filters` at QoS 1.
+    fn subscriber(broker: &Arc<Broker>, client: &str, filters: &[&str]) -> Arc<Session> {
+        let id: Arc<str> = Arc::from(client);
+        let info = Arc::new(ConnectionInfo {
+            connection_id: 1,
+            client_id: id.clone(),
+            username: None,
+            peer: "127.0.0.1:1".parse().unwrap(),
+            transport: Transport::Tcp,
+            version: ProtocolVersion::V3_1_1,
+            keep_alive: 0,
+            clean_start: true,
+            connected_at: SystemTime::now(),
+            receive_maximum: u16::MAX,
+            max_packet_size: u32::MAX,
+            topic_alias_maximum: 0,
+        });
+        let kick = Arc::new(Kick::default());
+        let session = broker
+            .open_session(&id, true, 0, Owner { info, kick })
+            .session;
+        for filter in filters {
+            broker.subscribe(
+                &session,
+                &SubscribeFilter::new(*filter, QoS::AtLeastOnce),
+                None,
+            );
+        }
+        session
+    }
+
+    /// Several matching filter sets: a `#` monitor beside other clients (no client in two
+    /// sets), and a client in two of them. Everyone gets one copy; the router counts a
+    /// delivery per client.
+    #[test]
+    fn with_several_matching_filters_each_client_gets_one_copy() {
+        let broker = Broker::new(BrokerSettings::default());
+        let monitor = subscriber(&broker, "monitor", &["#"]);
+        let plain = subscriber(&broker, "plain", &["t/x"]);
+        let both = subscriber(&broker, "both", &["t/+", "t/x"]);
+        let matched = broker.publish(Message::new(
+            "t/x",
+            Bytes::from_static(b"p"),
+            QoS::AtLeastOnce,
+            false,
+        ));
+        assert_eq!(matched, 3);
+        for session in [&monitor, &plain, &both] {
+            assert_eq!(session.backlog(), (1, 0), "{}", session.client_id);
         }
     }
 

@@ -1084,9 +1084,12 @@ impl Drop for Session {
     }
 }
 
-/// What a queued message counts against `max_queued_bytes`.
+/// What a queued message counts against `max_queued_bytes` (and the broker-wide budget):
+/// its topic and payload, and the subscription identifiers it carries beyond the one held
+/// inline. Those are the client's to multiply (one per overlapping subscription), so they
+/// must not escape the limits.
 fn queued_size(queued: &Queued) -> usize {
-    queued.message.topic.len() + queued.message.payload.len()
+    queued.message.topic.len() + queued.message.payload.len() + queued.subscription_ids.heap_bytes()
 }
 
 /// Properties of messages that carry none, to 3.1.1 clients or without 5.0 extras.
@@ -1425,6 +1428,29 @@ mod tests {
         assert_eq!(aliases.assign("fourth"), Some(3));
         assert_eq!(aliases.assign("fifth"), None, "the client's maximum is 3");
         assert_eq!(aliases.lookup("first"), Some(1));
+    }
+
+    /// A client's overlapping subscriptions multiply the identifiers each delivery carries:
+    /// they count against the queue limits, or a few thousand filters would make every
+    /// queued message kilobytes that no limit sees.
+    #[test]
+    fn subscription_identifiers_count_against_the_queue_limits() {
+        let limits = Arc::new(Limits {
+            max_queued_bytes: 10_000,
+            budget: QueueBudget::new(0),
+            ..*limits(0)
+        });
+        let s = session("many-ids", &limits);
+        let with_ids = || Queued {
+            subscription_ids: SubscriptionIds::from((1..=1000).collect::<Vec<u32>>()),
+            ..queued(None)
+        };
+        assert!(matches!(s.deliver(with_ids()), Delivery::Queued));
+        assert!(matches!(s.deliver(with_ids()), Delivery::Queued));
+        assert_eq!(limits.budget.used(), 2 * (SIZE + 4000));
+        assert!(matches!(s.deliver(with_ids()), Delivery::Dropped));
+        assert!(matches!(s.deliver(queued(None)), Delivery::Queued));
+        assert_eq!(s.backlog().0, 3);
     }
 
     /// Past the broker-wide limit a session's policy applies: drop_newest refuses the new

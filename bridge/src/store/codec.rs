@@ -57,6 +57,15 @@ impl SubscriptionIds {
         }
     }
 
+    /// Bytes held outside the value itself (identifiers beyond one).
+    #[inline]
+    pub fn heap_bytes(&self) -> usize {
+        match &self.0 {
+            Ids::One(_) => 0,
+            Ids::Many(ids) => std::mem::size_of_val::<[u32]>(ids),
+        }
+    }
+
     #[inline]
     pub fn is_empty(&self) -> bool {
         // `Many` is only ever made with two or more.

@@ -41,10 +41,10 @@ pub(super) fn read_packet(header: FixedHeader, frame: Bytes) -> Result<Packet, D
             })
         }
         3 => Packet::Publish(read_publish(header.flags(), b)?),
-        4 => Packet::PubAck(read_ack(b, name, 4)?),
-        5 => Packet::PubRec(read_ack(b, name, 5)?),
-        6 => Packet::PubRel(read_ack(b, name, 6)?),
-        7 => Packet::PubComp(read_ack(b, name, 7)?),
+        4 => Packet::PubAck(read_ack(b, name, header.packet_type())?),
+        5 => Packet::PubRec(read_ack(b, name, header.packet_type())?),
+        6 => Packet::PubRel(read_ack(b, name, header.packet_type())?),
+        7 => Packet::PubComp(read_ack(b, name, header.packet_type())?),
         8 => Packet::Subscribe(read_subscribe(b)?),
         9 => {
             let pkid = u16_field(b, name)?;
@@ -55,7 +55,7 @@ pub(super) fn read_packet(header: FixedHeader, frame: Bytes) -> Result<Packet, D
                 return Err(DecodeError::malformed(name, "no reason codes"));
             }
             for &code in &return_codes {
-                known_reason(name, 9, code)?;
+                known_reason(name, header.packet_type(), code)?;
             }
             Packet::SubAck(SubAck {
                 pkid,
@@ -91,7 +91,7 @@ pub(super) fn read_packet(header: FixedHeader, frame: Bytes) -> Result<Packet, D
             let properties = Properties::read(b, Context::UnsubAck)?;
             let reasons = b.split_off(0).to_vec();
             for &code in &reasons {
-                known_reason(name, 11, code)?;
+                known_reason(name, header.packet_type(), code)?;
             }
             Packet::UnsubAck(UnsubAck {
                 pkid,
@@ -112,12 +112,12 @@ pub(super) fn read_packet(header: FixedHeader, frame: Bytes) -> Result<Packet, D
         14 => {
             // A bare `e0 00` is a normal disconnection (MQTT 5.0 §3.14.2.1).
             let (reason, properties) = read_reason_and_properties(b, Context::Disconnect)?;
-            known_reason(name, 14, reason)?;
+            known_reason(name, header.packet_type(), reason)?;
             Packet::Disconnect(Disconnect { reason, properties })
         }
         15 => {
             let (reason, properties) = read_reason_and_properties(b, Context::Auth)?;
-            known_reason(name, 15, reason)?;
+            known_reason(name, header.packet_type(), reason)?;
             Packet::Auth(Auth { reason, properties })
         }
         other => return Err(DecodeError::ReservedPacketType(other)),
