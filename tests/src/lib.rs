@@ -10,6 +10,7 @@
 //! bridge's stderr (RUST_LOG=debug unless set) goes to `tests/output/<binary>-<test>.log`.
 
 pub mod harness;
+pub mod memory;
 pub mod procs;
 pub mod rumq;
 pub mod v5;

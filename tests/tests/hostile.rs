@@ -11,8 +11,6 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -21,6 +19,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message};
 
+use tests::memory::{rss_kib, RssPeak, RSS_BOUND_KIB};
 use tests::wire::{
     self, connect, packet, put_bytes, put_remaining_length, Packet, RawClient, WAIT,
 };
@@ -30,94 +29,6 @@ use tests::{assert_serving, unique, Bridge};
 const CLOSE_WITHIN: Duration = Duration::from_secs(5);
 /// The broker's CONNECT timeout (bridge/src/connection.rs).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Generous bound on the broker's resident memory in the memory scenarios. An idle debug
-/// build sits around 10-20 MiB; every scenario here is designed to need far less than this
-/// bound if the broker bounds what it buffers, and far more if it does not.
-const RSS_BOUND_KIB: u64 = 200 * 1024;
-
-// --- memory ------------------------------------------------------------------------------
-
-/// The resident set size of process `pid` in KiB (`VmRSS` of `/proc/PID/status`).
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
-    parse_vm_rss(&status).unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
-}
-
-/// `VmRSS:    12345 kB` → 12345.
-fn parse_vm_rss(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
-/// Samples a process's RSS every few milliseconds on a thread, keeping the peak.
-struct RssPeak {
-    pid: u32,
-    stop: Arc<AtomicBool>,
-    sampler: Option<JoinHandle<u64>>,
-}
-
-impl RssPeak {
-    fn start(b: &Bridge) -> RssPeak {
-        let pid = b.pid();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let sampler = thread::spawn(move || {
-            let mut peak = 0;
-            while !flag.load(Ordering::Relaxed) {
-                // The process may be gone at the very end; the test reports that itself.
-                let status = std::fs::read_to_string(format!("/proc/{pid}/status"));
-                if let Some(kib) = status.ok().as_deref().and_then(parse_vm_rss) {
-                    peak = peak.max(kib);
-                }
-                thread::sleep(Duration::from_millis(10));
-            }
-            peak
-        });
-        RssPeak {
-            pid,
-            stop,
-            sampler: Some(sampler),
-        }
-    }
-
-    /// Stops sampling; asserts the peak (and the current RSS) stayed below [`RSS_BOUND_KIB`]
-    /// and prints both under `label`. Returns the peak in KiB.
-    fn finish(self, label: &str) -> u64 {
-        self.finish_below(label, RSS_BOUND_KIB)
-    }
-
-    /// [`RssPeak::finish`] with another bound.
-    fn finish_below(mut self, label: &str, bound_kib: u64) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        let peak = self
-            .sampler
-            .take()
-            .expect("sampler")
-            .join()
-            .expect("RSS sampler");
-        let now = rss_kib(self.pid);
-        let peak = peak.max(now);
-        eprintln!(
-            "[hostile] {label}: peak RSS {:.1} MiB, now {:.1} MiB",
-            peak as f64 / 1024.0,
-            now as f64 / 1024.0
-        );
-        assert!(
-            peak < bound_kib,
-            "{label}: broker RSS peaked at {peak} KiB, above the bound of {bound_kib} KiB"
-        );
-        peak
-    }
-}
-
-impl Drop for RssPeak {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
 
 // --- raw frames --------------------------------------------------------------------------
 
