@@ -17,6 +17,7 @@ pub mod config;
 pub mod connection;
 pub mod duplex;
 pub mod http;
+pub mod logsafe;
 pub mod router;
 pub mod server;
 pub mod store;
