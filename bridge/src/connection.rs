@@ -632,8 +632,32 @@ impl<S: Duplex> Connection<S> {
         loop {
             if self.wbuf.len() < WRITE_HIGH_WATER {
                 let mut aliases = std::mem::take(&mut self.outbound_aliases);
-                let written =
-                    session.write_queued(self.id, &mut self.wbuf, WRITE_HIGH_WATER, &mut aliases);
+                // Every delivery passes the reader's ACL as it is sent, not only when it
+                // was routed: queued and re-sent messages too, under the rules of now.
+                let access = self.broker.read_checks();
+                let info = self.info.as_deref();
+                let may_read = |topic: &str| {
+                    let (Some(access), Some(info)) = (&access, info) else {
+                        return true;
+                    };
+                    access.authorize(
+                        Identity {
+                            client_id: &info.client_id,
+                            username: info.username.as_deref(),
+                        },
+                        Action::Read,
+                        topic,
+                    )
+                };
+                let written = session.write_queued(
+                    self.id,
+                    &mut self.wbuf,
+                    WRITE_HIGH_WATER,
+                    &mut aliases,
+                    access
+                        .is_some()
+                        .then_some(&may_read as &dyn Fn(&str) -> bool),
+                );
                 self.outbound_aliases = aliases;
                 self.count_publishes_out(written);
             }
@@ -1085,6 +1109,10 @@ impl<S: Duplex> Connection<S> {
         Metrics::add(&metrics.messages_sent, written.sent as u64);
         Metrics::add(&metrics.dropped_expired, written.expired as u64);
         Metrics::add(&metrics.dropped_too_large, written.too_large as u64);
+        Metrics::add(
+            &metrics.dropped_not_authorized,
+            written.not_authorized as u64,
+        );
         metrics.packets_out_n(3, written.sent as u64);
     }
 

@@ -45,6 +45,8 @@ pub struct Counters {
     pub dropped_expired: u64,
     /// Deliveries larger than a 5.0 client's maximum packet size.
     pub dropped_too_large: u64,
+    /// Queued or in-flight deliveries the reader's ACL refused when they were to be sent.
+    pub dropped_not_authorized: u64,
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub connections_accepted: u64,
@@ -61,6 +63,7 @@ impl Counters {
             + self.dropped_qos0_offline
             + self.dropped_expired
             + self.dropped_too_large
+            + self.dropped_not_authorized
     }
 }
 
@@ -140,6 +143,7 @@ impl Stats {
             dropped_qos0_offline: Metrics::get(&m.dropped_offline_qos0),
             dropped_expired: Metrics::get(&m.dropped_expired),
             dropped_too_large: Metrics::get(&m.dropped_too_large),
+            dropped_not_authorized: Metrics::get(&m.dropped_not_authorized),
             bytes_received: Metrics::get(&m.bytes_in),
             bytes_sent: Metrics::get(&m.bytes_out),
             connections_accepted: Metrics::get(&m.connections_accepted),

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tests::harness::bridge_bin;
 use tests::procs::{poll_log, run_full, sighup};
+use tests::wire::{self, RawClient};
 use tests::{spawn_line_buffered, unique, which, Bridge, Proc};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -614,4 +615,128 @@ fn bad_files_exit_2_naming_file_and_line() {
             out.stdout
         );
     }
+}
+
+/// Issue 12, item 1: a persistent session is resumed only by the user name that left it.
+/// bob's `bobdev` session (subscribed to `bob/#`, three QoS 1 messages queued) is not
+/// handed to alice when she connects with client id `bobdev` and clean session 0: she
+/// gets a new session (session present 0, MQTT-3.2.2-2 allows it for a session the server
+/// does not resume), none of bob's messages and none of his subscriptions.
+#[test]
+fn a_session_left_by_one_user_is_not_resumed_by_another() {
+    let dir = Dir::new("resume");
+    let file = dir.path("passwords");
+    let f = file.to_str().unwrap();
+    passwd_ok(&["-c", "-b", f, "alice", "a-pw"], "");
+    passwd_ok(&["-b", f, "bob", "b-pw"], "");
+    let acl = dir.write(
+        "acl",
+        "user alice\ntopic readwrite alice/#\nuser bob\ntopic readwrite bob/#\n",
+    );
+    let config = config(
+        &dir,
+        &format!(
+            "allow_anonymous = false\npassword_file = {f:?}\nacl_file = {:?}",
+            acl.to_str().unwrap()
+        ),
+    );
+    let b = start(&config);
+    let port = b.tcp_port();
+    let as_user = |id: &str, user: &str, pw: &[u8]| {
+        wire::connect(id).clean(false).username(user).password(pw)
+    };
+
+    let (mut bob, _) = RawClient::connect(port, &as_user("bobdev", "bob", b"b-pw"));
+    assert_eq!(bob.subscribe(1, &[("bob/#", 1)]), vec![1]);
+    bob.disconnect();
+    let mut publisher = RawClient::connect(
+        port,
+        &wire::connect("pub").username("bob").password(b"b-pw"),
+    )
+    .0;
+    for (pid, payload) in [(1, "q1"), (2, "q2"), (3, "q3")] {
+        publisher.publish("bob/x", payload.as_bytes(), 1, false, pid);
+    }
+
+    let (mut alice, present) = RawClient::connect(port, &as_user("bobdev", "alice", b"a-pw"));
+    assert!(!present, "alice must not resume bob's session");
+    // Nothing queued for bob reaches her, and his subscription is not hers: a live
+    // message to bob/x does not either.
+    publisher.publish("bob/x", b"live", 1, false, 4);
+    alice.expect_silence(Duration::from_secs(1));
+    alice.disconnect();
+    wait_for_log(&b, "session held by another user name: starting it clean");
+
+    // bob's own resumption of alice's session is refused the same way.
+    let (mut bob, present) = RawClient::connect(port, &as_user("bobdev", "bob", b"b-pw"));
+    assert!(!present, "the session is alice's now");
+    publisher.publish("bob/x", b"after", 1, false, 5);
+    bob.expect_silence(Duration::from_secs(1));
+}
+
+/// Issue 12, item 1: every delivery passes the reader's ACL at the time it is sent, not
+/// only when it was routed. bob leaves one QoS 1 message in flight (never acknowledged) and
+/// three queued on `bob/secret/x`; the ACL is then reloaded without his right to read
+/// `bob/secret/#`. On resuming, neither the re-send nor the queued ones reach him, while
+/// a queued message he may still read does.
+#[test]
+fn queued_and_in_flight_deliveries_pass_the_acl_of_now() {
+    let dir = Dir::new("acl-now");
+    let file = dir.path("passwords");
+    let f = file.to_str().unwrap();
+    passwd_ok(&["-c", "-b", f, "bob", "b-pw"], "");
+    let acl = dir.write("acl", "user bob\ntopic readwrite bob/#\n");
+    let config = config(
+        &dir,
+        &format!(
+            "allow_anonymous = false\npassword_file = {f:?}\nacl_file = {:?}",
+            acl.to_str().unwrap()
+        ),
+    );
+    let b = start(&config);
+    let port = b.tcp_port();
+    let bobdev = wire::connect("bobdev")
+        .clean(false)
+        .username("bob")
+        .password(b"b-pw");
+    let mut publisher = RawClient::connect(
+        port,
+        &wire::connect("pub").username("bob").password(b"b-pw"),
+    )
+    .0;
+
+    let (mut bob, _) = RawClient::connect(port, &bobdev);
+    assert_eq!(bob.subscribe(1, &[("bob/#", 1)]), vec![1]);
+    publisher.publish("bob/secret/x", b"in-flight", 1, false, 1);
+    match bob.expect_publish(WAIT) {
+        wire::Packet::Publish { topic, .. } => assert_eq!(topic, "bob/secret/x"),
+        other => panic!("{other:?}"),
+    }
+    // Gone without acknowledging it: it is in flight, to be re-sent with DUP.
+    bob.drop_abruptly();
+    std::thread::sleep(Duration::from_millis(300));
+    for (pid, payload) in [(2, "q1"), (3, "q2"), (4, "q3")] {
+        publisher.publish("bob/secret/x", payload.as_bytes(), 1, false, pid);
+    }
+    publisher.publish("bob/open", b"readable", 1, false, 5);
+
+    std::fs::write(
+        &acl,
+        "user bob\ntopic deny bob/secret/#\ntopic readwrite bob/#\n",
+    )
+    .unwrap();
+    sighup(&b);
+    wait_for_log(&b, "reloaded the access policy");
+
+    let (mut bob, present) = RawClient::connect(port, &bobdev);
+    assert!(present, "bob resumes his own session");
+    let got = bob.receive_all(Duration::from_secs(1), 10);
+    let topics: Vec<_> = got
+        .iter()
+        .filter_map(|p| {
+            p.as_publish()
+                .map(|(t, p)| format!("{t} {}", String::from_utf8_lossy(p)))
+        })
+        .collect();
+    assert_eq!(topics, ["bob/open readable"], "only what bob may read now");
 }

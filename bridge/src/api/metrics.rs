@@ -139,6 +139,8 @@ pub struct DroppedByReason {
     pub expired: u64,
     /// Deliveries larger than a 5.0 client's maximum packet size.
     pub too_large: u64,
+    /// Queued or in-flight deliveries the reader's ACL refused when they were to be sent.
+    pub not_authorized: u64,
 }
 
 /// Packets by type name (`connect`, `publish`, …).
@@ -213,6 +215,7 @@ pub async fn metrics(State(state): State<ApiState>) -> Json<MetricsView> {
                 qos0_offline: c.dropped_qos0_offline,
                 expired: c.dropped_expired,
                 too_large: c.dropped_too_large,
+                not_authorized: c.dropped_not_authorized,
             },
         },
         packets: PacketMetrics { received, sent },
@@ -355,6 +358,7 @@ fn exposition(state: &ApiState) -> String {
             (Some(("reason", "qos0_offline")), c.dropped_qos0_offline),
             (Some(("reason", "expired")), c.dropped_expired),
             (Some(("reason", "too_large")), c.dropped_too_large),
+            (Some(("reason", "not_authorized")), c.dropped_not_authorized),
         ],
     );
     counter(

@@ -34,6 +34,13 @@ pub trait Policy: Send + Sync + fmt::Debug {
     fn checks_reads(&self) -> bool;
 }
 
+/// Whether `topic` is under `$SYS`, the topics only the broker publishes.
+pub fn is_broker_topic(topic: &str) -> bool {
+    topic
+        .strip_prefix("$SYS")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// The broker's access policy.
 #[derive(Debug)]
 pub struct Access {
@@ -59,7 +66,13 @@ impl Access {
         }
     }
 
+    /// Whether `who` may do `action` on `topic`. Client publishes to `$SYS` topics are
+    /// refused whatever the policy says: they are the broker's own, and a retained fake
+    /// `$SYS/broker/version` would mislead every reader.
     pub fn authorize(&self, who: Identity<'_>, action: Action, topic: &str) -> bool {
+        if action == Action::Publish && is_broker_topic(topic) {
+            return false;
+        }
         match &self.policy {
             Some(policy) => policy.authorize(who, action, topic),
             None => true,
@@ -73,5 +86,26 @@ impl Access {
 
     pub fn checks_reads(&self) -> bool {
         self.policy.as_ref().is_some_and(|p| p.checks_reads())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_may_not_publish_under_sys_whatever_the_policy() {
+        let who = Identity {
+            client_id: "c",
+            username: None,
+        };
+        let open = Access::allow_all();
+        for topic in ["$SYS", "$SYS/broker/version", "$SYS/"] {
+            assert!(!open.authorize(who, Action::Publish, topic), "{topic}");
+            assert!(open.authorize(who, Action::Subscribe, topic), "{topic}");
+        }
+        for topic in ["$SYSTEM/x", "SYS/x", "a/$SYS", "$share"] {
+            assert!(open.authorize(who, Action::Publish, topic), "{topic}");
+        }
     }
 }

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub dropped_expired: AtomicU64,
     /// Messages larger than a 5.0 client's maximum packet size.
     pub dropped_too_large: AtomicU64,
+    /// Queued or in-flight messages the reader's ACL refused when they were to be sent.
+    pub dropped_not_authorized: AtomicU64,
     pub connections_accepted: AtomicU64,
     /// Connections closed for breaking the protocol.
     pub protocol_violations: AtomicU64,

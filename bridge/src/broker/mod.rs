@@ -27,6 +27,7 @@ use protocol::{reason, ProtocolVersion, QoS, SubscribeFilter};
 use smallvec::SmallVec;
 
 use crate::connection::Transport;
+use crate::logsafe::untrusted;
 use crate::router::Router;
 use crate::store::{Op, Snapshot, Store, SubRecord, SubscriptionIds};
 pub use access::{Access, Action, Identity};
@@ -400,9 +401,21 @@ impl Broker {
         *current = Arc::new(access);
     }
 
+    /// The access policy when it has rules that can refuse a read (so deliveries must be
+    /// checked), else `None`.
+    pub fn read_checks(&self) -> Option<Arc<Access>> {
+        self.reads_checked
+            .load(Ordering::Relaxed)
+            .then(|| self.access())
+    }
+
     /// Whether `who` may do `action` on `topic`; true at no cost when no policy is set.
     pub fn may(&self, who: Identity<'_>, action: Action, topic: &str) -> bool {
-        !self.access_active.load(Ordering::Relaxed) || self.access().authorize(who, action, topic)
+        if !self.access_active.load(Ordering::Relaxed) {
+            // No policy, but `$SYS` stays the broker's own (see `Access::authorize`).
+            return !(action == Action::Publish && access::is_broker_topic(topic));
+        }
+        self.access().authorize(who, action, topic)
     }
 
     /// Admits a new client under the global limits: `Err` is the CONNACK reason to refuse
@@ -448,6 +461,10 @@ impl Broker {
     /// (MQTT-3.1.4-2). With `clean_start`, any previous session is discarded first
     /// (MQTT-3.1.2-6, MQTT-3.1.2-4), publishing a will it was holding back.
     /// `expiry` is the new session expiry interval (3.1.1: 0 for clean session, else never).
+    ///
+    /// A session is resumed only by the user name that held it: one left by another user
+    /// (or anonymously) is discarded as with a clean start, so that its subscriptions and
+    /// queued messages never reach a client the ACL gave no right to them.
     pub fn open_session(
         &self,
         client_id: &Arc<str>,
@@ -459,8 +476,16 @@ impl Broker {
         let existing = sessions.get(&**client_id).cloned();
         let mut will = None;
         let (session, session_present) = match existing {
-            Some(session) if !clean_start => (session, true),
+            Some(session) if !clean_start && session.username() == owner.info.username => {
+                (session, true)
+            }
             Some(old) => {
+                if !clean_start {
+                    tracing::info!(
+                        client_id = %untrusted(client_id),
+                        "session held by another user name: starting it clean"
+                    );
+                }
                 if let Some(previous) = old.evict() {
                     previous.kick.kick(reason::SESSION_TAKEN_OVER);
                 }
@@ -712,8 +737,7 @@ impl Broker {
                 });
             }
         }
-        let check_reads = self.reads_checked.load(Ordering::Relaxed);
-        let access = check_reads.then(|| self.access());
+        let access = self.read_checks();
         let access = access.as_deref();
         let mut tally = Tally::default();
         let router = self.router.read();

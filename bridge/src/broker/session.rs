@@ -151,6 +151,9 @@ pub enum Delivery {
 pub struct Written {
     /// PUBLISH packets written.
     pub sent: usize,
+    /// Messages dropped because the reader may no longer read their topic (the ACL changed
+    /// since they were queued or first sent).
+    pub not_authorized: usize,
     /// Messages dropped because they expired while queued.
     pub expired: usize,
     /// Messages dropped because they exceed the client's maximum packet size (or, near
@@ -783,7 +786,8 @@ impl Session {
     /// maximum, counting only what this connection was sent) has room and `out` is below
     /// `max_bytes`. Drops messages that expired or that exceed the client's maximum packet
     /// size (a re-send too: "as if it had been sent", MQTT-3.1.2-25) or what the encoding
-    /// can carry. Does nothing unless
+    /// can carry. Every PUBLISH, re-sent ones too, passes `may_read` (the reader's ACL at
+    /// this moment, `None` when no rule can refuse a read) or is dropped. Does nothing unless
     /// `connection_id` owns the session.
     pub fn write_queued(
         &self,
@@ -791,7 +795,9 @@ impl Session {
         out: &mut BytesMut,
         max_bytes: usize,
         aliases: &mut TopicAliases,
+        may_read: Option<&dyn Fn(&str) -> bool>,
     ) -> Written {
+        let unreadable = |queued: &Queued| may_read.is_some_and(|may| !may(&queued.message.topic));
         let mut state = self.state.lock();
         let mut written = Written::default();
         let Some(info) = state.info_for(connection_id) else {
@@ -814,6 +820,12 @@ impl Session {
                 Stage::Published => delivery_properties(&entry.queued, &info, now),
                 Stage::Released => None,
             };
+            if entry.stage == Stage::Published && unreadable(&entry.queued) {
+                let dropped = state.in_flight.remove(index).expect("index in range");
+                written.not_authorized += 1;
+                self.forget(&state, Some(dropped.queued.seq));
+                continue;
+            }
             if entry.stage == Stage::Published && !fits(&entry.queued, &info, properties.as_ref()) {
                 let dropped = state.in_flight.remove(index).expect("index in range");
                 written.too_large += 1;
@@ -850,10 +862,16 @@ impl Session {
                 break;
             };
             let properties = delivery_properties(front, &info, now);
-            if front.message.is_expired(now) || !fits(front, &info, properties.as_ref()) {
+            let not_authorized = unreadable(front);
+            if not_authorized
+                || front.message.is_expired(now)
+                || !fits(front, &info, properties.as_ref())
+            {
                 let dropped = state.queue.pop_front().expect("front exists");
                 state.queued_bytes -= queued_size(&dropped);
-                if dropped.message.is_expired(now) {
+                if not_authorized {
+                    written.not_authorized += 1;
+                } else if dropped.message.is_expired(now) {
                     written.expired += 1;
                 } else {
                     written.too_large += 1;
@@ -1320,7 +1338,7 @@ mod tests {
         assert!(matches!(s.deliver(queued(None)), Delivery::Queued));
         assert!(matches!(s.deliver(qos2), Delivery::Queued));
         let mut out = BytesMut::new();
-        let written = s.write_queued(1, &mut out, usize::MAX, &mut TopicAliases::new(0));
+        let written = s.write_queued(1, &mut out, usize::MAX, &mut TopicAliases::new(0), None);
         assert_eq!(written.sent, 2);
         s
     }
@@ -1394,7 +1412,8 @@ mod tests {
             ));
             let mut out = BytesMut::new();
             assert_eq!(
-                s.write_queued(1, &mut out, usize::MAX, &mut aliases).sent,
+                s.write_queued(1, &mut out, usize::MAX, &mut aliases, None)
+                    .sent,
                 1
             );
             out
