@@ -30,9 +30,17 @@
 //! receive_maximum = 1024              # MQTT 5.0
 //! topic_alias_maximum = 64            # MQTT 5.0
 //! max_keepalive = 65535               # seconds; 65535: no limit
+//! max_retained_messages = 100000      # retained topics; 0: no limit
+//! max_retained_bytes = 268435456      # topic + payload bytes of all retained; 0: no limit
+//! max_subscriptions_per_client = 10000 # 0: no limit
 //!
 //! [web]
 //! root = "www/dist"
+//!
+//! [http]                    # the HTTP listener (web app, admin API, /metrics)
+//! header_timeout = 10       # seconds to send a request's line and headers
+//! idle_timeout = 60         # seconds a connection may sit with nothing moving
+//! max_connections = 1024    # HTTP connections at once; more get 503; 0: no limit
 //!
 //! [log]
 //! level = "info"
@@ -98,7 +106,8 @@ pub struct Cli {
     /// TOML configuration file (keys: data_dir, sys_interval; [listeners] tcp, ws, ws_path,
     /// http, tls, wss; [limits] max_packet_size, max_inflight, max_queued_messages,
     /// queue_qos0_messages; [web] root; [log] level; [dashboard] username, password,
-    /// token_ttl, prometheus_public; [auth] allow_anonymous, password_file, acl_file;
+    /// token_ttl, prometheus_public; [http] header_timeout, idle_timeout,
+    /// max_connections; [auth] allow_anonymous, password_file, acl_file;
     /// [tls] cert, key, ca, require_client_cert, use_identity_as_username).
     #[arg(long, short = 'c', value_name = "FILE", env = "BRIDGE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -161,6 +170,21 @@ pub struct Cli {
     )]
     pub max_keepalive: Option<u16>,
 
+    /// Retained messages kept at most (one per topic); a retained publish for a new topic
+    /// beyond it is refused (5.0: 0x97), 0 for no limit [default: 100000]
+    #[arg(long, value_name = "N")]
+    pub max_retained_messages: Option<usize>,
+
+    /// Bytes (topic + payload) of all retained messages together; a retained publish
+    /// beyond it is refused (5.0: 0x97), 0 for no limit [default: 268435456]
+    #[arg(long, value_name = "BYTES")]
+    pub max_retained_bytes: Option<usize>,
+
+    /// Subscriptions one client may hold; more are refused in SUBACK (5.0: 0x97), 0 for no
+    /// limit [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub max_subscriptions_per_client: Option<usize>,
+
     /// Log filter: a level (error, warn, info, debug, trace) or directives such as
     /// "info,bridge=debug" [default: info]; RUST_LOG, if set, wins
     #[arg(long, value_name = "LEVEL", value_parser = parse_log_filter)]
@@ -183,6 +207,29 @@ pub struct Cli {
     /// [default: on]
     #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     pub persistence: Option<bool>,
+
+    /// Seconds an HTTP client has to send a request's line and headers, from the moment
+    /// the connection opens or the first byte of a later request arrives [default: 10]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(1..=MAX_HTTP_TIMEOUT)
+    )]
+    pub http_header_timeout: Option<u64>,
+
+    /// Seconds an HTTP connection may sit with nothing read or written (between
+    /// keep-alive requests, or a body or response that stopped moving) [default: 60]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(1..=MAX_HTTP_TIMEOUT)
+    )]
+    pub http_idle_timeout: Option<u64>,
+
+    /// HTTP connections open at once; more are answered 503 and closed, 0 for no limit
+    /// [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub http_max_connections: Option<usize>,
 }
 
 fn parse_on_off(s: &str) -> Result<bool, String> {
@@ -274,6 +321,8 @@ pub struct Config {
     pub auth: Auth,
     /// `[tls]`: certificates for the `tls` and `wss` listeners.
     pub tls: Tls,
+    /// `[http]`: timeouts and the connection cap of the HTTP listener.
+    pub http: Http,
 }
 
 impl Default for Config {
@@ -289,6 +338,7 @@ impl Default for Config {
             dashboard: Dashboard::default(),
             auth: Auth::default(),
             tls: Tls::default(),
+            http: Http::default(),
         }
     }
 }
@@ -457,6 +507,17 @@ pub struct Limits {
     /// Keep Alive and held to it; a 3.1.x client is refused with CONNACK 2, as Mosquitto's
     /// `max_keepalive` does.
     pub max_keepalive: u16,
+    /// Retained messages kept at most (one per topic); a retained publish to a new topic
+    /// beyond it is refused (5.0: PUBACK/PUBREC 0x97; 3.1.1: dropped, as it has no way to
+    /// say so). Replacing or clearing one is always allowed; `$SYS` topics do not count.
+    /// 0 for no limit; default 100000.
+    pub max_retained_messages: usize,
+    /// Bytes (topic + payload) of all retained messages together, refused past it as for
+    /// `max_retained_messages`. 0 for no limit; default 268435456 (256 MiB).
+    pub max_retained_bytes: usize,
+    /// Subscriptions one client may hold; a SUBSCRIBE's filters beyond it are refused in
+    /// SUBACK (5.0: 0x97; 3.1.1: 0x80). 0 for no limit; default 10000.
+    pub max_subscriptions_per_client: usize,
 }
 
 impl Default for Limits {
@@ -475,6 +536,40 @@ impl Default for Limits {
             max_connections: core.max_connections,
             max_connection_rate: core.max_connection_rate,
             max_keepalive: core.max_keepalive,
+            max_retained_messages: core.max_retained_messages,
+            max_retained_bytes: core.max_retained_bytes,
+            max_subscriptions_per_client: core.max_subscriptions_per_client,
+        }
+    }
+}
+
+/// The longest `[http]` timeout: a day (longer ones are surely mistakes).
+pub const MAX_HTTP_TIMEOUT: u64 = 86_400;
+
+/// `[http]` section: how the HTTP listener (web app, admin API, `/metrics`) bounds what
+/// clients may hold.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// Seconds a client has to send a request's line and headers (1..=86400): counted
+    /// from the connection's opening for the first request, from the first byte of each
+    /// later one. Default 10. Slowloris clients are closed after it.
+    pub header_timeout: u64,
+    /// Seconds a connection may sit with nothing read or written (1..=86400): between
+    /// keep-alive requests, or while a request body or a response stopped moving.
+    /// Default 60.
+    pub idle_timeout: u64,
+    /// HTTP connections open at once; more are answered 503 and closed. 0 for no limit;
+    /// default 1024.
+    pub max_connections: usize,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            header_timeout: 10,
+            idle_timeout: 60,
+            max_connections: 1024,
         }
     }
 }
@@ -705,6 +800,17 @@ impl Config {
                 "0 is out of range 1..".to_owned(),
             ));
         }
+        for (key, seconds) in [
+            ("http.header_timeout", self.http.header_timeout),
+            ("http.idle_timeout", self.http.idle_timeout),
+        ] {
+            if !(1..=MAX_HTTP_TIMEOUT).contains(&seconds) {
+                return Err(invalid(
+                    key,
+                    format!("{seconds} is out of range 1..={MAX_HTTP_TIMEOUT}"),
+                ));
+            }
+        }
         self.validate_tls(path)
     }
 
@@ -780,6 +886,15 @@ impl Config {
         if let Some(secs) = cli.max_keepalive {
             self.limits.max_keepalive = secs;
         }
+        if let Some(n) = cli.max_retained_messages {
+            self.limits.max_retained_messages = n;
+        }
+        if let Some(n) = cli.max_retained_bytes {
+            self.limits.max_retained_bytes = n;
+        }
+        if let Some(n) = cli.max_subscriptions_per_client {
+            self.limits.max_subscriptions_per_client = n;
+        }
         if let Some(level) = &cli.log {
             self.log.level = level.clone();
         }
@@ -791,6 +906,15 @@ impl Config {
         }
         if let Some(persistence) = cli.persistence {
             self.persistence = persistence;
+        }
+        if let Some(seconds) = cli.http_header_timeout {
+            self.http.header_timeout = seconds;
+        }
+        if let Some(seconds) = cli.http_idle_timeout {
+            self.http.idle_timeout = seconds;
+        }
+        if let Some(n) = cli.http_max_connections {
+            self.http.max_connections = n;
         }
     }
 
@@ -809,6 +933,9 @@ impl Config {
             max_connections: self.limits.max_connections,
             max_connection_rate: self.limits.max_connection_rate,
             max_keepalive: self.limits.max_keepalive,
+            max_retained_messages: self.limits.max_retained_messages,
+            max_retained_bytes: self.limits.max_retained_bytes,
+            max_subscriptions_per_client: self.limits.max_subscriptions_per_client,
         }
     }
 }
@@ -889,6 +1016,40 @@ mod tests {
         assert_eq!(settings.max_inflight, core.max_inflight);
         assert_eq!(settings.max_queued_messages, core.max_queued_messages);
         assert_eq!(settings.queue_qos0_messages, core.queue_qos0_messages);
+    }
+
+    #[test]
+    fn http_section_defaults_flags_and_ranges() {
+        let config = parse("").unwrap();
+        assert_eq!(config.http.header_timeout, 10);
+        assert_eq!(config.http.idle_timeout, 60);
+        assert_eq!(config.http.max_connections, 1024);
+        let config =
+            parse("[http]\nheader_timeout = 3\nidle_timeout = 7\nmax_connections = 0\n").unwrap();
+        assert_eq!(
+            (config.http.header_timeout, config.http.idle_timeout),
+            (3, 7)
+        );
+        assert_eq!(config.http.max_connections, 0);
+        assert!(error("[http]\nheader_timeout = 0\n").contains("http.header_timeout"));
+        assert!(error("[http]\nidle_timeout = 86401\n").contains("http.idle_timeout"));
+        assert!(error("[http]\ntimeout = 1\n").contains("http"));
+
+        let cli = Cli::try_parse_from([
+            "bridge",
+            "--http-header-timeout",
+            "2",
+            "--http-idle-timeout",
+            "5",
+            "--http-max-connections",
+            "20",
+        ])
+        .unwrap();
+        let config = Config::load(&cli).unwrap();
+        assert_eq!(config.http.header_timeout, 2);
+        assert_eq!(config.http.idle_timeout, 5);
+        assert_eq!(config.http.max_connections, 20);
+        assert!(Cli::try_parse_from(["bridge", "--http-header-timeout", "0"]).is_err());
     }
 
     #[test]

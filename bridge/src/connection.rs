@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -27,18 +27,20 @@ use protocol::frame::MAX_REMAINING_LENGTH;
 use protocol::topic::{parse_shared, validate_topic_filter, validate_topic_name};
 use protocol::{
     encode, reason, Ack, ConnAck, DecodeError, Decoder, Disconnect, Packet, Properties,
-    ProtocolVersion, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
+    ProtocolVersion, Publish, QoS, SubAck, Subscribe, SubscribeFilter, UnsubAck, Unsubscribe, Will,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tracing::{debug, info, Instrument};
 
+use crate::broker::access::Verdict;
 use crate::broker::{
     Action, Broker, ConnectionInfo, Identity, Kick, Message, Metrics, Online, Owner, Session,
     TopicAliases, Written, WrongAck, NEVER_EXPIRES,
 };
 use crate::duplex::{Duplex, Split};
+use crate::logsafe::untrusted;
 
 /// How the client reached us; shown in logs and the admin API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -440,13 +442,24 @@ impl<S: Duplex> Connection<S> {
             }
         }
 
-        if let Err(code) = self
+        let verdict = self
             .broker
             .access()
-            .authenticate(connect.username.as_deref(), connect.password.as_deref())
-        {
+            .authenticate(connect.username.as_deref(), connect.password.as_deref());
+        let authenticated = match verdict {
+            Verdict::Decided(result) => result,
+            Verdict::Slow(check) => {
+                let ip = self
+                    .origin
+                    .as_ref()
+                    .map_or(IpAddr::from([0, 0, 0, 0]), |o| o.peer.ip());
+                let username = connect.username.as_deref().unwrap_or_default();
+                self.broker.credential_checks.run(ip, username, check).await
+            }
+        };
+        if let Err(code) = authenticated {
             info!(
-                username = connect.username.as_deref().unwrap_or(""),
+                username = %untrusted(connect.username.as_deref().unwrap_or("")),
                 "authentication failed: {}",
                 reason::describe(code)
             );
@@ -471,6 +484,17 @@ impl<S: Duplex> Connection<S> {
             _ if connect.clean_session => 0,
             _ => NEVER_EXPIRES,
         };
+        // A session to keep needs the store: while its writes fail, say so now (5.0 0x88,
+        // 3.1.1 0x03 "server unavailable") rather than leave the client without a CONNACK
+        // until the disk has room again. Clean sessions are served as usual.
+        if let Some(store) = self.broker.store().filter(|s| s.is_failing()) {
+            if self.session_expiry > 0 {
+                store.count_refused();
+                info!("persistent session refused while the store is failing: server unavailable");
+                self.refuse(reason::SERVER_UNAVAILABLE).await;
+                return Ok(None);
+            }
+        }
         // Outbound aliases keep their topics for the life of the connection: bounded by our
         // own limit too, not only the client's (which may be 65535 long topics).
         self.outbound_aliases = TopicAliases::new(
@@ -499,6 +523,9 @@ impl<S: Duplex> Connection<S> {
             topic_alias_maximum: props.topic_alias_maximum.unwrap_or(0),
         });
         self.info = Some(info.clone());
+        // Forget writes other tasks left on this thread: the CONNACK waits for this
+        // CONNECT's own only (a clean session's: none).
+        crate::store::take_touched();
         let opened = self.broker.open_session(
             &client_id,
             connect.clean_session,
@@ -508,8 +535,13 @@ impl<S: Duplex> Connection<S> {
                 kick: kick.clone(),
             },
         );
+        if self.session_expiry == 0 && self.broker.store().is_some_and(|s| s.is_failing()) {
+            // A clean session that replaced a stored one deleted it: that delete is
+            // applied when the store works again, and the CONNACK does not wait for it.
+            crate::store::take_touched();
+        }
         debug!(
-            client_id = %connect.client_id,
+            client_id = %untrusted(&connect.client_id),
             version = %connect.version,
             clean = connect.clean_session,
             keep_alive = connect.keep_alive,
@@ -668,7 +700,26 @@ impl<S: Duplex> Connection<S> {
             let touched = crate::store::take_touched();
             if touched > 0 {
                 if let Some(store) = self.broker.store() {
-                    store.wait_durable(touched).await;
+                    // A kick still ends the connection meanwhile (keep-alive, takeover, an
+                    // administrator, shutdown): a store failing for long must not hold it
+                    // forever. What it waited for is then not acknowledged: the acks
+                    // written this turn are dropped, not flushed by the close. Boxed: the
+                    // wait's state would otherwise size every idle connection's task.
+                    let kicked = Box::pin(async move {
+                        tokio::select! {
+                            biased;
+                            () = store.wait_durable(touched) => false,
+                            () = kick.kicked() => true,
+                        }
+                    })
+                    .await;
+                    if kicked {
+                        self.wbuf.clear();
+                        return match kick.reason() {
+                            reason::KEEP_ALIVE_TIMEOUT => End::KeepAliveTimeout,
+                            reason => End::Kicked(reason),
+                        };
+                    }
                 }
             }
             if read_filled {
@@ -704,6 +755,9 @@ impl<S: Duplex> Connection<S> {
                     () = session.wait_for_mail(), if mail_room => Event::Mail,
                 }
             };
+            // Forget writes other tasks left on this thread meanwhile ($SYS, timers, other
+            // connections): a turn waits for its own only.
+            crate::store::take_touched();
             match event {
                 Event::Kicked => {
                     return match kick.reason() {
@@ -912,7 +966,10 @@ impl<S: Duplex> Connection<S> {
                 if validate_topic_name(topic).is_err() {
                     return Some(End::violation(
                         reason::PROTOCOL_ERROR,
-                        format!("invalid response topic {topic:?} (MQTT-3.3.2-14)"),
+                        format!(
+                            "invalid response topic {:?} (MQTT-3.3.2-14)",
+                            untrusted(topic)
+                        ),
                     ));
                 }
             }
@@ -920,17 +977,17 @@ impl<S: Duplex> Connection<S> {
         if let Err(e) = validate_topic_name(&publish.topic) {
             return Some(End::violation(
                 reason::TOPIC_NAME_INVALID,
-                format!("PUBLISH topic {:?}: {e}", publish.topic),
+                format!("PUBLISH topic {:?}: {e}", untrusted(&publish.topic)),
             ));
         }
         let Publish {
+            dup,
             qos,
             pkid,
             topic,
             payload,
             retain,
             properties,
-            ..
         } = publish;
         // 5.0 lets the receiver check a payload that claims to be UTF-8 (MQTT-3.3.2-4).
         let bad_format = properties.payload_format_indicator == Some(1)
@@ -943,7 +1000,7 @@ impl<S: Duplex> Connection<S> {
         }
         let allowed = self.may(Action::Publish, &topic);
         if !allowed {
-            debug!(%topic, "publish not authorized: dropped");
+            debug!(topic = %untrusted(&topic), "publish not authorized: dropped");
         }
         if qos == QoS::ExactlyOnce
             && session.incoming_qos2_pending() >= usize::from(self.broker.settings.receive_maximum)
@@ -981,10 +1038,55 @@ impl<S: Duplex> Connection<S> {
         } else {
             reason::SUCCESS
         };
+        // While the store fails, a publish that would have to be stored (retained, queued
+        // for a persistent session, or a persistent session's own QoS 2 exchange) is not
+        // taken: its ack would wait as long as the failure lasts. 5.0 is told "quota
+        // exceeded" (0x97); a 3.1.1 ack cannot say no, so the connection is closed without
+        // one and the client sends the message again when it reconnects. A QoS 0 retained
+        // message is delivered, but not kept as the topic's retained message.
+        if allowed && !bad_format && self.broker.store().is_some_and(|s| s.is_failing()) {
+            let needs_store = self.broker.publish_needs_store(&message)
+                || (qos == QoS::ExactlyOnce && !dup && session.expiry() > 0);
+            if let (Some(store), true) = (self.broker.store(), needs_store) {
+                store.count_refused();
+                let ack = Ack::with_reason(pkid, reason::QUOTA_EXCEEDED);
+                match qos {
+                    QoS::AtMostOnce => {
+                        self.broker.publish_retaining(message, false);
+                        return None;
+                    }
+                    QoS::AtLeastOnce if self.is_v5() => {
+                        return self.answer(&Packet::PubAck(ack));
+                    }
+                    QoS::ExactlyOnce if self.is_v5() => {
+                        return self.answer(&Packet::PubRec(ack));
+                    }
+                    _ => {
+                        info!(
+                            qos = qos as u8,
+                            "a publish to be stored while the store is failing: closing \
+                             (a 3.1.1 ack cannot refuse)"
+                        );
+                        // Acks this turn wrote may wait on the store too: the close must
+                        // not flush them.
+                        self.wbuf.clear();
+                        return Some(End::Kicked(reason::SERVER_UNAVAILABLE));
+                    }
+                }
+            }
+        }
+        // A retained message the retained store has no room for is refused (and counted):
+        // 5.0 is told "quota exceeded", 3.1.1 gets its normal ack, as for a refused publish.
+        let v5 = self.is_v5();
+        let publish = |message| match self.broker.try_publish(message, true) {
+            Ok(matched) => ack_code(matched),
+            Err(code) if v5 => code,
+            Err(_) => reason::SUCCESS,
+        };
         match qos {
             QoS::AtMostOnce => {
                 if allowed {
-                    self.broker.publish(message);
+                    publish(message);
                 }
             }
             QoS::AtLeastOnce => {
@@ -993,7 +1095,7 @@ impl<S: Duplex> Connection<S> {
                 } else if !allowed {
                     refused
                 } else {
-                    ack_code(self.broker.publish(message))
+                    publish(message)
                 };
                 return self.answer(&Packet::PubAck(Ack::with_reason(pkid, code)));
             }
@@ -1005,7 +1107,12 @@ impl<S: Duplex> Connection<S> {
                 } else if !allowed {
                     refused
                 } else if session.begin_incoming_qos2(pkid) {
-                    ack_code(self.broker.publish(message))
+                    let code = publish(message);
+                    if code >= 0x80 {
+                        // A failed PUBREC ends the exchange (MQTT 5.0 §4.3.3).
+                        session.complete_incoming_qos2(pkid);
+                    }
+                    code
                 } else {
                     reason::SUCCESS
                 };
@@ -1022,7 +1129,16 @@ impl<S: Duplex> Connection<S> {
             .first()
             .copied();
         let mut return_codes = Vec::with_capacity(subscribe.filters.len());
-        let mut accepted = Vec::with_capacity(subscribe.filters.len());
+        let mut accepted: Vec<&SubscribeFilter> = Vec::with_capacity(subscribe.filters.len());
+        // Room left under the per-client limit; replacing a subscription takes none.
+        let max = match self.broker.settings.max_subscriptions_per_client {
+            0 => usize::MAX,
+            max => max,
+        };
+        let mut room = max.saturating_sub(session.subscription_count());
+        let mut over_limit = 0usize;
+        // The new filters of this SUBSCRIBE given room (a repeated one takes it once).
+        let mut taken = std::collections::HashSet::new();
         for filter in &subscribe.filters {
             let valid = validate_topic_filter(&filter.filter)
                 .map_err(|e| e.to_string())
@@ -1037,7 +1153,7 @@ impl<S: Duplex> Connection<S> {
                     }
                     let inner = shared.map_or(filter.filter.as_str(), |(_, inner)| inner);
                     if !self.may(Action::Subscribe, inner) {
-                        debug!(filter = %filter.filter, "subscription not authorized");
+                        debug!(filter = %untrusted(&filter.filter), "subscription not authorized");
                         return_codes.push(if self.is_v5() {
                             reason::NOT_AUTHORIZED
                         } else {
@@ -1045,21 +1161,46 @@ impl<S: Duplex> Connection<S> {
                         });
                         continue;
                     }
+                    let replaces = session.has_subscription(&filter.filter)
+                        || taken.contains(filter.filter.as_str());
+                    if !replaces {
+                        if room == 0 {
+                            over_limit += 1;
+                            return_codes.push(if self.is_v5() {
+                                reason::QUOTA_EXCEEDED
+                            } else {
+                                reason::UNSPECIFIED_ERROR
+                            });
+                            continue;
+                        }
+                        room -= 1;
+                        taken.insert(filter.filter.as_str());
+                    }
                     return_codes.push(filter.qos as u8);
                     accepted.push(filter);
                 }
                 // 5.0 refuses the one filter; 3.1.1 has no code for it: close.
                 Err(e) if self.is_v5() => {
-                    debug!("refusing filter {:?}: {e}", filter.filter);
+                    debug!(filter = %untrusted(&filter.filter), "refusing filter: {e}");
                     return_codes.push(reason::TOPIC_FILTER_INVALID);
                 }
                 Err(e) => {
                     return Some(End::violation(
                         reason::TOPIC_FILTER_INVALID,
-                        format!("SUBSCRIBE filter {:?}: {e}", filter.filter),
+                        format!("SUBSCRIBE filter {:?}: {e}", untrusted(&filter.filter)),
                     ));
                 }
             }
+        }
+        if over_limit > 0 {
+            Metrics::add(
+                &self.broker.metrics.subscriptions_refused,
+                over_limit as u64,
+            );
+            info!(
+                "{over_limit} filters refused: the client holds its maximum of {max} \
+                 subscriptions (max_subscriptions_per_client)"
+            );
         }
         // The SUBACK goes out before the retained messages the subscriptions queue.
         let suback = Packet::SubAck(SubAck {
@@ -1086,7 +1227,7 @@ impl<S: Duplex> Connection<S> {
                 }
                 return Some(End::violation(
                     reason::TOPIC_FILTER_INVALID,
-                    format!("UNSUBSCRIBE filter {filter:?}: {e}"),
+                    format!("UNSUBSCRIBE filter {:?}: {e}", untrusted(filter)),
                 ));
             }
             reasons.push(if self.broker.unsubscribe(session, filter) {

@@ -1,19 +1,44 @@
-//! The HTTP side: the built web app, served from a directory.
+//! The HTTP side: the built web app, served from a directory, and the listener's
+//! connections.
 //!
 //! [`router`] is a plain `axum::Router` so that other routes (the admin API under
 //! `/api/v1`) can be nested next to it; the web app only answers what nothing else
-//! matched, which also makes client-side (SPA) routes load `index.html`.
+//! matched, which also makes client-side (SPA) routes load `index.html`. Paths under
+//! `/api` never reach the web app: nothing else matched them, so they are the API's JSON
+//! 404. [`with_security_headers`] adds the anti-framing and anti-sniffing headers to every
+//! response.
+//!
+//! [`serve_connection`] serves one accepted connection with hyper's HTTP/1, under the
+//! `[http]` timeouts ([`Limits`]): the request line and headers must arrive within the
+//! header timeout, and a connection where nothing moves for the idle timeout (between
+//! keep-alive requests, or a body or response that stalled) is closed. The server's accept
+//! loop caps how many run at once and answers the others with [`over_capacity_response`].
 
+use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use axum::extract::Request;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
 use tower_http::services::{ServeDir, ServeFile};
+
+use crate::api::error::ApiError;
 
 /// The broker's MQTT endpoints, shown on the page served when the web app is missing.
 /// The server adds it to the router as an `axum::Extension`; without it the page just
@@ -40,6 +65,12 @@ pub fn router(web_root: PathBuf) -> Router {
 }
 
 async fn serve_web_app(web_root: Arc<PathBuf>, request: Request) -> Response {
+    let path = request.uri().path();
+    if path == "/api" || path.starts_with("/api/") {
+        // No API route matched: the API's own 404, not the app's index.html, so that a
+        // client of the API (or a mistyped version) gets JSON it can read.
+        return ApiError::not_found("NOT_FOUND", format!("no API endpoint {path}")).into_response();
+    }
     let index = web_root.join("index.html");
     let built = tokio::fs::metadata(&index)
         .await
@@ -60,6 +91,28 @@ async fn serve_web_app(web_root: Arc<PathBuf>, request: Request) -> Response {
         }
     }
 }
+
+/// Adds to every response of `app` the headers that keep its pages out of other sites'
+/// frames (clickjacking: `X-Frame-Options: DENY`, and `Content-Security-Policy:
+/// frame-ancestors 'none'` for browsers that follow only CSP) and stop browsers from
+/// guessing a type other than the one sent (`X-Content-Type-Options: nosniff`).
+pub fn with_security_headers(app: Router) -> Router {
+    app.layer(axum::middleware::map_response(add_security_headers))
+}
+
+async fn add_security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        headers.insert(name.clone(), HeaderValue::from_static(value));
+    }
+    response
+}
+
+const SECURITY_HEADERS: &[(header::HeaderName, &str)] = &[
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'"),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+];
 
 /// The operator hint shown while the web app is not built: 200 at `/`, 404 elsewhere.
 fn not_built(web_root: &Path, request: &Request) -> Response {
@@ -180,6 +233,333 @@ fn escape(text: &str) -> String {
         }
     }
     out
+}
+
+// --- connections -----------------------------------------------------------------------
+
+/// The HTTP listener's bounds, from `[http]` (see [`crate::config::Http`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The request line and headers must have arrived this long after the connection
+    /// opened (first request) or after the first byte of the request (later ones).
+    pub header_timeout: Duration,
+    /// A connection where nothing is read or written for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections served at once (0: no limit); enforced by the accept loop.
+    pub max_connections: usize,
+}
+
+impl From<&crate::config::Http> for Limits {
+    fn from(http: &crate::config::Http) -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs(http.header_timeout),
+            idle_timeout: Duration::from_secs(http.idle_timeout),
+            max_connections: http.max_connections,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits::from(&crate::config::Http::default())
+    }
+}
+
+/// hyper's read buffer for one connection, at most. hyper's default (~400 KiB) times
+/// `max_connections` slow clients would be hundreds of MiB.
+const MAX_READ_BUFFER: usize = 64 * 1024;
+/// The largest request line and headers accepted; a larger head is answered 431.
+pub const MAX_REQUEST_HEAD: usize = 32 * 1024;
+
+/// The bytes written, raw, to a connection over `max_connections` before closing it.
+pub fn over_capacity_response() -> Vec<u8> {
+    let body =
+        r#"{"code":"SERVICE_UNAVAILABLE","message":"too many HTTP connections; retry later"}"#;
+    let mut response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in SECURITY_HEADERS {
+        let _ = write!(response, "{name}: {value}\r\n");
+    }
+    response.push_str("\r\n");
+    response.push_str(body);
+    response.into_bytes()
+}
+
+/// Serves one accepted HTTP connection with `app` until the client closes it, a timeout
+/// of `limits` closes it, or `stop` is cancelled (then the request in progress, if any,
+/// is finished and the connection closed).
+pub async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    limits: Limits,
+    stop: CancellationToken,
+) {
+    let activity = Arc::new(Activity::new());
+    let io = hyper_util::rt::TokioIo::new(Watched {
+        stream,
+        activity: activity.clone(),
+    });
+    let service = AppService {
+        app,
+        peer,
+        activity: activity.clone(),
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .keep_alive(true)
+        // Ours below also covers the wait between keep-alive requests and stalled bodies;
+        // hyper's would cut keep-alive connections at the header timeout.
+        .header_read_timeout(None)
+        .max_buf_size(MAX_READ_BUFFER)
+        .max_header_size(MAX_REQUEST_HEAD);
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    let mut draining = false;
+    loop {
+        let (deadline, _) = activity.deadline(&limits);
+        tokio::select! {
+            served = connection.as_mut() => {
+                if let Err(e) = served {
+                    tracing::debug!(%peer, error = %e, "HTTP connection failed");
+                }
+                return;
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                // The deadline moves with the traffic: only a passed one closes.
+                let (deadline, waiting_for) = activity.deadline(&limits);
+                if deadline <= Instant::now() {
+                    tracing::debug!(%peer, waiting_for, "HTTP connection timed out; closing it");
+                    return;
+                }
+            }
+            () = stop.cancelled(), if !draining => {
+                draining = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// What a connection is doing, as its I/O and its requests tell: read by the timer of
+/// [`serve_connection`]. Times are milliseconds since `start`.
+#[derive(Debug)]
+struct Activity {
+    start: Instant,
+    /// The last read or write.
+    last_io: AtomicU64,
+    /// Requests received whose response has not been sent (0 or 1 with HTTP/1).
+    in_progress: AtomicUsize,
+    /// Requests received so far.
+    requests: AtomicU64,
+    /// When the last response was sent.
+    idle_since: AtomicU64,
+    /// The first byte read since then (the next request's head is arriving), or [`NEVER`].
+    head_from: AtomicU64,
+}
+
+const NEVER: u64 = u64::MAX;
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: Instant::now(),
+            last_io: AtomicU64::new(0),
+            in_progress: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            idle_since: AtomicU64::new(0),
+            head_from: AtomicU64::new(NEVER),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(NEVER - 1)
+    }
+
+    fn read(&self) {
+        let now = self.now();
+        self.last_io.store(now, Ordering::Relaxed);
+        if self.in_progress.load(Ordering::Relaxed) == 0
+            && self.requests.load(Ordering::Relaxed) > 0
+        {
+            // Only the first byte starts the header clock.
+            let _ =
+                self.head_from
+                    .compare_exchange(NEVER, now, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    fn wrote(&self) {
+        self.last_io.store(self.now(), Ordering::Relaxed);
+    }
+
+    /// A request's head has been read: until the returned guard is dropped (its response
+    /// sent), the idle timeout applies.
+    fn request_started(self: &Arc<Self>) -> InProgress {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.in_progress.fetch_add(1, Ordering::Relaxed);
+        self.head_from.store(NEVER, Ordering::Relaxed);
+        self.last_io.store(self.now(), Ordering::Relaxed);
+        InProgress(self.clone())
+    }
+
+    /// When the connection is to be closed unless something happens first, and what it is
+    /// waiting for.
+    fn deadline(&self, limits: &Limits) -> (Instant, &'static str) {
+        let at = |ms: u64, timeout: Duration| {
+            self.start + Duration::from_millis(ms).saturating_add(timeout)
+        };
+        if self.in_progress.load(Ordering::Relaxed) > 0 {
+            let last = self.last_io.load(Ordering::Relaxed);
+            return (at(last, limits.idle_timeout), "a request to finish");
+        }
+        if self.requests.load(Ordering::Relaxed) == 0 {
+            return (at(0, limits.header_timeout), "the first request head");
+        }
+        match self.head_from.load(Ordering::Relaxed) {
+            NEVER => (
+                at(self.idle_since.load(Ordering::Relaxed), limits.idle_timeout),
+                "another request (keep-alive)",
+            ),
+            from => (at(from, limits.header_timeout), "a request head"),
+        }
+    }
+}
+
+/// A request in progress; dropped with its response body (sent, or abandoned).
+#[derive(Debug)]
+struct InProgress(Arc<Activity>);
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        let now = self.0.now();
+        self.0.idle_since.store(now, Ordering::Relaxed);
+        self.0.last_io.store(now, Ordering::Relaxed);
+        self.0.in_progress.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The socket, telling [`Activity`] about every byte that moves.
+struct Watched {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.activity.read();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write(cx, data);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.wrote();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.wrote();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+/// The router as hyper's per-connection service: hands each request the peer's address
+/// (`ConnectInfo`, as `axum::serve` did) and counts it in progress until its response body
+/// is done.
+#[derive(Clone)]
+struct AppService {
+    app: Router,
+    peer: SocketAddr,
+    activity: Arc<Activity>,
+}
+
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for AppService {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn call(&self, request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        let in_progress = self.activity.request_started();
+        let mut request = request.map(Body::new);
+        request.extensions_mut().insert(ConnectInfo(self.peer));
+        let app = self.app.clone();
+        Box::pin(async move {
+            let response = app.oneshot(request).await?;
+            Ok(response.map(|body| {
+                Body::new(Tracked {
+                    body,
+                    _in_progress: in_progress,
+                })
+            }))
+        })
+    }
+}
+
+/// A response body that keeps its request counted in progress until it is dropped.
+struct Tracked {
+    body: Body,
+    _in_progress: InProgress,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 #[cfg(test)]
@@ -328,6 +708,127 @@ mod tests {
         assert_eq!(body, "ok");
         let (_, _, body) = get(&app, "/").await;
         assert_eq!(body, "<html>the app</html>");
+    }
+
+    #[tokio::test]
+    async fn api_paths_never_get_the_app() {
+        let dir = TempDir::new();
+        build_app(&dir.0);
+        let app = router(dir.0.clone());
+        for path in ["/api", "/api/", "/api/v2/stats", "/api/v1/x/y"] {
+            let (status, headers, body) = get(&app, path).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+            assert_eq!(headers[header::CONTENT_TYPE], "application/json", "{path}");
+            assert!(body.contains("\"code\":\"NOT_FOUND\""), "{path}: {body}");
+        }
+        for path in ["/apiary", "/api-docs", "/x/api/y"] {
+            let (status, _, body) = get(&app, path).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            assert_eq!(body, "<html>the app</html>", "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn every_response_gets_the_security_headers() {
+        let dir = TempDir::new();
+        build_app(&dir.0);
+        let app = with_security_headers(router(dir.0.clone()));
+        for path in ["/", "/assets/app.js", "/spa/route", "/api/nope"] {
+            let (_, headers, _) = get(&app, path).await;
+            assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY", "{path}");
+            assert_eq!(
+                headers[header::CONTENT_SECURITY_POLICY],
+                "frame-ancestors 'none'",
+                "{path}"
+            );
+            assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
+        }
+    }
+
+    #[test]
+    fn over_capacity_response_is_a_whole_503() {
+        let response = String::from_utf8(over_capacity_response()).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
+        assert!(
+            head.contains(&format!("Content-Length: {}", body.len())),
+            "{head}"
+        );
+        assert!(head.contains("Connection: close"), "{head}");
+        assert!(head.contains("x-frame-options: DENY"), "{head}");
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["code"], "SERVICE_UNAVAILABLE");
+    }
+
+    #[test]
+    fn deadlines_follow_what_the_connection_waits_for() {
+        let limits = Limits {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 0,
+        };
+        // `deadline - now`, to the second (the test does not wait).
+        let left = |activity: &Activity| {
+            let (deadline, waiting_for) = activity.deadline(&limits);
+            let left = deadline.saturating_duration_since(Instant::now());
+            ((left.as_millis() as u64 + 500) / 1000, waiting_for)
+        };
+        let activity = Arc::new(Activity::new());
+        // A fresh connection has the header timeout, from its opening, bytes or not.
+        assert_eq!(left(&activity), (10, "the first request head"));
+        activity.read();
+        assert_eq!(left(&activity), (10, "the first request head"));
+
+        // A request in progress: the idle timeout, from the last byte moved.
+        let in_progress = activity.request_started();
+        assert_eq!(left(&activity), (60, "a request to finish"));
+        activity.wrote();
+        assert_eq!(left(&activity), (60, "a request to finish"));
+
+        // Response sent: keep-alive idle, then the next head from its first byte.
+        drop(in_progress);
+        assert_eq!(left(&activity), (60, "another request (keep-alive)"));
+        activity.read();
+        assert_eq!(left(&activity), (10, "a request head"));
+        activity.read();
+        assert_eq!(left(&activity), (10, "a request head"));
+        let _next = activity.request_started();
+        assert_eq!(left(&activity), (60, "a request to finish"));
+    }
+
+    #[test]
+    fn the_header_clock_starts_with_the_first_byte_only() {
+        let limits = Limits::default();
+        // As if the connection had opened 100 s ago and served a request 50 s ago (unless
+        // the machine has been up for less).
+        let Some(start) = Instant::now().checked_sub(Duration::from_secs(100)) else {
+            return;
+        };
+        let mut aged = Activity {
+            start,
+            ..Activity::new()
+        };
+        aged.requests = AtomicU64::new(1);
+        aged.idle_since = AtomicU64::new(50_000);
+        aged.last_io = AtomicU64::new(50_000);
+        // Idle since 50 s, keep-alive 60 s: 10 s left.
+        let (deadline, _) = aged.deadline(&limits);
+        let left = deadline.saturating_duration_since(Instant::now()).as_secs();
+        assert!((9..=10).contains(&left), "{left}");
+        // A first byte now: the header timeout counts from now, not from the idle start.
+        aged.read();
+        let (deadline, waiting_for) = aged.deadline(&limits);
+        let left = deadline.saturating_duration_since(Instant::now()).as_secs();
+        assert!((9..=10).contains(&left), "{left}");
+        assert_eq!(waiting_for, "a request head");
+    }
+
+    #[test]
+    fn limits_come_from_the_config() {
+        let limits = Limits::default();
+        assert_eq!(limits.header_timeout, Duration::from_secs(10));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(60));
+        assert_eq!(limits.max_connections, 1024);
     }
 
     #[test]

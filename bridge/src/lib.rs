@@ -22,5 +22,6 @@ pub mod router;
 pub mod server;
 pub mod store;
 pub mod sys;
+pub mod throttle;
 pub mod tls;
 pub mod ws;

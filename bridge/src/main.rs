@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     init_logging(&config.log.level);
+    give_large_blocks_back();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -59,6 +60,22 @@ fn main() -> ExitCode {
             eprintln!("bridge: error: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Allocations of at least this many bytes get their own pages, returned on free.
+const MMAP_THRESHOLD: libc::c_int = 4 << 20;
+
+/// glibc's malloc serves a large block from an arena once a block of that size was freed
+/// (its threshold adapts), and an arena keeps what it got: every thread that ever ran an
+/// argon2 check (19 MiB) or held a multi-megabyte message kept that much resident for good.
+/// A fixed threshold makes such blocks mmap'd pages that go back to the system on free, so
+/// memory taken by an attack is given back when it ends.
+fn give_large_blocks_back() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before any other thread runs.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
     }
 }
 

@@ -1,5 +1,6 @@
 //! The listeners: binds TCP, WebSocket and HTTP sockets and feeds accepted connections to
-//! [`connection::serve`] (MQTT) or axum (HTTP).
+//! [`connection::serve`] (MQTT) or [`http::serve_connection`] (HTTP, at most
+//! `[http] max_connections` at once).
 //!
 //! [`Server::start`] is what tests use (port 0, bound addresses returned); [`run`] is the
 //! binary's whole life: start, announce, wait for Ctrl-C or SIGTERM, stop.
@@ -11,8 +12,11 @@ use std::time::Duration;
 
 use axum::Extension;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::api::{
     self, accounts::Accounts, auth::Auth, ApiOptions, ApiState, BrokerInfo, ListenerInfo,
@@ -128,6 +132,7 @@ impl Server {
             Broker::new(config.broker_settings())
         };
         auth::log_summary(&config.auth, &policy, cert_token.is_some());
+        broker.set_config_warnings(auth::warnings(&config.auth, &policy));
         broker.set_access(policy.into_access());
         let stats = Stats::new(broker.clone());
         let stop = CancellationToken::new();
@@ -240,26 +245,41 @@ impl Server {
             let options = ApiOptions {
                 prometheus_public: config.dashboard.prometheus_public,
             };
-            let app = http::router(config.web.root.clone())
-                .merge(api::router(state, options))
-                .layer(Extension(Endpoints {
-                    tcp: server.tcp,
-                    ws: server.ws,
-                    ws_path: config.listeners.ws_path.clone(),
-                }));
-            let stop = stop.clone();
-            server.tasks.push(tokio::spawn(async move {
-                // axum::serve retries failed accepts itself and, on the signal, stops
-                // accepting and waits for requests in progress.
-                let served = axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "HTTP listener failed");
+            let app = http::with_security_headers(
+                http::router(config.web.root.clone())
+                    .merge(api::router(state, options))
+                    .layer(Extension(Endpoints {
+                        tcp: server.tcp,
+                        ws: server.ws,
+                        ws_path: config.listeners.ws_path.clone(),
+                    })),
+            );
+            let mut limits = http::Limits::from(&config.http);
+            if let Some(files) = open_files_limit() {
+                let cap = http_cap(limits.max_connections, files);
+                if cap != limits.max_connections && limits.max_connections != 0 {
+                    tracing::warn!(
+                        "[http] max_connections lowered from {} to {cap}, half the limit on \
+                         open files ({files}), so that HTTP clients cannot take the \
+                         descriptors MQTT clients need",
+                        limits.max_connections
+                    );
                 }
+                limits.max_connections = cap;
+            }
+            let connections = TaskTracker::new();
+            let accept = accept_loop(
+                "http",
+                listener,
+                stop.clone(),
+                http_acceptor(app, limits, connections.clone(), stop.clone()),
+            );
+            server.tasks.push(tokio::spawn(async move {
+                accept.await;
+                // Stopped: each connection finishes the request in progress, if any, and
+                // closes; wait for them (Server::shutdown bounds the wait).
+                connections.close();
+                connections.wait().await;
             }));
         }
 
@@ -277,6 +297,11 @@ impl Server {
                     rules = policy.rule_count(),
                     "reloaded the access policy"
                 );
+                let warnings = auth::warnings(&self.auth, &policy);
+                for warning in &warnings {
+                    tracing::warn!("{warning}");
+                }
+                self.broker.set_config_warnings(warnings);
                 self.broker.set_access(policy.into_access());
             }
             Err(e) => tracing::error!("reload failed, keeping the old access policy: {e}"),
@@ -355,18 +380,79 @@ fn local_addr(listener: &Option<TcpListener>) -> io::Result<Option<SocketAddr>> 
     listener.as_ref().map(TcpListener::local_addr).transpose()
 }
 
+/// The HTTP listener's `on_accept`: serves each connection on its own task (tracked by
+/// `connections`) while fewer than `[http] max_connections` are open; answers the others
+/// 503 and closes them at once, so that they hold no descriptor. Reaching the cap is
+/// logged once per episode, with the count of refused connections when it ends.
+fn http_acceptor(
+    app: axum::Router,
+    limits: http::Limits,
+    connections: TaskTracker,
+    stop: CancellationToken,
+) -> impl FnMut(TcpStream, SocketAddr) + Send + 'static {
+    let cap = (limits.max_connections > 0).then(|| {
+        Arc::new(Semaphore::new(
+            limits.max_connections.min(Semaphore::MAX_PERMITS),
+        ))
+    });
+    let mut refusing: Option<(Instant, u64)> = None;
+    move |stream: TcpStream, peer: SocketAddr| {
+        let permit = match &cap {
+            None => None,
+            Some(cap) => match cap.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    match &mut refusing {
+                        Some((_, refused)) => *refused += 1,
+                        None => {
+                            tracing::warn!(
+                                max_connections = limits.max_connections,
+                                "HTTP connections reached the cap ([http] max_connections); \
+                                 more are answered 503 and closed until some close"
+                            );
+                            refusing = Some((Instant::now(), 1));
+                        }
+                    }
+                    tracing::debug!(%peer, "HTTP connection over the cap refused");
+                    // Best effort and never waiting: the socket is new, its send buffer
+                    // empty. Dropping it closes it.
+                    let _ = stream.try_write(&http::over_capacity_response());
+                    return;
+                }
+            },
+        };
+        if let Some((since, refused)) = refusing.take() {
+            tracing::info!(
+                refused,
+                after = ?since.elapsed(),
+                "HTTP connections below the cap again"
+            );
+        }
+        let app = app.clone();
+        let stop = stop.clone();
+        connections.spawn(async move {
+            http::serve_connection(stream, peer, app, limits, stop).await;
+            drop(permit);
+        });
+    }
+}
+
 /// Accepts connections until `stop` is cancelled, handing each to `on_accept`.
 ///
 /// A failed accept never ends the loop: errors caused by one client (it reset the
-/// connection before we got to it) are skipped, others (out of file descriptors or
-/// memory) are logged and retried after a short pause, so the broker recovers once
-/// connections close.
+/// connection before we got to it) are skipped, each having used up that connection;
+/// others (out of file descriptors or memory: the connection stays in the backlog, and
+/// `accept` would fail again at once) are retried after [`ACCEPT_ERROR_BACKOFF`], so the
+/// loop never spins, and the broker recovers once connections close. Such an episode is
+/// logged when it starts and when it ends, not at every retry.
 async fn accept_loop(
     name: &'static str,
     listener: TcpListener,
     stop: CancellationToken,
     mut on_accept: impl FnMut(TcpStream, SocketAddr) + Send + 'static,
 ) {
+    // While accept keeps failing: since when, and how many times.
+    let mut failing: Option<(Instant, u64)> = None;
     loop {
         let accepted = tokio::select! {
             biased;
@@ -375,6 +461,14 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
+                if let Some((since, failures)) = failing.take() {
+                    tracing::info!(
+                        listener = name,
+                        failures,
+                        after = ?since.elapsed(),
+                        "accepting connections again"
+                    );
+                }
                 // MQTT packets are small and latency-sensitive (PUBACKs, PINGRESPs).
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!(listener = name, %peer, error = %e, "cannot set TCP_NODELAY");
@@ -385,7 +479,20 @@ async fn accept_loop(
                 tracing::debug!(listener = name, error = %e, "accept failed for one connection");
             }
             Err(e) => {
-                tracing::warn!(listener = name, error = %e, "accept failed; retrying shortly");
+                match &mut failing {
+                    Some((_, failures)) => *failures += 1,
+                    None => {
+                        tracing::warn!(
+                            listener = name,
+                            error = %e,
+                            "accept failed (out of file descriptors or memory?); new \
+                             connections wait in the backlog; retrying every {:?}, logged \
+                             again when it works",
+                            ACCEPT_ERROR_BACKOFF
+                        );
+                        failing = Some((Instant::now(), 1));
+                    }
+                }
                 tokio::select! {
                     () = stop.cancelled() => break,
                     () = tokio::time::sleep(ACCEPT_ERROR_BACKOFF) => {}
@@ -509,6 +616,7 @@ pub async fn run(config: Config) -> io::Result<()> {
     // Install the handlers before announcing: whoever reads the `listening` lines may
     // send SIGTERM right away, and it must cause a clean exit, not the default death.
     let mut signals = Signals::new()?;
+    raise_open_files_limit(&config);
     let server = Server::start(&config).await?;
 
     announce(&server);
@@ -564,6 +672,83 @@ pub async fn run(config: Config) -> io::Result<()> {
     server.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Descriptors the broker needs beside its connections: listeners, the store, the
+/// runtime's own, the web app's files being served.
+const FILES_RESERVE: u64 = 64;
+
+/// Raises the soft open-files limit (RLIMIT_NOFILE, often 1024) to the hard one, and warns
+/// when even that is below what the connection limits allow: `accept` would then fail
+/// (EMFILE) before `max_connections` is reached, for MQTT and HTTP alike.
+fn raise_open_files_limit(config: &Config) {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open files limit (RLIMIT_NOFILE)");
+            match open_files_limit() {
+                Some(soft) => soft,
+                None => return,
+            }
+        }
+    };
+    match files_needed(config) {
+        Some(needed) if limit < needed => tracing::warn!(
+            "the limit on open files ({limit}, RLIMIT_NOFILE) is below what the connection \
+             limits need ({needed}: max_connections {} + [http] max_connections {} + \
+             {FILES_RESERVE}); accept will fail before max_connections is reached: raise \
+             the hard limit (ulimit -Hn, systemd LimitNOFILE=) or lower max_connections",
+            config.limits.max_connections,
+            http_connections(config),
+        ),
+        _ => tracing::debug!(limit, "open files limit (RLIMIT_NOFILE)"),
+    }
+}
+
+/// The soft open-files limit, where there is one.
+fn open_files_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        rlimit::getrlimit(rlimit::Resource::NOFILE)
+            .ok()
+            .map(|(soft, _)| soft)
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// HTTP connections the configuration allows at once (0: none or no limit).
+fn http_connections(config: &Config) -> u64 {
+    match config.listeners.http {
+        Listen::On(_) => config.http.max_connections as u64,
+        Listen::Off => 0,
+    }
+}
+
+/// The HTTP connection cap: `configured` (0: none), but never above half of `open_files`
+/// (the soft RLIMIT_NOFILE), so that however many HTTP clients come, MQTT clients still
+/// find descriptors for their connections.
+fn http_cap(configured: usize, open_files: u64) -> usize {
+    let half = usize::try_from(open_files / 2).unwrap_or(usize::MAX).max(1);
+    match configured {
+        0 => half,
+        configured => configured.min(half),
+    }
+}
+
+/// Descriptors the configured connection limits may need; `None` without an MQTT
+/// connection limit (then no limit is enough).
+fn files_needed(config: &Config) -> Option<u64> {
+    match config.limits.max_connections {
+        0 => None,
+        mqtt => Some(
+            (mqtt as u64)
+                .saturating_add(http_connections(config))
+                .saturating_add(FILES_RESERVE),
+        ),
+    }
 }
 
 /// Prints the bound addresses in the fixed `listening KIND ADDR` format that scripts and
@@ -737,6 +922,27 @@ mod tests {
         })
         .await
         .expect("timed out");
+    }
+
+    #[test]
+    fn http_cap_leaves_half_the_descriptors() {
+        assert_eq!(http_cap(1024, 1_048_576), 1024);
+        assert_eq!(http_cap(1024, 1024), 512);
+        assert_eq!(http_cap(0, 1024), 512);
+        assert_eq!(http_cap(0, 1), 1);
+        assert_eq!(http_cap(10, u64::MAX), 10);
+    }
+
+    #[test]
+    fn files_needed_counts_both_caps() {
+        let mut config = loopback_config();
+        config.limits.max_connections = 1000;
+        config.http.max_connections = 100;
+        assert_eq!(files_needed(&config), Some(1000 + 100 + FILES_RESERVE));
+        config.listeners.http = Listen::Off;
+        assert_eq!(files_needed(&config), Some(1000 + FILES_RESERVE));
+        config.limits.max_connections = 0;
+        assert_eq!(files_needed(&config), None);
     }
 
     #[tokio::test]

@@ -22,6 +22,7 @@ use protocol::QoS;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, Message, Metrics};
+use crate::store::StoreHealth;
 
 /// How often the sampler records the counters.
 pub const SAMPLE_PERIOD: Duration = Duration::from_secs(2);
@@ -122,6 +123,12 @@ impl Stats {
     /// The broker these statistics describe.
     pub fn broker(&self) -> &Arc<Broker> {
         &self.broker
+    }
+
+    /// The persistent store's state (failing or not, failed writes, refusals), if the
+    /// broker persists.
+    pub fn store(&self) -> Option<StoreHealth> {
+        self.broker.store().map(|store| store.health())
     }
 
     /// When the broker started (wall clock).

@@ -1228,3 +1228,69 @@ fn sys_topics_are_published_but_not_to_hash_subscribers() {
     assert_eq!(stats["messages_received"], 1, "{stats}");
     assert_eq!(stats["messages_dropped"], 0, "{stats}");
 }
+
+/// Issue 12, item 11: an ACL rule whose access word is misspelled (`topic dney ...`) loads
+/// as Mosquitto reads it (readwrite on the filter `dney alice/secret/#`), with a warning in
+/// the log and in `/api/v1/stats` for the dashboard, naming the file and the line.
+#[test]
+fn a_misspelled_acl_access_word_is_a_warning_in_the_log_and_the_api() {
+    let dir = TempDir::new();
+    let acl = dir.path("acl");
+    std::fs::write(
+        &acl,
+        "user alice\ntopic read alice/#\ntopic dney alice/secret/#\n",
+    )
+    .unwrap();
+    let config = dir.path("bridge.toml");
+    std::fs::write(&config, format!("[auth]\nacl_file = {acl:?}\n")).unwrap();
+    let bridge = Bridge::start(&dir.0, &["--config", config.to_str().unwrap()]);
+    let api = bridge.api().logged_in();
+    let warnings = api.get("/api/v1/stats")["warnings"].clone();
+    let warnings = warnings.as_array().expect("a list of warnings");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let warning = warnings[0].as_str().unwrap();
+    assert!(
+        warning.contains(&format!("ACL file {}, line 3", acl.display())),
+        "{warning}"
+    );
+    assert!(warning.contains("did you mean `deny`"), "{warning}");
+    wait_until("the warning in the log", || {
+        bridge.stderr().contains("did you mean `deny`")
+    });
+}
+
+/// Issue 12, items 6 and 9: refusals past the retained and subscription limits are counted
+/// in `/metrics`, and retained bytes are shown in `/api/v1/stats` and `/metrics`.
+#[test]
+fn retained_and_subscription_refusals_are_counted() {
+    let dir = TempDir::new();
+    let bridge = Bridge::start(
+        &dir.0,
+        &[
+            "--max-retained-messages",
+            "1",
+            "--max-subscriptions-per-client",
+            "1",
+        ],
+    );
+    let api = bridge.api().logged_in();
+    mosquitto_pub(&bridge, &["-q", "1", "-r", "-t", "kept", "-m", "12345"]);
+    mosquitto_pub(&bridge, &["-q", "1", "-r", "-t", "refused", "-m", "x"]);
+    let sub = MqttProc::sub(&bridge, &["-i", "two", "-t", "a", "-t", "b"]);
+    wait_until("the SUBSCRIBE to be answered", || {
+        parse_prometheus(&api.call(Method::GET, "/metrics", None).text)
+            .contains(&("bridge_subscriptions_refused_total".to_owned(), 1.0))
+    });
+    drop(sub);
+    assert_eq!(api.get("/api/v1/stats")["retained_bytes"], 9);
+    let prometheus = parse_prometheus(&api.call(Method::GET, "/metrics", None).text);
+    for expected in [
+        ("bridge_retained_refused_total", 1.0),
+        ("bridge_retained_bytes", 9.0),
+    ] {
+        assert!(
+            prometheus.contains(&(expected.0.to_owned(), expected.1)),
+            "{expected:?} in {prometheus:?}"
+        );
+    }
+}

@@ -30,6 +30,25 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// A TCP connection to 127.0.0.1:`port` from the loopback address `source` (any of
+/// 127.0.0.0/8): how a test plays several client machines, e.g. for per-address throttles.
+pub fn tcp_from(source: std::net::Ipv4Addr, port: u16) -> std::net::TcpStream {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime to connect with");
+    let stream = runtime
+        .block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind((source, 0).into())?;
+            let stream = socket.connect(([127, 0, 0, 1], port).into()).await?;
+            stream.into_std()
+        })
+        .unwrap_or_else(|e| panic!("connect from {source} to port {port}: {e}"));
+    stream.set_nonblocking(false).expect("blocking mode");
+    stream
+}
+
 /// Proves the broker still serves clients: a fresh raw client subscribes to a unique topic and
 /// gets its own QoS 1 message back.
 pub fn assert_serving(port: u16) {

@@ -1,5 +1,7 @@
 //! Logging in to the admin API: bearer tokens, the middleware that requires them, the
-//! throttle on failed logins, and the login, logout and password-change handlers.
+//! throttle on failed logins (per client address and per user name, so that neither many
+//! names from one address nor one name from many addresses escape it), and the login,
+//! logout and password-change handlers.
 //!
 //! Tokens are 256 random bits, kept only in memory (a restart logs everyone out), and
 //! expire after [`crate::config::Dashboard::token_ttl`] without use.
@@ -21,16 +23,25 @@ use serde::{Deserialize, Serialize};
 use super::accounts::{Accounts, PasswordError};
 use super::error::{ApiError, ApiJson, ApiPath, ApiResult};
 use super::ApiState;
+use crate::logsafe::untrusted;
+use crate::throttle::{NameKeys, Rules, Throttle};
 
-/// Failed logins from one address allowed before the throttle starts.
-pub const FREE_FAILURES: u32 = 3;
-/// The first wait after [`FREE_FAILURES`]; each further failure doubles it.
-const FIRST_DELAY: Duration = Duration::from_secs(2);
-/// The longest wait.
-const MAX_DELAY: Duration = Duration::from_secs(5 * 60);
-/// Above this many tracked addresses (or tokens), stale entries are swept on insert, so
-/// that a flood of logins from many addresses cannot grow memory without bound.
+/// How failed logins slow down one address, and one user name: 3 free failures, then a
+/// wait of 2 s that doubles with each further failure, up to 5 minutes.
+pub const LOGIN_RULES: Rules = Rules {
+    free_failures: 3,
+    first_wait: Duration::from_secs(2),
+    max_wait: Duration::from_secs(5 * 60),
+    max_keys: MAX_TRACKED,
+};
+/// Failed logins from one address, or for one user name, allowed before the throttle
+/// starts.
+pub const FREE_FAILURES: u32 = LOGIN_RULES.free_failures;
+/// Above this many tokens, expired ones are swept on insert.
 const SWEEP_ABOVE: usize = 10_000;
+/// Addresses, and user names, whose failures are remembered at most: a flood of logins
+/// from many addresses or with made-up names evicts the oldest instead of growing memory.
+pub const MAX_TRACKED: usize = 10_000;
 
 /// Password checks (argon2, ~19 MiB each) running at once; more wait in line, so a
 /// flood of logins costs queue slots, not memory.
@@ -42,18 +53,14 @@ pub struct Auth {
     ttl: Duration,
     checks: tokio::sync::Semaphore,
     tokens: Mutex<HashMap<String, Token>>,
-    failures: Mutex<HashMap<IpAddr, Failures>>,
+    by_address: Throttle<IpAddr>,
+    by_name: Throttle<u64>,
+    names: NameKeys,
 }
 
 struct Token {
     username: String,
     last_used: Instant,
-}
-
-struct Failures {
-    count: u32,
-    last: Instant,
-    blocked_until: Option<Instant>,
 }
 
 /// Who made an authenticated request: put into the request by [`require_token`].
@@ -71,7 +78,9 @@ impl Auth {
             ttl,
             checks: tokio::sync::Semaphore::new(MAX_CONCURRENT_CHECKS),
             tokens: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
+            by_address: Throttle::new(LOGIN_RULES),
+            by_name: Throttle::new(LOGIN_RULES),
+            names: NameKeys::default(),
         }
     }
 
@@ -121,51 +130,35 @@ impl Auth {
             .retain(|token, t| token == keep || t.username != username);
     }
 
-    /// `Err(seconds)` while `ip` must wait before trying again.
-    pub fn throttled(&self, ip: IpAddr) -> Result<(), u64> {
-        let failures = self.failures.lock();
-        let Some(blocked_until) = failures.get(&ip).and_then(|f| f.blocked_until) else {
-            return Ok(());
-        };
-        let left = blocked_until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            Ok(())
-        } else {
-            // Round up: "Retry-After: 0" would invite an immediate retry.
-            Err(left.as_secs() + u64::from(left.subsec_nanos() > 0))
+    /// `Err(seconds)` while a login from `ip` or for `username` must wait: the longer of
+    /// the two waits.
+    pub fn throttled(&self, ip: IpAddr, username: &str) -> Result<(), u64> {
+        let address = self.by_address.wait(&ip);
+        let name = self.by_name.wait(&self.names.key(username));
+        match (address, name) {
+            (Ok(()), Ok(())) => Ok(()),
+            (Err(a), Err(b)) => Err(seconds(a.max(b))),
+            (Err(wait), _) | (_, Err(wait)) => Err(seconds(wait)),
         }
     }
 
-    /// Counts a failed login from `ip`; from the [`FREE_FAILURES`]th on, blocks it for a
-    /// time that doubles with each failure.
-    pub fn failed(&self, ip: IpAddr) {
-        let now = Instant::now();
-        let mut failures = self.failures.lock();
-        if failures.len() > SWEEP_ABOVE {
-            failures.retain(|_, f| now.duration_since(f.last) <= MAX_DELAY);
-        }
-        let entry = failures.entry(ip).or_insert(Failures {
-            count: 0,
-            last: now,
-            blocked_until: None,
-        });
-        // A long quiet spell forgives earlier failures.
-        if now.duration_since(entry.last) > MAX_DELAY * 2 {
-            entry.count = 0;
-        }
-        entry.count = entry.count.saturating_add(1);
-        entry.last = now;
-        if entry.count >= FREE_FAILURES {
-            let doublings = (entry.count - FREE_FAILURES).min(16);
-            let delay = FIRST_DELAY.saturating_mul(1 << doublings).min(MAX_DELAY);
-            entry.blocked_until = Some(now + delay);
-        }
+    /// Counts a failed login from `ip` for `username`; from the [`FREE_FAILURES`]th
+    /// failure of either on, it is blocked for a time that doubles with each failure.
+    pub fn failed(&self, ip: IpAddr, username: &str) {
+        self.by_address.failed(ip);
+        self.by_name.failed(self.names.key(username));
     }
 
-    /// Forgets `ip`'s failures (it logged in).
-    pub fn succeeded(&self, ip: IpAddr) {
-        self.failures.lock().remove(&ip);
+    /// Forgets the failures of `ip` and of `username` (they logged in).
+    pub fn succeeded(&self, ip: IpAddr, username: &str) {
+        self.by_address.succeeded(&ip);
+        self.by_name.succeeded(&self.names.key(username));
     }
+}
+
+/// A wait in whole seconds, rounded up: "Retry-After: 0" would invite an immediate retry.
+fn seconds(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
 /// The client's IP address (unspecified when the server runs without connect info, as
@@ -252,41 +245,42 @@ pub struct LoginResponse {
     pub token_ttl: u64,
 }
 
+fn too_many_failures(seconds: u64) -> ApiError {
+    ApiError {
+        retry_after: Some(seconds),
+        ..ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TOO_MANY_REQUESTS",
+            format!("too many failed logins; retry in {seconds} s"),
+        )
+    }
+}
+
 /// `POST /api/v1/login`: a token for the right username and password; 401 otherwise,
-/// 429 (with `Retry-After`) while the address is throttled after repeated failures.
+/// 429 (with `Retry-After`) while the address or the user name is throttled after
+/// repeated failures.
 pub async fn login(
     State(state): State<ApiState>,
     PeerIp(ip): PeerIp,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
-    if let Err(seconds) = state.auth.throttled(ip) {
-        return Err(ApiError {
-            retry_after: Some(seconds),
-            ..ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "TOO_MANY_REQUESTS",
-                format!("too many failed logins; retry in {seconds} s"),
-            )
-        });
-    }
+    state
+        .auth
+        .throttled(ip, &body.username)
+        .map_err(too_many_failures)?;
     // One check at a time per permit; the throttle is asked again once a permit is ours,
-    // so attempts queued behind failures from the same address are refused, not checked.
+    // so attempts queued behind failures from the same address or for the same name are
+    // refused, not checked.
     let _permit = state
         .auth
         .checks
         .acquire()
         .await
         .map_err(|e| ApiError::internal(format!("password check unavailable: {e}")))?;
-    if let Err(seconds) = state.auth.throttled(ip) {
-        return Err(ApiError {
-            retry_after: Some(seconds),
-            ..ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "TOO_MANY_REQUESTS",
-                format!("too many failed logins; retry in {seconds} s"),
-            )
-        });
-    }
+    state
+        .auth
+        .throttled(ip, &body.username)
+        .map_err(too_many_failures)?;
     let auth = state.auth.clone();
     let username = body.username.clone();
     // argon2 takes tens of milliseconds (far more in debug builds): not on the runtime.
@@ -295,17 +289,17 @@ pub async fn login(
             .await
             .map_err(|e| ApiError::internal(format!("password check failed: {e}")))?;
     let Some(logged_in) = verified else {
-        state.auth.failed(ip);
-        tracing::warn!(%ip, username = %body.username, "admin API login failed");
+        state.auth.failed(ip, &body.username);
+        tracing::warn!(%ip, username = %untrusted(&body.username), "admin API login failed");
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "BAD_USERNAME_OR_PASSWORD",
             "wrong username or password",
         ));
     };
-    state.auth.succeeded(ip);
+    state.auth.succeeded(ip, &body.username);
     let token = state.auth.issue(&body.username)?;
-    tracing::info!(%ip, username = %body.username, "admin API login");
+    tracing::info!(%ip, username = %untrusted(&body.username), "admin API login");
     Ok(Json(LoginResponse {
         token,
         username: body.username,
@@ -368,7 +362,7 @@ pub async fn change_password(
     match changed {
         Ok(()) => {
             state.auth.revoke_others(&username, &caller.token);
-            tracing::info!(username = %username, "admin API password changed");
+            tracing::info!(username = %untrusted(&username), "admin API password changed");
             Ok(StatusCode::NO_CONTENT)
         }
         Err(e @ PasswordError::UnknownUser(_)) => {
@@ -431,19 +425,39 @@ mod tests {
         let auth = auth(Duration::from_secs(60));
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let other: IpAddr = "192.0.2.2".parse().unwrap();
-        for _ in 1..FREE_FAILURES {
-            auth.failed(ip);
-            assert_eq!(auth.throttled(ip), Ok(()));
+        // A new name for each failure: only the address counts them all.
+        for n in 1..FREE_FAILURES {
+            auth.failed(ip, &format!("user{n}"));
+            assert_eq!(auth.throttled(ip, "admin"), Ok(()));
         }
-        auth.failed(ip);
-        let first = auth.throttled(ip).unwrap_err();
+        auth.failed(ip, "last");
+        let first = auth.throttled(ip, "admin").unwrap_err();
         assert!(first >= 1);
-        auth.failed(ip);
-        let second = auth.throttled(ip).unwrap_err();
+        auth.failed(ip, "later");
+        let second = auth.throttled(ip, "admin").unwrap_err();
         assert!(second > first, "{second} <= {first}");
-        assert_eq!(auth.throttled(other), Ok(()));
-        auth.succeeded(ip);
-        assert_eq!(auth.throttled(ip), Ok(()));
+        assert_eq!(auth.throttled(other, "admin"), Ok(()));
+        auth.succeeded(ip, "admin");
+        assert_eq!(auth.throttled(ip, "admin"), Ok(()));
+    }
+
+    #[test]
+    fn failures_for_one_name_from_many_addresses_are_throttled() {
+        let auth = auth(Duration::from_secs(60));
+        let from = |n: u8| IpAddr::from([198, 51, 100, n]);
+        for n in 1..=FREE_FAILURES as u8 {
+            assert_eq!(auth.throttled(from(n), "admin"), Ok(()));
+            auth.failed(from(n), "admin");
+        }
+        // Every address, even a fresh one, now waits for this name, and only for it.
+        let wait = auth.throttled(from(99), "admin").unwrap_err();
+        assert!((1..=2).contains(&wait), "{wait}");
+        assert_eq!(auth.throttled(from(99), "operator"), Ok(()));
+        auth.failed(from(98), "admin");
+        assert!(auth.throttled(from(97), "admin").unwrap_err() > wait);
+        // A success (after the wait) forgives the name.
+        auth.succeeded(from(99), "admin");
+        assert_eq!(auth.throttled(from(97), "admin"), Ok(()));
     }
 
     #[test]

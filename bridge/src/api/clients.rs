@@ -15,6 +15,7 @@ use super::paging::{PageQuery, Paged};
 use super::{rfc3339, ApiState};
 use crate::broker::{ClientError, SessionSnapshot};
 use crate::connection::Transport;
+use crate::logsafe::untrusted;
 use crate::store::SubRecord;
 
 /// One client as the API shows it.
@@ -153,7 +154,7 @@ pub async fn kick(
     ApiPath(clientid): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     state.broker.kick(&clientid).map_err(client_error)?;
-    tracing::info!(client_id = %clientid, "kicked through the admin API");
+    tracing::info!(client_id = %untrusted(&clientid), "kicked through the admin API");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -166,7 +167,7 @@ pub async fn remove_session(
         .broker
         .remove_session(&clientid)
         .map_err(client_error)?;
-    tracing::info!(client_id = %clientid, "session removed through the admin API");
+    tracing::info!(client_id = %untrusted(&clientid), "session removed through the admin API");
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -98,8 +98,11 @@ impl IntoResponse for ApiError {
 /// What every handler returns.
 pub type ApiResult<T> = Result<T, ApiError>;
 
-/// A JSON request body. Unlike `axum::Json` it does not insist on a `Content-Type`
-/// (curl users forget it) and answers a bad body with a 400 API error naming the problem.
+/// A JSON request body, sent with `Content-Type: application/json` (any case, with
+/// parameters such as `; charset=utf-8`): any other type, or none, is a 415 API error.
+/// The type is what makes a cross-site request need a CORS preflight: a page elsewhere
+/// can send `text/plain` or a form without one, never `application/json`. A bad body is a
+/// 400 API error naming the problem.
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
@@ -107,6 +110,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let mut types = request.headers().get_all(header::CONTENT_TYPE).iter();
+        let is_json = match (types.next(), types.next()) {
+            (Some(value), None) => value.to_str().is_ok_and(is_json_content_type),
+            _ => false,
+        };
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "the body must be JSON, sent with `Content-Type: application/json`",
+            ));
+        }
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(body_rejection)?;
@@ -114,6 +129,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             .map(ApiJson)
             .map_err(|e| ApiError::bad_request("BAD_REQUEST", format!("invalid JSON body: {e}")))
     }
+}
+
+/// `application/json`, any case, optionally with parameters; a `charset` must be UTF-8
+/// (JSON's only encoding, RFC 8259).
+fn is_json_content_type(value: &str) -> bool {
+    let mut parts = value.split(';');
+    let essence = parts.next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/json")
+        && parts.all(|parameter| match parameter.split_once('=') {
+            Some((name, value)) if name.trim().eq_ignore_ascii_case("charset") => {
+                let charset = value.trim().trim_matches('"');
+                charset.eq_ignore_ascii_case("utf-8") || charset.eq_ignore_ascii_case("utf8")
+            }
+            _ => true,
+        })
 }
 
 fn body_rejection(rejection: BytesRejection) -> ApiError {
@@ -153,5 +183,38 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
             .await
             .map(|Path(value)| ApiPath(value))
             .map_err(|e| ApiError::bad_request("BAD_REQUEST", e.body_text()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        for accepted in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "application/json;charset=\"UTF-8\"",
+            " application/json ; charset=utf8",
+            "application/json; foo=bar",
+        ] {
+            assert!(is_json_content_type(accepted), "{accepted}");
+        }
+        for refused in [
+            "",
+            "text/plain",
+            "text/plain; charset=utf-8",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/jsonp",
+            "application/json-seq",
+            "application/json; charset=latin1",
+            "application/ld+json",
+            "json",
+        ] {
+            assert!(!is_json_content_type(refused), "{refused}");
+        }
     }
 }

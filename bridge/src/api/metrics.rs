@@ -13,6 +13,7 @@ use axum::Json;
 use serde::Serialize;
 
 use super::{rfc3339, ApiState};
+use crate::broker::Metrics;
 use crate::sys::{Rates, SAMPLE_PERIOD};
 
 /// `GET /api/v1/stats` answer.
@@ -27,6 +28,9 @@ pub struct StatsView {
     pub topics: usize,
     /// Retained messages.
     pub retained: usize,
+    /// Bytes (topic + payload) of the retained messages counted against
+    /// `max_retained_bytes` (all but `$SYS`).
+    pub retained_bytes: usize,
     /// Bytes (topic + payload) queued in all sessions, waiting to be sent.
     pub queued_bytes: usize,
     pub messages_received: u64,
@@ -37,6 +41,32 @@ pub struct StatsView {
     pub bytes_sent: u64,
     /// Seconds since the broker started.
     pub uptime: u64,
+    /// The persistent store's state; `null` when nothing is persisted.
+    pub store: Option<StoreView>,
+    /// What in the configuration probably does not mean what it says (e.g. an ACL rule
+    /// whose access word is misspelled), one line each naming the file and line.
+    pub warnings: Vec<String>,
+}
+
+/// The store's state in `GET /api/v1/stats`.
+#[derive(Debug, Serialize)]
+pub struct StoreView {
+    /// Writes fail (a full disk, an I/O error) and are being retried: persistent CONNECTs
+    /// and QoS 1/2 publishes that must be stored are refused, acks that wait on the store
+    /// are held, until a retry succeeds.
+    pub failing: bool,
+    /// RFC 3339: when the current failure began; `null` when not failing.
+    pub failing_since: Option<String>,
+    /// The latest write error (of the current failure or the last one); `null` if none.
+    pub last_error: Option<String>,
+    /// Write attempts that failed since the start.
+    pub failed_writes: u64,
+    /// Times the store recovered from failing.
+    pub recoveries: u64,
+    /// Persistent CONNECTs and publishes refused because the store was failing.
+    pub refused: u64,
+    /// Operations submitted and not durable yet.
+    pub pending: u64,
 }
 
 /// `GET /api/v1/stats`: the headline figures.
@@ -49,6 +79,7 @@ pub async fn stats(State(state): State<ApiState>) -> Json<StatsView> {
         subscriptions: broker.subscription_count(),
         topics: broker.topic_count(),
         retained: broker.retained_count(),
+        retained_bytes: broker.retained_bytes(),
         queued_bytes: broker.queued_bytes(),
         messages_received: counters.messages_received,
         messages_sent: counters.messages_sent,
@@ -56,6 +87,18 @@ pub async fn stats(State(state): State<ApiState>) -> Json<StatsView> {
         bytes_received: counters.bytes_received,
         bytes_sent: counters.bytes_sent,
         uptime: broker.uptime().as_secs(),
+        store: state.stats.store().map(|h| StoreView {
+            failing: h.failing,
+            failing_since: h
+                .failing_since
+                .map(|ms| rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))),
+            last_error: h.last_error,
+            failed_writes: h.failed_writes,
+            recoveries: h.recoveries,
+            refused: h.refused,
+            pending: h.pending,
+        }),
+        warnings: broker.config_warnings(),
     })
 }
 
@@ -326,6 +369,11 @@ fn exposition(state: &ApiState) -> String {
         broker.retained_count() as u64,
     );
     gauge(
+        "bridge_retained_bytes",
+        "Bytes (topic + payload) of retained messages, as max_retained_bytes counts them.",
+        broker.retained_bytes() as u64,
+    );
+    gauge(
         "bridge_queued_bytes",
         "Bytes (topic + payload) queued in all sessions, waiting to be sent.",
         broker.queued_bytes() as u64,
@@ -359,6 +407,34 @@ fn exposition(state: &ApiState) -> String {
             (Some(("reason", "expired")), c.dropped_expired),
             (Some(("reason", "too_large")), c.dropped_too_large),
             (Some(("reason", "not_authorized")), c.dropped_not_authorized),
+        ],
+    );
+    let m = &broker.metrics;
+    counter(
+        "bridge_retained_refused_total",
+        "Retained publishes refused because the retained store was full.",
+        &[(None, Metrics::get(&m.retained_refused))],
+    );
+    counter(
+        "bridge_retained_dropped_on_subscribe_total",
+        "Retained messages a new subscription matched that its session's queue had no room for.",
+        &[(None, Metrics::get(&m.retained_dropped_on_subscribe))],
+    );
+    counter(
+        "bridge_subscriptions_refused_total",
+        "SUBSCRIBE filters refused because the client held max_subscriptions_per_client.",
+        &[(None, Metrics::get(&m.subscriptions_refused))],
+    );
+    let checks = &broker.credential_checks;
+    counter(
+        "bridge_auth_refused_total",
+        "CONNECTs refused before their password check, by reason.",
+        &[
+            (
+                Some(("reason", "throttled")),
+                Metrics::get(&checks.throttled),
+            ),
+            (Some(("reason", "busy")), Metrics::get(&checks.busy)),
         ],
     );
     counter(
@@ -405,6 +481,43 @@ fn exposition(state: &ApiState) -> String {
         "MQTT packets sent, by type.",
         &sent,
     );
+    if let Some(store) = state.stats.store() {
+        metric(
+            &mut out,
+            "bridge_store_failing",
+            "gauge",
+            "1 while writes to the persistent store fail and are retried (a full disk?).",
+            &[(None, u64::from(store.failing))],
+        );
+        metric(
+            &mut out,
+            "bridge_store_pending_operations",
+            "gauge",
+            "Operations submitted to the persistent store and not durable yet.",
+            &[(None, store.pending)],
+        );
+        metric(
+            &mut out,
+            "bridge_store_write_failures_total",
+            "counter",
+            "Write attempts to the persistent store that failed.",
+            &[(None, store.failed_writes)],
+        );
+        metric(
+            &mut out,
+            "bridge_store_recoveries_total",
+            "counter",
+            "Times the persistent store recovered from failing writes.",
+            &[(None, store.recoveries)],
+        );
+        metric(
+            &mut out,
+            "bridge_store_refused_total",
+            "counter",
+            "Persistent CONNECTs and publishes refused while the store was failing.",
+            &[(None, store.refused)],
+        );
+    }
     let _ = writeln!(
         out,
         "# HELP bridge_info The broker's version.\n# TYPE bridge_info gauge\n\

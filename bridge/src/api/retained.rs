@@ -13,6 +13,7 @@ use super::error::{ApiError, ApiPath, ApiQuery, ApiResult};
 use super::paging::{PageQuery, Paged};
 use super::ApiState;
 use crate::broker::Message;
+use crate::logsafe::untrusted;
 
 /// Payloads larger than this are left out of listings (`payload: null`); fetch the one
 /// message to see them.
@@ -120,7 +121,7 @@ pub async fn delete(
     ApiPath(topic): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     if state.broker.delete_retained(&topic) {
-        tracing::info!(%topic, "retained message deleted through the admin API");
+        tracing::info!(topic = %untrusted(&topic), "retained message deleted through the admin API");
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(no_retained(&topic))

@@ -86,6 +86,8 @@ pub struct Acl {
     users: HashMap<String, Vec<Rule>>,
     /// `pattern` rules, for everyone, with `%c` and `%u` still in them.
     patterns: Vec<Rule>,
+    /// Lines that load but probably do not mean what they say: `(1-based line, message)`.
+    warnings: Vec<(usize, String)>,
 }
 
 impl Acl {
@@ -119,6 +121,9 @@ impl Acl {
                 }
                 "topic" | "pattern" => {
                     let rule = parse_rule(keyword, rest).map_err(|m| (number, m))?;
+                    if let Some(warning) = misspelled_access(rest) {
+                        acl.warnings.push((number, warning));
+                    }
                     if keyword == "pattern" {
                         acl.patterns.push(rule);
                     } else {
@@ -137,6 +142,12 @@ impl Acl {
             }
         }
         Ok(acl)
+    }
+
+    /// Lines that load but probably do not mean what they say (a misspelled access word):
+    /// `(1-based line, message)`.
+    pub fn warnings(&self) -> &[(usize, String)] {
+        &self.warnings
     }
 
     /// Number of rules, for the log line after a (re)load.
@@ -217,6 +228,41 @@ fn parse_rule(keyword: &str, rest: &str) -> Result<Rule, String> {
         permission,
         filter: filter.to_owned(),
     })
+}
+
+/// Why the first word of a rule without an access word looks like a misspelled one, if it
+/// does. Mosquitto reads `topic dney a/#` as `readwrite` on the filter `dney a/#` (topics
+/// may contain spaces, and the access word may be left out), which turns an intended deny
+/// into a grant: the file loads, but with a warning.
+fn misspelled_access(rest: &str) -> Option<String> {
+    let (first, after) = split_word(rest);
+    if Permission::parse(first).is_some() || after.is_empty() {
+        return None;
+    }
+    let lower = first.to_lowercase();
+    let near = ["read", "write", "readwrite", "deny"]
+        .into_iter()
+        .find(|word| lower == *word || edit_distance(&lower, word) <= 2)?;
+    Some(format!(
+        "{first:?} is not an access word (read, write, readwrite, deny), so this rule grants \
+         readwrite on the filter {rest:?}; did you mean `{near}`?"
+    ))
+}
+
+/// Levenshtein distance between two short words.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substitute = diagonal + usize::from(ca != cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
 }
 
 /// A pattern's filter with `%c` and `%u` filled in for `who`, or `None` if it cannot apply.
@@ -482,5 +528,30 @@ pattern read users/%u/inbox
         let anon = who("c", None);
         assert!(acl.allows(anon, Action::Read, "my topic/x"));
         assert!(acl.allows(anon, Action::Publish, "other one"));
+    }
+
+    #[test]
+    fn misspelled_access_words_load_with_a_warning() {
+        let acl = Acl::parse(
+            "user alice\ntopic dney alice/secret/#\ntopic Deny a/b\ntopic raed x\n\
+             topic readwrite ok/#\ntopic my topic/#\npattern wirte p/%c\ntopic den\n",
+        )
+        .unwrap();
+        let lines: Vec<usize> = acl.warnings().iter().map(|(line, _)| *line).collect();
+        assert_eq!(lines, [2, 3, 4, 7]);
+        let (_, message) = &acl.warnings()[0];
+        assert!(
+            message.contains("\"dney\" is not an access word"),
+            "{message}"
+        );
+        assert!(message.contains("did you mean `deny`"), "{message}");
+        // It still loads as Mosquitto reads it: readwrite on "dney alice/secret/#".
+        let alice = Identity {
+            client_id: "c",
+            username: Some("alice"),
+        };
+        assert!(acl.allows(alice, Action::Publish, "dney alice/secret/x"));
+        assert_eq!(edit_distance("readwrite", "readwirte"), 2);
+        assert_eq!(edit_distance("", "deny"), 4);
     }
 }

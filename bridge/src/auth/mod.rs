@@ -117,6 +117,19 @@ pub fn load(
     ))
 }
 
+/// What in the loaded files probably does not mean what it says, one line each naming the
+/// file and the line: logged at every (re)load and shown in the dashboard.
+pub fn warnings(settings: &config::Auth, policy: &AuthPolicy) -> Vec<String> {
+    let Some(path) = &settings.acl_file else {
+        return Vec::new();
+    };
+    policy
+        .acl_warnings()
+        .iter()
+        .map(|(line, message)| format!("ACL file {}, line {line}: {message}", path.display()))
+        .collect()
+}
+
 /// Logs what the policy means for whoever runs the broker: loud when anyone can connect.
 pub fn log_summary(settings: &config::Auth, policy: &AuthPolicy, cert_users: bool) {
     if let (Some(path), Some(users)) = (&settings.password_file, policy.user_count()) {
@@ -124,6 +137,9 @@ pub fn log_summary(settings: &config::Auth, policy: &AuthPolicy, cert_users: boo
     }
     if let (Some(path), Some(rules)) = (&settings.acl_file, policy.rule_count()) {
         tracing::info!(file = %path.display(), rules, "ACL file loaded");
+    }
+    for warning in warnings(settings, policy) {
+        tracing::warn!("{warning}");
     }
     match (settings.allow_anonymous, settings.password_file.is_some()) {
         (true, false) => tracing::warn!(

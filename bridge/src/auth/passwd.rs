@@ -23,7 +23,7 @@ use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Argon2, Params};
 use clap::Parser;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use ring::hmac;
 use subtle::ConstantTimeEq;
 
@@ -138,13 +138,11 @@ fn hash_matches(hash: &str, password: &[u8]) -> bool {
     }
 }
 
-/// Checks passwords against a [`PasswordFile`] without letting argon2 take the broker down.
+/// Checks passwords against a [`PasswordFile`].
 ///
-/// * Each check runs under `tokio::task::block_in_place` when on a multi-threaded runtime,
-///   so the connection tasks queued on that worker move to another one instead of waiting.
-/// * At most [`Gate`] `permits` argon2 computations run at once (half the cores, at least
-///   one): each takes 19 MiB, and a storm of bad passwords must neither exhaust memory nor
-///   take every core from routing.
+/// * The argon2 check ([`Verifier::verify_slow`]) blocks; the broker runs it on a blocking
+///   thread under a small fixed limit (`broker::access::CredentialChecks`), so that a storm
+///   of bad passwords neither exhausts memory and threads nor takes every core from routing.
 /// * A successful check is remembered as HMAC-SHA-256(per-process random key, password)
 ///   per user, and later CONNECTs with the same password are checked against that in
 ///   constant time (microseconds): a reconnect storm of legitimate clients costs nothing.
@@ -156,21 +154,16 @@ pub struct Verifier {
     file: PasswordFile,
     key: hmac::Key,
     verified: Mutex<HashMap<String, hmac::Tag>>,
-    gate: Gate,
 }
 
 impl Verifier {
     pub fn new(file: PasswordFile) -> Verifier {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).expect("the OS random number generator failed");
-        let permits = std::thread::available_parallelism()
-            .map_or(1, |n| n.get().div_ceil(2))
-            .max(1);
         Verifier {
             file,
             key: hmac::Key::new(hmac::HMAC_SHA256, &seed),
             verified: Mutex::new(HashMap::new()),
-            gate: Gate::new(permits),
         }
     }
 
@@ -178,36 +171,35 @@ impl Verifier {
         &self.file
     }
 
-    /// Whether `user` exists and `password` is theirs.
-    pub fn verify(&self, user: &str, password: &[u8]) -> bool {
+    /// Whether `password` is one already verified for `user` since this file was loaded:
+    /// a constant-time comparison of HMAC tags, microseconds.
+    pub fn verified_before(&self, user: &str, password: &[u8]) -> bool {
         let tag = hmac::sign(&self.key, password);
+        self.verified
+            .lock()
+            .get(user)
+            .is_some_and(|known| bool::from(known.as_ref().ct_eq(tag.as_ref())))
+    }
+
+    /// Whether `user` exists and `password` is theirs, by argon2: tens of milliseconds of
+    /// a core and 19 MiB. Blocking: run it on a blocking thread, under a limit (the
+    /// broker's `CredentialChecks`). An unknown user costs the same time as a known one.
+    pub fn verify_slow(&self, user: &str, password: &[u8]) -> bool {
         let Some(hash) = self.file.hash_of(user) else {
-            self.slow(|| hash_matches(dummy_hash(), password));
+            hash_matches(dummy_hash(), password);
             return false;
         };
-        if let Some(known) = self.verified.lock().get(user) {
-            if bool::from(known.as_ref().ct_eq(tag.as_ref())) {
-                return true;
-            }
-        }
-        let ok = self.slow(|| hash_matches(hash, password));
+        let ok = hash_matches(hash, password);
         if ok {
+            let tag = hmac::sign(&self.key, password);
             self.verified.lock().insert(user.to_owned(), tag);
         }
         ok
     }
 
-    fn slow<R>(&self, f: impl FnOnce() -> R) -> R {
-        let run = || {
-            let _permit = self.gate.enter();
-            f()
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(run)
-            }
-            _ => run(),
-        }
+    /// [`Verifier::verified_before`], else [`Verifier::verify_slow`].
+    pub fn verify(&self, user: &str, password: &[u8]) -> bool {
+        self.verified_before(user, password) || self.verify_slow(user, password)
     }
 }
 
@@ -230,40 +222,6 @@ fn dummy_hash() -> &'static str {
         getrandom::fill(&mut random).expect("the OS random number generator failed");
         hash_password(&random).expect("argon2 with default parameters")
     })
-}
-
-/// A counting semaphore for blocking threads.
-#[derive(Debug)]
-struct Gate {
-    free: Mutex<usize>,
-    freed: Condvar,
-}
-
-struct Permit<'a>(&'a Gate);
-
-impl Gate {
-    fn new(permits: usize) -> Gate {
-        Gate {
-            free: Mutex::new(permits),
-            freed: Condvar::new(),
-        }
-    }
-
-    fn enter(&self) -> Permit<'_> {
-        let mut free = self.free.lock();
-        while *free == 0 {
-            self.freed.wait(&mut free);
-        }
-        *free -= 1;
-        Permit(self)
-    }
-}
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        *self.0.free.lock() += 1;
-        self.0.freed.notify_one();
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -651,25 +609,5 @@ mod tests {
         assert!(error.contains("line 1"), "{error}");
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "alice:plaintext\n");
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn gate_bounds_concurrency() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        let gate = Gate::new(2);
-        let inside = AtomicUsize::new(0);
-        let most = AtomicUsize::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..8 {
-                s.spawn(|| {
-                    let _permit = gate.enter();
-                    let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
-                    most.fetch_max(now, Ordering::SeqCst);
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                    inside.fetch_sub(1, Ordering::SeqCst);
-                });
-            }
-        });
-        assert!(most.load(Ordering::SeqCst) <= 2);
     }
 }

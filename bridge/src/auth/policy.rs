@@ -9,7 +9,7 @@ use subtle::ConstantTimeEq;
 use super::acl::Acl;
 use super::passwd::{PasswordFile, Verifier};
 use super::CertToken;
-use crate::broker::access::Policy;
+use crate::broker::access::{Policy, Verdict};
 use crate::broker::{Access, Action, Identity};
 
 /// The access policy built from `[auth]` (and the TLS listener's certificate identities).
@@ -28,7 +28,7 @@ use crate::broker::{Access, Action, Identity};
 #[derive(Debug)]
 pub struct AuthPolicy {
     allow_anonymous: bool,
-    passwords: Option<Verifier>,
+    passwords: Option<Arc<Verifier>>,
     acl: Option<Acl>,
     cert_token: Option<Arc<CertToken>>,
 }
@@ -42,7 +42,7 @@ impl AuthPolicy {
     ) -> AuthPolicy {
         AuthPolicy {
             allow_anonymous,
-            passwords: passwords.map(Verifier::new),
+            passwords: passwords.map(|file| Arc::new(Verifier::new(file))),
             acl,
             cert_token,
         }
@@ -51,6 +51,11 @@ impl AuthPolicy {
     /// Users in the password file, if there is one.
     pub fn user_count(&self) -> Option<usize> {
         self.passwords.as_ref().map(|v| v.file().len())
+    }
+
+    /// Lines of the ACL file that load but probably do not mean what they say.
+    pub fn acl_warnings(&self) -> &[(usize, String)] {
+        self.acl.as_ref().map_or(&[], Acl::warnings)
     }
 
     /// Rules in the ACL file, if there is one.
@@ -78,29 +83,31 @@ impl AuthPolicy {
 }
 
 impl Policy for AuthPolicy {
-    fn authenticate(&self, username: Option<&str>, password: Option<&[u8]>) -> Result<(), u8> {
+    fn authenticate(&self, username: Option<&str>, password: Option<&[u8]>) -> Verdict {
         let Some(username) = username else {
-            return if self.allow_anonymous {
+            return Verdict::Decided(if self.allow_anonymous {
                 Ok(())
             } else {
                 Err(reason::NOT_AUTHORIZED)
-            };
+            });
         };
         if let (Some(token), Some(password)) = (&self.cert_token, password) {
             if bool::from(password.ct_eq(token.as_bytes())) {
-                return Ok(());
+                return Verdict::Decided(Ok(()));
             }
         }
         match &self.passwords {
             Some(verifier) => {
-                if verifier.verify(username, password.unwrap_or_default()) {
-                    Ok(())
-                } else {
-                    Err(reason::BAD_USER_NAME_OR_PASSWORD)
+                let password = password.unwrap_or_default();
+                if verifier.verified_before(username, password) {
+                    return Verdict::Decided(Ok(()));
                 }
+                let (verifier, username, password) =
+                    (verifier.clone(), username.to_owned(), password.to_owned());
+                Verdict::Slow(Box::new(move || verifier.verify_slow(&username, &password)))
             }
-            None if self.allow_anonymous => Ok(()),
-            None => Err(reason::BAD_USER_NAME_OR_PASSWORD),
+            None if self.allow_anonymous => Verdict::Decided(Ok(())),
+            None => Verdict::Decided(Err(reason::BAD_USER_NAME_OR_PASSWORD)),
         }
     }
 
@@ -121,6 +128,29 @@ mod tests {
     use super::*;
     use crate::auth::passwd::hash_password;
 
+    /// The policy's verdict, a slow check run here and now.
+    fn decide(policy: &AuthPolicy, user: Option<&str>, password: Option<&[u8]>) -> Result<(), u8> {
+        match policy.authenticate(user, password) {
+            Verdict::Decided(result) => result,
+            Verdict::Slow(check) => match check() {
+                true => Ok(()),
+                false => Err(reason::BAD_USER_NAME_OR_PASSWORD),
+            },
+        }
+    }
+
+    #[test]
+    fn a_verified_password_is_decided_at_once_the_first_check_is_slow() {
+        let policy = AuthPolicy::new(false, Some(passwords()), None, None);
+        let verdict = policy.authenticate(Some("alice"), Some(b"secret"));
+        assert!(matches!(verdict, Verdict::Slow(_)), "{verdict:?}");
+        assert_eq!(decide(&policy, Some("alice"), Some(b"secret")), Ok(()));
+        let verdict = policy.authenticate(Some("alice"), Some(b"secret"));
+        assert!(matches!(verdict, Verdict::Decided(Ok(()))), "{verdict:?}");
+        let verdict = policy.authenticate(Some("alice"), Some(b"other"));
+        assert!(matches!(verdict, Verdict::Slow(_)), "{verdict:?}");
+    }
+
     fn passwords() -> PasswordFile {
         let hash = hash_password(b"secret").unwrap();
         PasswordFile::parse(&format!("alice:{hash}\n")).unwrap()
@@ -129,8 +159,8 @@ mod tests {
     #[test]
     fn anonymous_access() {
         let open = AuthPolicy::new(true, None, None, None);
-        assert_eq!(open.authenticate(None, None), Ok(()));
-        assert_eq!(open.authenticate(Some("anyone"), Some(b"x")), Ok(()));
+        assert_eq!(decide(&open, None, None), Ok(()));
+        assert_eq!(decide(&open, Some("anyone"), Some(b"x")), Ok(()));
         assert!(open.authorize(
             Identity {
                 client_id: "c",
@@ -145,9 +175,9 @@ mod tests {
         assert!(!AuthPolicy::new(true, None, None, Some(CertToken::generate())).is_open());
 
         let closed = AuthPolicy::new(false, None, None, None);
-        assert_eq!(closed.authenticate(None, None), Err(reason::NOT_AUTHORIZED));
+        assert_eq!(decide(&closed, None, None), Err(reason::NOT_AUTHORIZED));
         assert_eq!(
-            closed.authenticate(Some("anyone"), Some(b"x")),
+            decide(&closed, Some("anyone"), Some(b"x")),
             Err(reason::BAD_USER_NAME_OR_PASSWORD)
         );
     }
@@ -156,17 +186,17 @@ mod tests {
     fn password_file() {
         for anonymous in [true, false] {
             let policy = AuthPolicy::new(anonymous, Some(passwords()), None, None);
-            assert_eq!(policy.authenticate(Some("alice"), Some(b"secret")), Ok(()));
+            assert_eq!(decide(&policy, Some("alice"), Some(b"secret")), Ok(()));
             assert_eq!(
-                policy.authenticate(Some("alice"), Some(b"wrong")),
+                decide(&policy, Some("alice"), Some(b"wrong")),
                 Err(reason::BAD_USER_NAME_OR_PASSWORD)
             );
             assert_eq!(
-                policy.authenticate(Some("alice"), None),
+                decide(&policy, Some("alice"), None),
                 Err(reason::BAD_USER_NAME_OR_PASSWORD)
             );
             assert_eq!(
-                policy.authenticate(Some("bob"), Some(b"secret")),
+                decide(&policy, Some("bob"), Some(b"secret")),
                 Err(reason::BAD_USER_NAME_OR_PASSWORD)
             );
             let expected = if anonymous {
@@ -174,7 +204,7 @@ mod tests {
             } else {
                 Err(reason::NOT_AUTHORIZED)
             };
-            assert_eq!(policy.authenticate(None, None), expected);
+            assert_eq!(decide(&policy, None, None), expected);
         }
     }
 
@@ -183,17 +213,17 @@ mod tests {
         let token = CertToken::generate();
         let policy = AuthPolicy::new(false, Some(passwords()), None, Some(token.clone()));
         assert_eq!(
-            policy.authenticate(Some("device-7"), Some(token.as_bytes())),
+            decide(&policy, Some("device-7"), Some(token.as_bytes())),
             Ok(())
         );
         assert_eq!(
-            policy.authenticate(Some("device-7"), Some(&[0u8; 32])),
+            decide(&policy, Some("device-7"), Some(&[0u8; 32])),
             Err(reason::BAD_USER_NAME_OR_PASSWORD)
         );
         // Without a token configured, nothing stands in for a password.
         let policy = AuthPolicy::new(false, Some(passwords()), None, None);
         assert_eq!(
-            policy.authenticate(Some("device-7"), Some(token.as_bytes())),
+            decide(&policy, Some("device-7"), Some(token.as_bytes())),
             Err(reason::BAD_USER_NAME_OR_PASSWORD)
         );
     }

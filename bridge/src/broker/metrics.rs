@@ -30,6 +30,12 @@ pub struct Metrics {
     pub dropped_too_large: AtomicU64,
     /// Queued or in-flight messages the reader's ACL refused when they were to be sent.
     pub dropped_not_authorized: AtomicU64,
+    /// Retained publishes refused because the retained store was full.
+    pub retained_refused: AtomicU64,
+    /// Retained messages a new subscription matched but its session's queue had no room for.
+    pub retained_dropped_on_subscribe: AtomicU64,
+    /// SUBSCRIBE filters refused because the client held its maximum of subscriptions.
+    pub subscriptions_refused: AtomicU64,
     pub connections_accepted: AtomicU64,
     /// Connections closed for breaking the protocol.
     pub protocol_violations: AtomicU64,

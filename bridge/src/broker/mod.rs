@@ -30,7 +30,7 @@ use crate::connection::Transport;
 use crate::logsafe::untrusted;
 use crate::router::Router;
 use crate::store::{Op, Snapshot, Store, SubRecord, SubscriptionIds};
-pub use access::{Access, Action, Identity};
+pub use access::{Access, Action, CredentialChecks, Identity};
 pub use message::Message;
 pub use metrics::Metrics;
 use retained::RetainedStore;
@@ -74,6 +74,12 @@ pub struct BrokerSettings {
     pub max_connection_rate: u32,
     /// Longest keep-alive a client may ask for, in seconds; `u16::MAX`: no limit.
     pub max_keepalive: u16,
+    /// Retained messages kept at most (0: no limit); `$SYS` topics do not count.
+    pub max_retained_messages: usize,
+    /// Topic + payload bytes of all retained messages (0: no limit).
+    pub max_retained_bytes: usize,
+    /// Subscriptions one client may hold (0: no limit).
+    pub max_subscriptions_per_client: usize,
 }
 
 impl Default for BrokerSettings {
@@ -94,6 +100,12 @@ impl Default for BrokerSettings {
             max_connections: 100_000,
             max_connection_rate: 0,
             max_keepalive: u16::MAX,
+            // Mosquitto and EMQX have no limit by default: one client could fill memory
+            // and disk with retained messages that survive restarts.
+            max_retained_messages: 100_000,
+            max_retained_bytes: 256 * 1024 * 1024,
+            // EMQX's max_subscriptions defaults to infinity; a device needs a handful.
+            max_subscriptions_per_client: 10_000,
         }
     }
 }
@@ -206,12 +218,19 @@ pub struct Broker {
     /// (share name, filter) → group.
     shared: Mutex<HashMap<(String, String), Arc<SharedGroup>>>,
     retained: RwLock<RetainedStore>,
+    /// Whether the warning that the retained store is full was logged (once per start).
+    retained_full_logged: std::sync::atomic::AtomicBool,
     next_connection_id: AtomicU64,
     id_prefix: String,
     pub metrics: Metrics,
     started: Instant,
     /// Replaced whole when the policy is (re)loaded; readers take a cheap `Arc` clone.
     access: RwLock<Arc<Access>>,
+    /// The limits on slow password checks, kept across policy reloads.
+    pub credential_checks: CredentialChecks,
+    /// What in the configuration probably does not mean what it says (set at start and
+    /// on each reload), for the dashboard.
+    config_warnings: RwLock<Vec<String>>,
     /// Clients past CONNACK now (see [`Broker::admit`]).
     online: std::sync::atomic::AtomicUsize,
     /// Token bucket of the connection rate limit: (tokens, last refill).
@@ -262,18 +281,23 @@ impl Broker {
             queue_qos0_offline: settings.queue_qos0_messages,
             budget: session::QueueBudget::new(settings.max_queued_bytes_total),
         });
+        let retained =
+            RetainedStore::new(settings.max_retained_messages, settings.max_retained_bytes);
         Arc::new(Broker {
             settings,
             limits,
             sessions: Mutex::new(HashMap::new()),
             router: RwLock::new(Router::new()),
             shared: Mutex::new(HashMap::new()),
-            retained: RwLock::new(RetainedStore::default()),
+            retained: RwLock::new(retained),
+            retained_full_logged: Default::default(),
             next_connection_id: AtomicU64::new(1),
             id_prefix: format!("bridge-{:x}", nanos & 0xffff_ffff),
             metrics: Metrics::default(),
             started: Instant::now(),
             access: RwLock::new(Arc::new(Access::allow_all())),
+            credential_checks: CredentialChecks::new(access::default_concurrent_checks()),
+            config_warnings: RwLock::default(),
             online: Default::default(),
             connect_tokens: Mutex::new((f64::from(rate), Instant::now())),
             access_active: Default::default(),
@@ -289,7 +313,7 @@ impl Broker {
         for record in snapshot.retained {
             let message = Message::from_record(&record, None);
             if !message.is_expired(Instant::now()) {
-                self.retained.write().update(&Arc::new(message));
+                self.retained.write().restore(Arc::new(message));
             }
         }
         let mut restored = 0;
@@ -407,6 +431,16 @@ impl Broker {
         self.reads_checked
             .load(Ordering::Relaxed)
             .then(|| self.access())
+    }
+
+    /// Replaces the configuration warnings shown in the dashboard.
+    pub fn set_config_warnings(&self, warnings: Vec<String>) {
+        *self.config_warnings.write() = warnings;
+    }
+
+    /// What in the configuration probably does not mean what it says.
+    pub fn config_warnings(&self) -> Vec<String> {
+        self.config_warnings.read().clone()
     }
 
     /// Whether `who` may do `action` on `topic`; true at no cost when no policy is set.
@@ -638,12 +672,26 @@ impl Broker {
         }
         let now = Instant::now();
         let retained = self.retained.read().matching(&filter.filter);
+        let access = self.read_checks();
+        let username = access.as_ref().and_then(|_| session.username());
+        let (mut matched, mut dropped) = (0usize, 0usize);
         for message in retained {
             if message.is_expired(now) {
                 continue;
             }
+            let may_read = access.as_deref().is_none_or(|access| {
+                let who = Identity {
+                    client_id: &session.client_id,
+                    username: username.as_deref(),
+                };
+                access.authorize(who, Action::Read, &message.topic)
+            });
+            if !may_read {
+                continue;
+            }
+            matched += 1;
             let qos = message.qos.min(filter.qos);
-            session.deliver(Queued {
+            let delivery = session.deliver(Queued {
                 message,
                 qos,
                 retain: true,
@@ -651,6 +699,19 @@ impl Broker {
                 shared: None,
                 seq: 0,
             });
+            dropped += usize::from(delivery == Delivery::Dropped);
+        }
+        if dropped > 0 {
+            // The session's queue (or the broker-wide budget) had no room for all of them:
+            // never silently.
+            Metrics::add(&self.metrics.dropped_queue_full, dropped as u64);
+            Metrics::add(&self.metrics.retained_dropped_on_subscribe, dropped as u64);
+            tracing::warn!(
+                client_id = %untrusted(&session.client_id),
+                filter = %untrusted(&filter.filter),
+                "{dropped} of {matched} retained messages not delivered: the session's \
+                 queue is full (max_queued_messages / max_queued_bytes)"
+            );
         }
     }
 
@@ -720,10 +781,36 @@ impl Broker {
     /// lower of the message's and the subscription's QoS, and updates the retained store.
     /// Returns the number of subscriptions that matched.
     pub fn publish(&self, message: Message) -> usize {
+        self.publish_retaining(message, true)
+    }
+
+    /// [`Self::publish`]; with `keep_retained` false, a retained message is delivered but
+    /// does not replace the topic's retained message (a QoS 0 retained publish while the
+    /// store fails: kept, it would have to be stored).
+    pub fn publish_retaining(&self, message: Message, keep_retained: bool) -> usize {
+        self.try_publish(message, keep_retained).unwrap_or(0)
+    }
+
+    /// [`Self::publish_retaining`], or `Err(0x97)` "quota exceeded" when the message is
+    /// retained and the retained store is full (`max_retained_messages`,
+    /// `max_retained_bytes`): then it is neither kept nor delivered, and counted.
+    pub fn try_publish(&self, message: Message, keep_retained: bool) -> Result<usize, u8> {
         let message = Arc::new(message);
         Metrics::add(&self.metrics.messages_received, 1);
-        if message.retain {
-            self.retained.write().update(&message);
+        if message.retain && keep_retained {
+            if let Err(full) = self.retained.write().update(&message) {
+                Metrics::add(&self.metrics.retained_refused, 1);
+                if self.retained_full_logged.swap(true, Ordering::Relaxed) {
+                    tracing::debug!(topic = %untrusted(&message.topic), "{full}: refused");
+                } else {
+                    tracing::warn!(
+                        topic = %untrusted(&message.topic),
+                        "{full}: retained publishes to new topics are refused (5.0: 0x97) \
+                         until some are cleared; counted as bridge_retained_refused_total"
+                    );
+                }
+                return Err(reason::QUOTA_EXCEEDED);
+            }
             if let Some(store) = &self.store {
                 store.submit(if message.payload.is_empty() {
                     Op::RetainDelete {
@@ -764,7 +851,33 @@ impl Broker {
         }
         Metrics::add(&self.metrics.dropped_queue_full, tally.dropped);
         Metrics::add(&self.metrics.dropped_offline_qos0, tally.skipped);
-        tally.matched
+        Ok(tally.matched)
+    }
+
+    /// Whether publishing `message` would write to the store: a retained message, or a
+    /// QoS 1/2 one that a persistent session would queue at QoS 1/2 (a shared group counts
+    /// whatever its members: which one gets the message is chosen on delivery). Asked
+    /// only while the store fails, to refuse such a publish rather than hold its ack.
+    pub fn publish_needs_store(&self, message: &Message) -> bool {
+        if self.store.is_none() || message.retain {
+            return self.store.is_some();
+        }
+        if message.qos == QoS::AtMostOnce {
+            return false;
+        }
+        let mut needs = false;
+        self.router
+            .read()
+            .for_each_matching_set(&message.topic, |set| {
+                needs = needs
+                    || set.values().any(|route| match route {
+                        Route::Shared(_) => true,
+                        Route::Direct(sub) => {
+                            sub.qos != QoS::AtMostOnce && sub.session.expiry() > 0
+                        }
+                    });
+            });
+        needs
     }
 
     /// Number of sessions, online or not.
@@ -792,6 +905,12 @@ impl Broker {
 
     pub fn retained_count(&self) -> usize {
         self.retained.read().len()
+    }
+
+    /// Topic + payload bytes of the retained messages (those counted against
+    /// `max_retained_bytes`: all but `$SYS`).
+    pub fn retained_bytes(&self) -> usize {
+        self.retained.read().bytes()
     }
 
     pub fn uptime(&self) -> Duration {

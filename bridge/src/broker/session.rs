@@ -732,6 +732,11 @@ impl Session {
         self.state.lock().subscriptions.len()
     }
 
+    /// Whether the session has a subscription to exactly `filter`.
+    pub fn has_subscription(&self, filter: &str) -> bool {
+        self.state.lock().subscriptions.contains_key(filter)
+    }
+
     /// Takes the messages that came through shared subscriptions and that this client has
     /// not received: everything still queued, and QoS 1 messages in flight. QoS 2 messages
     /// in flight stay: their delivery must be completed to this client (MQTT-4.8.2-4).

@@ -9,6 +9,13 @@
 //! it sends the acknowledgements (see [`take_touched`]); QoS 0 traffic and clean sessions
 //! produce no operations and never wait.
 //!
+//! A write that fails (the disk is full, an I/O error) stops nothing for good: the writer
+//! keeps the failed batch and tries it again with a backoff until it commits, and the
+//! waiters get their acknowledgements then. Meanwhile [`Store::is_failing`] is true, so
+//! the broker refuses new work that would need the store (persistent CONNECTs, QoS 1/2
+//! publishes that must be stored) rather than leave it hanging, and [`Store::health`]
+//! tells the admin API and Prometheus.
+//!
 //! Why redb: pure Rust (no C toolchain, builds for any target), ACID with crash-safe
 //! commits, one file, no background compaction threads, and a small API — what an
 //! embedded broker store needs, and nothing it would have to configure.
@@ -19,7 +26,7 @@ mod writer;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -177,6 +184,91 @@ pub struct Store {
     durable: watch::Receiver<u64>,
     next_message_id: AtomicU64,
     path: PathBuf,
+    health: Arc<Health>,
+}
+
+/// How the writer is doing. The writer thread updates it; the [`Store`] handle reads it.
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    /// A write failed and has not succeeded since.
+    failing: AtomicBool,
+    /// Write attempts that failed, since the start.
+    failed_writes: AtomicU64,
+    /// Times the store went from failing back to working.
+    recoveries: AtomicU64,
+    /// New work refused because the store was failing.
+    refused: AtomicU64,
+    episode: Mutex<Episode>,
+}
+
+#[derive(Debug, Default)]
+struct Episode {
+    /// Unix milliseconds when the current failing episode began; `None` when working.
+    since: Option<u64>,
+    /// The latest error (of the current episode, or of the last one).
+    error: Option<String>,
+}
+
+impl Health {
+    /// A write attempt failed: logged once per episode, at its start, with the error.
+    fn failed(&self, error: &redb::Error) {
+        self.failed_writes.fetch_add(1, Ordering::Relaxed);
+        let mut episode = self.episode.lock();
+        episode.error = Some(error.to_string());
+        if episode.since.is_none() {
+            episode.since = Some(unix_ms_now());
+            self.failing.store(true, Ordering::Release);
+            tracing::error!(
+                %error,
+                "store: a durable write failed; it is retried until it succeeds (free some \
+                 disk space). Meanwhile acknowledgements that need the store are held, and \
+                 persistent CONNECTs and QoS 1/2 publishes that must be stored are refused"
+            );
+        } else {
+            tracing::debug!(%error, "store: the write still fails");
+        }
+    }
+
+    /// The failed batch committed at last, after `attempts` failed tries over `down`.
+    fn recovered(&self, attempts: u64, down: std::time::Duration, ops: usize) {
+        let mut episode = self.episode.lock();
+        episode.since = None;
+        self.failing.store(false, Ordering::Release);
+        self.recoveries.fetch_add(1, Ordering::Relaxed);
+        drop(episode);
+        tracing::warn!(
+            failed_attempts = attempts,
+            down_ms = down.as_millis() as u64,
+            ops,
+            "store: writes succeed again; the held operations are committed"
+        );
+    }
+}
+
+/// The store's state, for the admin API and Prometheus.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// A write failed and is being retried: new work that needs the store is refused.
+    pub failing: bool,
+    /// Unix milliseconds when the current failing episode began.
+    pub failing_since: Option<u64>,
+    /// The latest write error (of this episode or the last one).
+    pub last_error: Option<String>,
+    /// Write attempts that failed, since the start.
+    pub failed_writes: u64,
+    /// Times the store recovered from failing.
+    pub recoveries: u64,
+    /// Persistent CONNECTs and publishes refused because the store was failing.
+    pub refused: u64,
+    /// Operations submitted and not yet durable.
+    pub pending: u64,
+}
+
+fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 thread_local! {
@@ -209,7 +301,15 @@ impl Store {
                 *counts.entry(id).or_default() += n;
                 counts
             });
-        let writer = Writer::new(db, rx, durable_tx, message_ids);
+        let health = Arc::new(Health::default());
+        let writer = Writer::new(
+            db,
+            path.clone(),
+            rx,
+            durable_tx,
+            message_ids,
+            health.clone(),
+        );
         std::thread::Builder::new()
             .name("bridge-store".into())
             .spawn(move || writer.run())
@@ -219,6 +319,7 @@ impl Store {
             durable: durable_rx,
             next_message_id: AtomicU64::new(snapshot.max_message_id + 1),
             path,
+            health,
         });
         Ok((store, snapshot))
     }
@@ -261,6 +362,32 @@ impl Store {
     /// The highest sequence committed durably.
     pub fn durable(&self) -> u64 {
         *self.durable.borrow()
+    }
+
+    /// Whether writes are failing (and being retried) now. New work that would need the
+    /// store is refused meanwhile: it would only wait for as long as the failure lasts.
+    pub fn is_failing(&self) -> bool {
+        self.health.failing.load(Ordering::Acquire)
+    }
+
+    /// Counts one piece of work refused because the store was failing.
+    pub fn count_refused(&self) {
+        self.health.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The store's state now.
+    pub fn health(&self) -> StoreHealth {
+        let submitted = self.sender.lock().0;
+        let episode = self.health.episode.lock();
+        StoreHealth {
+            failing: self.is_failing(),
+            failing_since: episode.since,
+            last_error: episode.error.clone(),
+            failed_writes: self.health.failed_writes.load(Ordering::Relaxed),
+            recoveries: self.health.recoveries.load(Ordering::Relaxed),
+            refused: self.health.refused.load(Ordering::Relaxed),
+            pending: submitted.saturating_sub(self.durable()),
+        }
     }
 }
 

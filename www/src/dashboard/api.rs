@@ -103,6 +103,9 @@ pub struct Stats {
     #[serde(default)]
     pub bytes_sent: u64,
     pub uptime: u64,
+    /// What in the broker's configuration probably does not mean what it says.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// `GET /broker`.

@@ -73,6 +73,11 @@ pub fn overview() -> Html {
     html! {
         <div class="dash-page overview">
             { refresh_error(&stats.error) }
+            { for s.into_iter().flat_map(|s| &s.warnings).map(|warning| html! {
+                <div class="banner warn config-warning" role="note">
+                    <span><b>{ "Configuration: " }</b>{ warning }</span>
+                </div>
+            }) }
             <section class="stats" aria-label="Counters">
                 { card("Connections", n(|s| s.connections),
                     html! { { format!("{} sessions", n(|s| s.sessions)) } },
