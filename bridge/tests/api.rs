@@ -1283,9 +1283,17 @@ fn retained_and_subscription_refusals_are_counted() {
     });
     drop(sub);
     assert_eq!(api.get("/api/v1/stats")["retained_bytes"], 9);
+    // The API is held to the same bound.
+    let reply = api.call(
+        Method::POST,
+        "/api/v1/publish",
+        Some(json!({"topic": "api", "payload": "x", "qos": 1, "retain": true})),
+    );
+    assert_eq!(reply.status, 507, "{reply:?}");
+    assert_eq!(reply.json["code"], "QUOTA_EXCEEDED", "{reply:?}");
     let prometheus = parse_prometheus(&api.call(Method::GET, "/metrics", None).text);
     for expected in [
-        ("bridge_retained_refused_total", 1.0),
+        ("bridge_retained_refused_total", 2.0),
         ("bridge_retained_bytes", 9.0),
     ] {
         assert!(

@@ -1,6 +1,7 @@
 //! Publishing a message through the broker, as a client would.
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::Json;
 use base64::Engine as _;
 use bytes::Bytes;
@@ -69,7 +70,15 @@ pub async fn publish(
     let id = message_id()?;
     let delivered_to = state
         .broker
-        .publish(Message::new(body.topic, payload, qos, body.retain));
+        .try_publish(Message::new(body.topic, payload, qos, body.retain), true)
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "QUOTA_EXCEEDED",
+                "the retained store is full (max_retained_messages, max_retained_bytes): \
+                 clear some retained messages first",
+            )
+        })?;
     Ok(Json(PublishResponse { id, delivered_to }))
 }
 
