@@ -284,7 +284,9 @@ impl Bridge {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         let (mut tcp, mut ws, mut http) = (None, None, None);
         let mut seen = Vec::new();
-        while tcp.is_none() || ws.is_none() {
+        // The HTTP listener, when a test asks for one, is announced after the other two.
+        let wants_http = extra.contains(&"--http");
+        while tcp.is_none() || ws.is_none() || (wants_http && http.is_none()) {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
