@@ -283,13 +283,20 @@ pub fn take_touched() -> u64 {
     TOUCHED.with(|t| t.replace(0))
 }
 
+/// Memory redb may use to cache the file's pages. Its default, 1 GiB, would let the store
+/// alone take that much resident memory once the file is large (retained messages, long
+/// queues); the operating system's page cache still holds what is read often.
+pub const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 impl Store {
     /// Opens (or creates) `dir/bridge.redb` and reads back its contents.
     pub fn open(dir: &Path) -> Result<(Arc<Store>, Snapshot), StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Dir(dir.to_owned(), e))?;
         let path = dir.join("bridge.redb");
-        let db =
-            Database::create(&path).map_err(|e| StoreError::Open(path.clone(), e.to_string()))?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| StoreError::Open(path.clone(), e.to_string()))?;
         let snapshot = load(&db)?;
         let (tx, rx) = std::sync::mpsc::channel();
         let (durable_tx, durable_rx) = watch::channel(0);

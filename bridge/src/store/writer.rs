@@ -347,6 +347,7 @@ fn reopen(path: &std::path::Path) -> Result<Database, redb::Error> {
     let repaired = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = repaired.clone();
     let db = Database::builder()
+        .set_cache_size(super::CACHE_BYTES)
         .set_repair_callback(move |_| flag.store(true, std::sync::atomic::Ordering::Relaxed))
         .open(path)?;
     tracing::debug!(
