@@ -17,6 +17,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -28,6 +29,9 @@ pub const VERSION: ProtocolVersion = ProtocolVersion::V3_1_1;
 const READ_CHUNK: usize = 256 << 10;
 /// How long connecting and subscribing may take before it counts as a failure.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
+/// tungstenite's read buffer for connections that only idle: its default, 128 KiB
+/// allocated up front, would make 10,000 idle WebSocket clients cost mqtt-bench 1.3 GB.
+const IDLE_WS_READ_BUFFER: usize = 4 * 1024;
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -123,9 +127,32 @@ impl Conn {
         client_id: &str,
         keep_alive: u16,
     ) -> Result<Conn, String> {
+        Self::open_with(target, addr, client_id, keep_alive, None).await
+    }
+
+    /// [`Conn::open`] for a connection that will only idle: over WebSocket, with small
+    /// buffers, so that thousands of them fit in mqtt-bench (the broker's side is what is
+    /// measured).
+    pub async fn open_idle(
+        target: &Target,
+        addr: SocketAddr,
+        client_id: &str,
+        keep_alive: u16,
+    ) -> Result<Conn, String> {
+        let config = WebSocketConfig::default().read_buffer_size(IDLE_WS_READ_BUFFER);
+        Self::open_with(target, addr, client_id, keep_alive, Some(config)).await
+    }
+
+    async fn open_with(
+        target: &Target,
+        addr: SocketAddr,
+        client_id: &str,
+        keep_alive: u16,
+        ws_config: Option<WebSocketConfig>,
+    ) -> Result<Conn, String> {
         tokio::time::timeout(
             SETUP_TIMEOUT,
-            Self::open_inner(target, addr, client_id, keep_alive),
+            Self::open_inner(target, addr, client_id, keep_alive, ws_config),
         )
         .await
         .map_err(|_| format!("{client_id}: no CONNACK within {SETUP_TIMEOUT:?}"))?
@@ -137,6 +164,7 @@ impl Conn {
         addr: SocketAddr,
         client_id: &str,
         keep_alive: u16,
+        ws_config: Option<WebSocketConfig>,
     ) -> Result<Conn, String> {
         let stream = TcpStream::connect(addr)
             .await
@@ -155,9 +183,10 @@ impl Conn {
                 request
                     .headers_mut()
                     .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
-                let (ws, _) = tokio_tungstenite::client_async(request, stream)
-                    .await
-                    .map_err(|e| format!("WebSocket handshake: {e}"))?;
+                let (ws, _) =
+                    tokio_tungstenite::client_async_with_config(request, stream, ws_config)
+                        .await
+                        .map_err(|e| format!("WebSocket handshake: {e}"))?;
                 let (w, r) = ws.split();
                 (Reader::Ws(r), Writer::Ws(w))
             }

@@ -1,6 +1,7 @@
 //! `--scenario idle`: opens many connections that do nothing, holds them, checks they are
 //! still alive (PINGREQ/PINGRESP) and, given the broker's PID, reads its resident memory
-//! before and after to give the cost of one idle connection.
+//! before and after to give the cost of one idle connection. Over TCP (`mqtt://` URL) or
+//! WebSocket (`ws://`: upgraded, then the same CONNECT).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,7 +44,7 @@ pub async fn run(
         let (gate, target) = (gate.clone(), target.clone());
         set.spawn(async move {
             let _permit = gate.acquire_owned().await;
-            Conn::open(&target, addr, &format!("bench-{tag}-idle{i}"), keep_alive).await
+            Conn::open_idle(&target, addr, &format!("bench-{tag}-idle{i}"), keep_alive).await
         });
     }
     let mut conns = Vec::with_capacity(connections);

@@ -2,31 +2,80 @@
 //!
 //! MQTT (MQTT-6.0.0) carries its packets in Binary frames without any alignment: one packet
 //! may span several frames and one frame may hold several packets. So the connection layer
-//! does not see frames at all: [`WsStream`] yields the concatenated Binary payloads through
-//! [`AsyncRead`] and turns everything written between two flushes into one Binary frame,
-//! which lets the same packet codec serve TCP and WebSocket clients.
+//! does not see frames at all: [`WsStream`] yields the payloads of the client's Binary
+//! frames through [`AsyncRead`] and sends each write as a Binary frame, which lets the same
+//! packet codec serve TCP and WebSocket clients.
+//!
+//! tungstenite does the HTTP upgrade; the framing (RFC 6455 section 5) is done here, for
+//! what a connection costs and what a peer can make it queue:
+//!
+//! * Nothing is buffered per connection. Payload bytes are read straight into the reader's
+//!   buffer and unmasked there, past the frame headers; a write goes to the socket as a
+//!   frame header and the caller's bytes, in one vectored write. (tungstenite keeps a read
+//!   buffer per connection, 128 KiB by default and allocated up front, gathers each
+//!   message whole, and copies every write into an output buffer that keeps its largest
+//!   size: an idle WebSocket connection cost about 135 KiB, against 2 KiB over TCP.)
+//! * Replies the peer causes (Pong, Close) wait in one fixed slot. Only the newest Ping is
+//!   answered (RFC 6455 section 5.5.3 allows it), and a peer that keeps sending Pings while
+//!   their Pongs cannot be written, because it does not read, is disconnected once it is
+//!   owed [`MAX_OWED_PONGS`] bytes of them. (tungstenite queued a Pong per Ping without
+//!   bound: a client that sent Pings and never read took the broker to gigabytes.)
+//! * Our own writes are never queued here: a write the socket cannot take waits (the
+//!   connection bounds what it buffers for a client that does not read).
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Bytes, BytesMut};
-use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
+use tokio_tungstenite::tungstenite::handshake::machine::TryParse;
+use tokio_tungstenite::tungstenite::handshake::server::{
+    create_response, write_response, ErrorResponse, Request, Response,
+};
 use tokio_tungstenite::tungstenite::http::{header, HeaderValue, StatusCode};
-use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::WebSocketStream;
 
 /// Subprotocols we answer, most preferred first: `mqtt` is the registered name (MQTT 3.1.1
 /// and 5), `mqttv3.1` is what MQTT 3.1 clients (and some old libraries) still send.
 pub const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
 
-/// Past this many unflushed bytes a write first sends them as a frame, so that a writer
-/// that never flushes cannot grow the buffer without bound. Ordinary use (write a few
-/// packets, flush) stays far below it and gets exactly one frame per flush.
-const WRITE_HIGH_WATER: usize = 1024 * 1024;
+/// The longest upgrade request we read: the HTTP listener's limit on a request head.
+/// Browsers send a few hundred bytes, more with the host's cookies (those of the web app on
+/// the HTTP port too: cookies do not depend on the port).
+const MAX_REQUEST: usize = 32 * 1024;
+
+/// The most payload one frame we send carries: a larger write goes out as several Binary
+/// frames, so that clients with a frame size limit (tungstenite's is 16 MiB) take packets
+/// of any size.
+const MAX_FRAME_OUT: usize = 1024 * 1024;
+
+/// The least and most bytes read from the socket at once. They are read into the caller's
+/// buffer, whose unfilled part must be zeroed first (no `unsafe` here), so the size adapts
+/// to what the reads bring: doubled when a read fills it, halved when one brings less than
+/// a quarter. (tungstenite zeroed 128 KiB before every read.)
+const READ_MIN: usize = 1024;
+const READ_MAX: usize = 64 * 1024;
+
+/// How many bytes of Pongs a peer may make us owe, by sending Pings while it does not read
+/// what we write, before it is disconnected. About 500 Pings with the largest payload (125
+/// bytes), 32,768 without payload. Nothing is allocated for them (only the newest Ping is
+/// answered): this ends a peer that would otherwise keep us busy for nothing.
+pub const MAX_OWED_PONGS: usize = 64 * 1024;
+
+/// Frame opcodes (RFC 6455 section 5.2).
+const OP_CONTINUATION: u8 = 0x0;
+const OP_TEXT: u8 = 0x1;
+const OP_BINARY: u8 = 0x2;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+const OP_PONG: u8 = 0xA;
+
+/// A control frame's payload is at most this long (RFC 6455 section 5.5).
+const MAX_CONTROL: usize = 125;
+/// The longest frame header: 2 bytes, a 64-bit length and the 4-byte mask.
+const MAX_HEADER: usize = 14;
 
 /// Why a WebSocket handshake did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -39,86 +88,139 @@ pub enum WsAcceptError {
     Handshake(#[source] tungstenite::Error),
 }
 
-/// Performs the server side of the WebSocket handshake on `tcp` (a TCP stream, or a TLS
+/// Performs the server side of the WebSocket handshake on `stream` (a TCP stream, or a TLS
 /// stream over one for `wss`).
 ///
 /// The request must be for exactly `path` (the query string is ignored), otherwise it is
 /// answered 404. If the client offers subprotocols, one of [`SUBPROTOCOLS`] must be among
 /// them and is echoed back; otherwise the answer is 400. A client offering no subprotocol
-/// at all is accepted, as Mosquitto does, because some clients never send one.
+/// at all is accepted, as Mosquitto does, because some clients never send one. A request
+/// that is not a valid upgrade, or is followed by bytes before our answer (RFC 6455: the
+/// client waits for it), is a handshake error and gets no answer.
 ///
-/// `max_message_size` bounds one WebSocket message (and frame): tungstenite buffers a whole
-/// message before we see a byte of it, so without this a client could make us buffer far
-/// more than the MQTT maximum packet size.
+/// `max_message_size` bounds one WebSocket message: a frame whose header takes the message
+/// past it is refused before any of its payload is read. Nothing is buffered whole any more,
+/// but a client has no reason to send messages larger than two MQTT packets, and refusing
+/// them early is what Mosquitto and the previous implementation did.
 pub async fn accept<S>(
-    tcp: S,
+    mut stream: S,
     path: &str,
     max_message_size: usize,
 ) -> Result<WsStream<S>, WsAcceptError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut chosen: Option<&'static str> = None;
-    // The error type is tungstenite's `ErrorResponse`, fixed by its `Callback` trait.
-    #[allow(clippy::result_large_err)]
-    let callback = |request: &Request, mut response: Response| {
-        if request.uri().path() != path {
-            return Err(reject(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "no WebSocket endpoint at {}; MQTT over WebSocket is at {path}",
-                    request.uri().path()
-                ),
+    let request = read_request(&mut stream).await?;
+    let response = create_response(&request).map_err(WsAcceptError::Handshake)?;
+    let mut answer = Vec::with_capacity(256);
+    match negotiate(&request, response, path) {
+        Ok((response, subprotocol)) => {
+            write_response(&mut answer, &response).map_err(WsAcceptError::Handshake)?;
+            send(&mut stream, &answer).await?;
+            Ok(WsStream::new(stream, subprotocol, max_message_size))
+        }
+        Err(refusal) => {
+            write_response(&mut answer, &refusal).map_err(WsAcceptError::Handshake)?;
+            let reason = refusal.body().clone().unwrap_or_default();
+            answer.extend_from_slice(reason.as_bytes());
+            send(&mut stream, &answer).await?;
+            Err(WsAcceptError::Rejected {
+                status: refusal.status().as_u16(),
+                reason,
+            })
+        }
+    }
+}
+
+/// Reads the upgrade request, and nothing after it.
+async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Request, WsAcceptError> {
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        // One byte past the limit, to tell a request at the limit from a longer one.
+        let room = MAX_REQUEST + 1 - buf.len();
+        buf.reserve(room.min(4096));
+        let read = (&mut *stream)
+            .take(room as u64)
+            .read_buf(&mut buf)
+            .await
+            .map_err(|e| WsAcceptError::Handshake(e.into()))?;
+        if read == 0 {
+            return Err(WsAcceptError::Handshake(
+                ProtocolError::HandshakeIncomplete.into(),
             ));
         }
-        let offered = request.headers().get_all(header::SEC_WEBSOCKET_PROTOCOL);
-        if offered.iter().next().is_none() {
-            return Ok(response);
-        }
-        let offered: Vec<&str> = offered
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .map(str::trim)
-            .collect();
-        match SUBPROTOCOLS.into_iter().find(|p| offered.contains(p)) {
-            Some(protocol) => {
-                chosen = Some(protocol);
-                response.headers_mut().insert(
-                    header::SEC_WEBSOCKET_PROTOCOL,
-                    HeaderValue::from_static(protocol),
-                );
-                Ok(response)
+        match Request::try_parse(&buf) {
+            Ok(Some((len, request))) if len == buf.len() => return Ok(request),
+            Ok(Some(_)) => {
+                return Err(WsAcceptError::Handshake(
+                    ProtocolError::JunkAfterRequest.into(),
+                ))
             }
-            None => Err(reject(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "unsupported WebSocket subprotocol(s) {}; this endpoint speaks mqtt",
-                    offered.join(", ")
-                ),
-            )),
+            Ok(None) if buf.len() > MAX_REQUEST => {
+                return Err(WsAcceptError::Handshake(
+                    CapacityError::MessageTooLong {
+                        size: buf.len(),
+                        max_size: MAX_REQUEST,
+                    }
+                    .into(),
+                ))
+            }
+            Ok(None) => {}
+            Err(e) => return Err(WsAcceptError::Handshake(e)),
         }
+    }
+}
+
+async fn send<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> Result<(), WsAcceptError> {
+    let sent = async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
     };
-    let config = tungstenite::protocol::WebSocketConfig::default()
-        .max_message_size(Some(max_message_size))
-        .max_frame_size(Some(max_message_size));
-    match tokio_tungstenite::accept_hdr_async_with_config(tcp, callback, Some(config)).await {
-        Ok(inner) => Ok(WsStream {
-            inner,
-            subprotocol: chosen,
-            read_buf: Bytes::new(),
-            read_eof: false,
-            write_buf: BytesMut::new(),
-        }),
-        Err(tungstenite::Error::Http(response)) => Err(WsAcceptError::Rejected {
-            status: response.status().as_u16(),
-            reason: response
-                .body()
-                .as_deref()
-                .map(|body| String::from_utf8_lossy(body).into_owned())
-                .unwrap_or_default(),
-        }),
-        Err(e) => Err(WsAcceptError::Handshake(e)),
+    sent.await.map_err(|e| WsAcceptError::Handshake(e.into()))
+}
+
+/// Checks the path and picks the subprotocol: the answer to send, or the refusal.
+// The error type is tungstenite's `ErrorResponse` (an HTTP response), large by nature.
+#[allow(clippy::result_large_err)]
+fn negotiate(
+    request: &Request,
+    mut response: Response,
+    path: &str,
+) -> Result<(Response, Option<&'static str>), ErrorResponse> {
+    if request.uri().path() != path {
+        return Err(reject(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no WebSocket endpoint at {}; MQTT over WebSocket is at {path}",
+                request.uri().path()
+            ),
+        ));
+    }
+    let offered = request.headers().get_all(header::SEC_WEBSOCKET_PROTOCOL);
+    if offered.iter().next().is_none() {
+        return Ok((response, None));
+    }
+    let offered: Vec<&str> = offered
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .collect();
+    match SUBPROTOCOLS.into_iter().find(|p| offered.contains(p)) {
+        Some(protocol) => {
+            response.headers_mut().insert(
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static(protocol),
+            );
+            Ok((response, Some(protocol)))
+        }
+        None => Err(reject(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "unsupported WebSocket subprotocol(s) {}; this endpoint speaks mqtt",
+                offered.join(", ")
+            ),
+        )),
     }
 }
 
@@ -129,35 +231,506 @@ fn reject(status: StatusCode, reason: String) -> ErrorResponse {
 }
 
 /// An accepted WebSocket, read and written as a byte stream (see the module docs).
+///
+/// Reading may write (a Pong, the answer to a Close) and writing may first finish those
+/// replies, so both halves must be polled from one task, as the connection does (through
+/// [`tokio::io::split`]): a reply that finds the socket full registers the reading task.
 pub struct WsStream<S = TcpStream> {
-    inner: WebSocketStream<S>,
+    inner: S,
     subprotocol: Option<&'static str>,
-    /// Unread rest of the last Binary message.
-    read_buf: Bytes,
-    /// The peer closed (or the socket ended): reads return EOF from now on.
-    read_eof: bool,
-    /// Bytes written since the last flush; the next flush sends them as one Binary frame.
-    write_buf: BytesMut,
+    /// The largest message the client may send, in bytes.
+    max_message: u64,
+    /// Where reading is in the client's frames.
+    incoming: Incoming,
+    /// Payload bytes of the current message so far (a message may span frames).
+    message_len: u64,
+    /// A Binary message whose final frame has not arrived yet.
+    in_message: bool,
+    /// How many bytes to read next, from [`READ_MIN`] to [`READ_MAX`].
+    read_size: u32,
+    /// The data frame being written.
+    outgoing: Outgoing,
+    /// We sent (or are about to send) a Close frame: no more data may be written.
+    closing: bool,
+    /// Control frames read and replies owed; allocated with the first control frame, which
+    /// most connections never see (MQTT has its own PINGREQ).
+    control: Option<Box<Control>>,
+}
+
+/// Where reading is in the client's frames.
+enum Incoming {
+    /// Between frames or in a header: `len` bytes of it so far.
+    Header { bytes: [u8; MAX_HEADER], len: u8 },
+    /// In a data frame's payload: `left` bytes to go, unmasked with `mask` (rotated so that
+    /// its first byte is the next one's).
+    Data { left: u64, mask: [u8; 4] },
+    /// In a control frame's payload, collected in [`Control::payload`].
+    Control {
+        opcode: u8,
+        len: u8,
+        have: u8,
+        mask: [u8; 4],
+    },
+    /// The client sent Close (or the stream ended): reads return end-of-file.
+    Closed,
+}
+
+impl Incoming {
+    const NEXT_FRAME: Incoming = Incoming::Header {
+        bytes: [0; MAX_HEADER],
+        len: 0,
+    };
+}
+
+/// The data frame being written: its header, then `left` more bytes of the caller's.
+#[derive(Default)]
+struct Outgoing {
+    header: [u8; 10],
+    header_len: u8,
+    header_sent: u8,
+    left: u64,
+}
+
+impl Outgoing {
+    /// Between frames: a control frame may go out.
+    fn is_idle(&self) -> bool {
+        self.header_sent == self.header_len && self.left == 0
+    }
+
+    /// Starts a final, unmasked Binary frame of `len` bytes.
+    fn start(&mut self, len: usize) {
+        self.header[0] = 0x80 | OP_BINARY;
+        self.header_len = if len <= 125 {
+            self.header[1] = len as u8;
+            2
+        } else if let Ok(len) = u16::try_from(len) {
+            self.header[1] = 126;
+            self.header[2..4].copy_from_slice(&len.to_be_bytes());
+            4
+        } else {
+            self.header[1] = 127;
+            self.header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            10
+        };
+        self.header_sent = 0;
+        self.left = len as u64;
+    }
+}
+
+/// Control frames: the one being read, and the replies owed to the client.
+struct Control {
+    /// The payload of the control frame being read.
+    payload: [u8; MAX_CONTROL],
+    /// The control frame being written, and how much of it is out.
+    frame: [u8; 2 + MAX_CONTROL],
+    frame_len: u8,
+    frame_sent: u8,
+    /// The payload of the newest Ping not answered yet; its Pong follows `frame`.
+    ping: [u8; MAX_CONTROL],
+    ping_len: u8,
+    pong_due: bool,
+    /// Our Close frame (with its status code, if any), due after `frame`; nothing follows it.
+    close_due: Option<Option<u16>>,
+    /// Bytes written since the last flush of the socket (TLS buffers them).
+    unflushed: bool,
+    /// Bytes of Pongs owed: Pings that came while the previous Pong could not be written.
+    /// Back to zero once every reply is out.
+    owed: usize,
+}
+
+impl Control {
+    fn boxed() -> Box<Control> {
+        Box::new(Control {
+            payload: [0; MAX_CONTROL],
+            frame: [0; 2 + MAX_CONTROL],
+            frame_len: 0,
+            frame_sent: 0,
+            ping: [0; MAX_CONTROL],
+            ping_len: 0,
+            pong_due: false,
+            close_due: None,
+            unflushed: false,
+            owed: 0,
+        })
+    }
+
+    fn set_frame(&mut self, opcode: u8, payload_len: usize) {
+        self.frame[0] = 0x80 | opcode;
+        self.frame[1] = payload_len as u8;
+        self.frame_len = 2 + payload_len as u8;
+        self.frame_sent = 0;
+    }
+
+    fn has_work(&self) -> bool {
+        self.frame_sent < self.frame_len || self.pong_due || self.close_due.is_some()
+    }
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message)
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the WebSocket is closed")
+}
+
+/// Whether a Close frame may carry `code` (RFC 6455 section 7.4, and the IANA registry).
+fn close_code_is_valid(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// Unmasks `len` bytes at `from` into `to` (not after `from`, so that copying forwards
+/// never overwrites what is still to be read), the first of them with `mask[0]`.
+fn unmask_into(data: &mut [u8], from: usize, to: usize, len: usize, mask: [u8; 4]) {
+    debug_assert!(to <= from && from + len <= data.len());
+    let key = u64::from_ne_bytes([
+        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
+    ]);
+    let mut i = 0;
+    while i + 8 <= len {
+        let word = u64::from_ne_bytes(data[from + i..from + i + 8].try_into().expect("8 bytes"));
+        data[to + i..to + i + 8].copy_from_slice(&(word ^ key).to_ne_bytes());
+        i += 8;
+    }
+    while i < len {
+        data[to + i] = data[from + i] ^ mask[i % 4];
+        i += 1;
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
+    fn new(inner: S, subprotocol: Option<&'static str>, max_message: usize) -> WsStream<S> {
+        WsStream {
+            inner,
+            subprotocol,
+            max_message: max_message as u64,
+            incoming: Incoming::NEXT_FRAME,
+            message_len: 0,
+            in_message: false,
+            read_size: READ_MIN as u32,
+            outgoing: Outgoing::default(),
+            closing: false,
+            control: None,
+        }
+    }
+
     /// The subprotocol agreed in the handshake (`mqtt` or `mqttv3.1`), if the client
     /// offered any.
     pub fn subprotocol(&self) -> Option<&'static str> {
         self.subprotocol
     }
 
-    /// Hands the buffered bytes to the WebSocket as one Binary message (not yet flushed).
-    fn poll_send_buffered(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.write_buf.is_empty() {
-            return Poll::Ready(Ok(()));
+    /// Decodes `data`, raw bytes from the socket, in place: the payload of data frames,
+    /// unmasked, ends up at its front, and how much of it is returned. Headers and control
+    /// frames are consumed (a Ping is answered from here, if the socket has room).
+    fn decode(&mut self, cx: &mut Context<'_>, data: &mut [u8]) -> io::Result<usize> {
+        let (mut from, mut to) = (0, 0);
+        while from < data.len() {
+            match &mut self.incoming {
+                Incoming::Header { bytes, len } => {
+                    let have = usize::from(*len);
+                    let want = if have < 2 {
+                        2
+                    } else {
+                        2 + match bytes[1] & 0x7F {
+                            126 => 2,
+                            127 => 8,
+                            _ => 0,
+                        } + 4
+                    };
+                    let take = (want - have).min(data.len() - from);
+                    bytes[have..have + take].copy_from_slice(&data[from..from + take]);
+                    *len += take as u8;
+                    from += take;
+                    if have + take == 2 {
+                        let (b0, b1) = (bytes[0], bytes[1]);
+                        self.check_frame_start(b0, b1)?;
+                    } else if have + take == want {
+                        let header = *bytes;
+                        self.start_frame(cx, &header[..want])?;
+                    }
+                }
+                Incoming::Data { left, mask } => {
+                    let n = (data.len() - from).min(usize::try_from(*left).unwrap_or(usize::MAX));
+                    unmask_into(data, from, to, n, *mask);
+                    mask.rotate_left(n % 4);
+                    *left -= n as u64;
+                    from += n;
+                    to += n;
+                    if *left == 0 {
+                        self.incoming = Incoming::NEXT_FRAME;
+                    }
+                }
+                Incoming::Control {
+                    opcode,
+                    len,
+                    have,
+                    mask,
+                } => {
+                    let control = self.control.get_or_insert_with(Control::boxed);
+                    let at = usize::from(*have);
+                    let n = (usize::from(*len) - at).min(data.len() - from);
+                    for i in 0..n {
+                        control.payload[at + i] = data[from + i] ^ mask[(at + i) % 4];
+                    }
+                    *have += n as u8;
+                    from += n;
+                    if *have == *len {
+                        let (opcode, len) = (*opcode, usize::from(*len));
+                        self.incoming = Incoming::NEXT_FRAME;
+                        self.on_control(cx, opcode, len)?;
+                    }
+                }
+                // Nothing after a Close is read.
+                Incoming::Closed => break,
+            }
         }
-        ready!(self.inner.poll_ready_unpin(cx)).map_err(into_io)?;
-        let payload = self.write_buf.split().freeze();
-        self.inner
-            .start_send_unpin(Message::Binary(payload))
-            .map_err(into_io)?;
+        Ok(to)
+    }
+
+    /// Checks the first two bytes of a frame: what can be refused before the rest.
+    fn check_frame_start(&self, b0: u8, b1: u8) -> io::Result<()> {
+        if b0 & 0x70 != 0 {
+            return Err(invalid(
+                "WebSocket frame with reserved bits set (no extension was negotiated)".into(),
+            ));
+        }
+        if b1 & 0x80 == 0 {
+            return Err(invalid(
+                "unmasked WebSocket frame from the client (RFC 6455 section 5.1)".into(),
+            ));
+        }
+        let fin = b0 & 0x80 != 0;
+        match b0 & 0x0F {
+            OP_CLOSE | OP_PING | OP_PONG if !fin => {
+                Err(invalid("fragmented WebSocket control frame".into()))
+            }
+            OP_CLOSE | OP_PING | OP_PONG if usize::from(b1 & 0x7F) > MAX_CONTROL => {
+                Err(invalid("WebSocket control frame over 125 bytes".into()))
+            }
+            OP_CLOSE | OP_PING | OP_PONG => Ok(()),
+            OP_BINARY if self.in_message => Err(invalid(
+                "WebSocket Binary frame inside a fragmented message".into(),
+            )),
+            OP_CONTINUATION if !self.in_message => Err(invalid(
+                "WebSocket continuation frame without a message to continue".into(),
+            )),
+            OP_BINARY | OP_CONTINUATION => Ok(()),
+            OP_TEXT => Err(invalid(
+                "text WebSocket frame: MQTT must be sent in binary frames (MQTT-6.0.0-1)".into(),
+            )),
+            opcode => Err(invalid(format!("unknown WebSocket opcode {opcode:#x}"))),
+        }
+    }
+
+    /// A whole frame header (checked by [`Self::check_frame_start`]) was read.
+    fn start_frame(&mut self, cx: &mut Context<'_>, header: &[u8]) -> io::Result<()> {
+        let fin = header[0] & 0x80 != 0;
+        let opcode = header[0] & 0x0F;
+        let (len, at) = match header[1] & 0x7F {
+            126 => (u64::from(u16::from_be_bytes([header[2], header[3]])), 4),
+            127 => (
+                u64::from_be_bytes(header[2..10].try_into().expect("8 bytes")),
+                10,
+            ),
+            len => (u64::from(len), 2),
+        };
+        let mask: [u8; 4] = header[at..at + 4].try_into().expect("4 bytes");
+        if opcode >= OP_CLOSE {
+            if len == 0 {
+                self.incoming = Incoming::NEXT_FRAME;
+                return self.on_control(cx, opcode, 0);
+            }
+            self.incoming = Incoming::Control {
+                opcode,
+                len: len as u8,
+                have: 0,
+                mask,
+            };
+            return Ok(());
+        }
+        let before = if opcode == OP_BINARY {
+            0
+        } else {
+            self.message_len
+        };
+        let total = before.saturating_add(len);
+        if total > self.max_message {
+            return Err(invalid(format!(
+                "WebSocket message of at least {total} bytes, over the limit of {} \
+                 (two maximum-size packets)",
+                self.max_message
+            )));
+        }
+        self.message_len = total;
+        self.in_message = !fin;
+        self.incoming = if len == 0 {
+            Incoming::NEXT_FRAME
+        } else {
+            Incoming::Data { left: len, mask }
+        };
+        Ok(())
+    }
+
+    /// A whole control frame was read; its payload is in [`Control::payload`].
+    fn on_control(&mut self, cx: &mut Context<'_>, opcode: u8, len: usize) -> io::Result<()> {
+        let control = self.control.get_or_insert_with(Control::boxed);
+        match opcode {
+            OP_PING => {
+                // No Pong after our Close.
+                if self.closing {
+                    return Ok(());
+                }
+                if control.pong_due {
+                    // The previous Pong has not gone out: the client is not reading.
+                    control.owed += 2 + len;
+                    if control.owed > MAX_OWED_PONGS {
+                        return Err(io::Error::other(format!(
+                            "WebSocket client sends Pings without reading the Pongs \
+                             ({} bytes of them unsent, the limit is {MAX_OWED_PONGS})",
+                            control.owed
+                        )));
+                    }
+                }
+                control.ping[..len].copy_from_slice(&control.payload[..len]);
+                control.ping_len = len as u8;
+                control.pong_due = true;
+                // Answered now if the socket has room; otherwise later (or never).
+                if let Poll::Ready(Err(e)) = self.poll_control(cx) {
+                    return Err(e);
+                }
+            }
+            OP_CLOSE => {
+                let code = match len {
+                    0 => None,
+                    1 => return Err(invalid("WebSocket Close frame of 1 byte".into())),
+                    _ => Some(u16::from_be_bytes([control.payload[0], control.payload[1]])),
+                };
+                self.incoming = Incoming::Closed;
+                // Unless it answers ours, a Close is answered with its own code (RFC 6455
+                // section 5.5.1), or "protocol error" if that code is not one to send.
+                if !self.closing {
+                    self.queue_close(code.map(|c| if close_code_is_valid(c) { c } else { 1002 }));
+                }
+            }
+            // Unsolicited Pongs are allowed (a heartbeat), and so are answers to nothing.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Queues our Close frame: after it, nothing but the end of the stream.
+    fn queue_close(&mut self, code: Option<u16>) {
+        self.closing = true;
+        let control = self.control.get_or_insert_with(Control::boxed);
+        control.close_due = Some(code);
+        control.pong_due = false;
+    }
+
+    /// Writes the replies owed (the control frame being written, then a Close or the Pong
+    /// to the newest Ping) and flushes them. Only between data frames: in the middle of one,
+    /// `Pending` without waiting for anything (the data frame's writer is waiting, and
+    /// replies go out after it, from its next write or flush).
+    fn poll_control(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(control) = self.control.as_deref_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        if control.has_work() && !self.outgoing.is_idle() {
+            return Poll::Pending;
+        }
+        loop {
+            let (sent, len) = (
+                usize::from(control.frame_sent),
+                usize::from(control.frame_len),
+            );
+            if sent < len {
+                let n =
+                    ready!(Pin::new(&mut self.inner).poll_write(cx, &control.frame[sent..len]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                control.frame_sent += n as u8;
+                control.unflushed = true;
+            } else if let Some(code) = control.close_due.take() {
+                let payload = code.map(u16::to_be_bytes);
+                let payload: &[u8] = payload.as_ref().map_or(&[], |p| &p[..]);
+                control.frame[2..2 + payload.len()].copy_from_slice(payload);
+                control.set_frame(OP_CLOSE, payload.len());
+            } else if control.pong_due {
+                control.pong_due = false;
+                let len = usize::from(control.ping_len);
+                control.frame[2..2 + len].copy_from_slice(&control.ping[..len]);
+                control.set_frame(OP_PONG, len);
+            } else {
+                break;
+            }
+        }
+        if control.unflushed {
+            ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
+            control.unflushed = false;
+        }
+        control.owed = 0;
         Poll::Ready(Ok(()))
+    }
+
+    /// Writes (more of) the data frame in progress from `buf`, its header first.
+    fn poll_write_frame(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let out = &mut self.outgoing;
+        let payload = &buf[..buf
+            .len()
+            .min(usize::try_from(out.left).unwrap_or(usize::MAX))];
+        loop {
+            let header = &out.header[usize::from(out.header_sent)..usize::from(out.header_len)];
+            if header.is_empty() {
+                let n = ready!(Pin::new(&mut self.inner).poll_write(cx, payload))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                out.left -= n as u64;
+                return Poll::Ready(Ok(n));
+            }
+            let written = if self.inner.is_write_vectored() {
+                let slices = [IoSlice::new(header), IoSlice::new(payload)];
+                Pin::new(&mut self.inner).poll_write_vectored(cx, &slices)
+            } else {
+                Pin::new(&mut self.inner).poll_write(cx, header)
+            };
+            let n = match written {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    if out.header_sent == 0 {
+                        // Nothing of it went out: no frame is started, and replies owed
+                        // may go first when the socket has room.
+                        *out = Outgoing::default();
+                    }
+                    return Poll::Pending;
+                }
+            };
+            let of_header = n.min(header.len());
+            out.header_sent += of_header as u8;
+            let of_payload = n - of_header;
+            if of_payload > 0 {
+                out.left -= of_payload as u64;
+                return Poll::Ready(Ok(of_payload));
+            }
+        }
+    }
+
+    /// The socket ended.
+    fn end_of_stream(&mut self) -> io::Result<()> {
+        match self.incoming {
+            Incoming::Header { len: 0, .. } if !self.in_message => {
+                self.incoming = Incoming::Closed;
+                Ok(())
+            }
+            Incoming::Closed => Ok(()),
+            _ => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the WebSocket ended in the middle of a message",
+            )),
+        }
     }
 }
 
@@ -169,78 +742,83 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
-            if !this.read_buf.is_empty() {
-                let n = this.read_buf.len().min(buf.remaining());
-                buf.put_slice(&this.read_buf.split_to(n));
+            // Replies owed that found the socket full go out once it has room (this task
+            // is woken then): only an error matters here.
+            if let Poll::Ready(Err(e)) = this.poll_control(cx) {
+                return Poll::Ready(Err(e));
+            }
+            if matches!(this.incoming, Incoming::Closed) || buf.remaining() == 0 {
                 return Poll::Ready(Ok(()));
             }
-            if this.read_eof {
-                return Poll::Ready(Ok(()));
+            // Raw bytes into the caller's buffer, then decoded there.
+            let read_size = this.read_size as usize;
+            let room = buf.remaining().min(read_size);
+            let mut raw = ReadBuf::new(buf.initialize_unfilled_to(room));
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut raw))?;
+            let n = raw.filled().len();
+            if n == 0 {
+                return Poll::Ready(this.end_of_stream());
             }
-            // tungstenite answers Pings (and flushes the Pong) inside this poll.
-            match ready!(this.inner.poll_next_unpin(cx)) {
-                Some(Ok(Message::Binary(payload))) => this.read_buf = payload,
-                Some(Ok(Message::Text(_))) => {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "text WebSocket frame: MQTT must be sent in binary frames (MQTT-6.0.0-1)",
-                    )))
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                Some(Ok(Message::Close(_))) | None => this.read_eof = true,
-                Some(Err(
-                    tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed,
-                )) => this.read_eof = true,
-                Some(Err(e)) => return Poll::Ready(Err(into_io(e))),
+            if n == read_size {
+                this.read_size = (read_size * 2).min(READ_MAX) as u32;
+            } else if n < read_size / 4 {
+                this.read_size = (read_size / 2).max(READ_MIN) as u32;
+            }
+            let payload = this.decode(cx, raw.filled_mut())?;
+            buf.advance(payload);
+            if payload > 0 {
+                return Poll::Ready(Ok(()));
             }
         }
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
+    /// Sends `buf` as (the start of) one Binary frame.
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.write_buf.len() >= WRITE_HIGH_WATER {
-            ready!(this.poll_send_buffered(cx))?;
+        if this.closing {
+            return Poll::Ready(Err(closed()));
         }
-        this.write_buf.extend_from_slice(buf);
-        Poll::Ready(Ok(buf.len()))
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if this.outgoing.is_idle() {
+            // Replies owed go first: between frames is the only place for them.
+            ready!(this.poll_control(cx))?;
+            this.outgoing.start(buf.len().min(MAX_FRAME_OUT));
+        }
+        this.poll_write_frame(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        ready!(this.poll_send_buffered(cx))?;
-        this.inner.poll_flush_unpin(cx).map_err(into_io)
+        if !this.outgoing.is_idle() {
+            // The frame's length was announced: its bytes must be written first.
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "flush in the middle of a WebSocket frame",
+            )));
+        }
+        ready!(this.poll_control(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
+    /// Sends a Close frame (unless one was sent), then shuts the socket down for writing.
+    /// The client's Close in answer ends reading.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        ready!(this.poll_send_buffered(cx))?;
-        // Sends a Close frame, flushes, and treats an already closed peer as success.
-        match ready!(this.inner.poll_close_unpin(cx)) {
-            Ok(())
-            | Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-                Poll::Ready(Ok(()))
+        if this.outgoing.is_idle() {
+            if !this.closing {
+                this.queue_close(Some(1000));
             }
-            Err(e) => Poll::Ready(Err(into_io(e))),
+            ready!(this.poll_control(cx))?;
         }
-    }
-}
-
-fn into_io(error: tungstenite::Error) -> io::Error {
-    match error {
-        tungstenite::Error::Io(e) => e,
-        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
-            io::Error::new(io::ErrorKind::BrokenPipe, error)
-        }
-        tungstenite::Error::Protocol(_)
-        | tungstenite::Error::Capacity(_)
-        | tungstenite::Error::Utf8(_) => io::Error::new(io::ErrorKind::InvalidData, error),
-        other => io::Error::other(other),
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 
@@ -250,15 +828,20 @@ mod tests {
 
     use std::time::Duration;
 
+    use bytes::Bytes;
+    use futures_util::{SinkExt, StreamExt};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
     use tokio::task::JoinHandle;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    use tokio_tungstenite::MaybeTlsStream;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
     type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
     const LIMIT: Duration = Duration::from_secs(20);
+    /// The message size limit of the test server.
+    const MAX_MESSAGE: usize = 1024 * 1024;
 
     /// Listens on a loopback port and runs `accept(_, "/mqtt")` on the first connection.
     async fn server() -> (String, JoinHandle<Result<WsStream, WsAcceptError>>) {
@@ -266,7 +849,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
-            accept(tcp, "/mqtt", 1024 * 1024).await
+            accept(tcp, "/mqtt", MAX_MESSAGE).await
         });
         (format!("ws://{addr}"), task)
     }
@@ -300,6 +883,67 @@ mod tests {
         (client, stream)
     }
 
+    const UPGRADE: &[u8] = b"GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n";
+
+    /// A raw client (frames written by hand) and the server's stream.
+    async fn raw_connected() -> (TcpStream, WsStream) {
+        let (url, server) = server().await;
+        let mut tcp = TcpStream::connect(url.trim_start_matches("ws://"))
+            .await
+            .unwrap();
+        tcp.write_all(UPGRADE).await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            tcp.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+        (tcp, server.await.unwrap().unwrap())
+    }
+
+    /// A client frame: `first` is the first byte (FIN, opcode), the payload is masked.
+    fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [0xA1, 0x02, 0xF3, 0x54];
+        let mut out = vec![first];
+        match payload.len() {
+            n @ 0..=125 => out.push(0x80 | n as u8),
+            n @ 126..=0xFFFF => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    /// The next frame the server sent: its first byte and its payload.
+    async fn server_frame(tcp: &mut TcpStream) -> (u8, Vec<u8>) {
+        let mut head = [0u8; 2];
+        tcp.read_exact(&mut head).await.unwrap();
+        assert_eq!(head[1] & 0x80, 0, "server frames are not masked");
+        let len = match head[1] {
+            126 => usize::from(tcp.read_u16().await.unwrap()),
+            127 => tcp.read_u64().await.unwrap() as usize,
+            n => usize::from(n),
+        };
+        let mut payload = vec![0u8; len];
+        tcp.read_exact(&mut payload).await.unwrap();
+        (head[0], payload)
+    }
+
+    /// Bytes that are not the same every 4 (or 8): unmasking mistakes show.
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
     async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
         tokio::time::timeout(LIMIT, future)
             .await
@@ -328,18 +972,92 @@ mod tests {
         .await;
     }
 
-    /// A message over the limit is refused before it is handed on, not buffered whole.
+    /// A message over the limit is refused at its header, before any of it is handed on.
     #[tokio::test]
     async fn message_over_the_size_limit_is_an_error() {
         within(async {
             let (mut client, mut stream) = connected().await;
             // The client may fail to finish sending once the server gives up: ignore that.
             let _ = client
-                .send(Message::binary(vec![0u8; 2 * 1024 * 1024]))
+                .send(Message::binary(vec![0u8; 2 * MAX_MESSAGE]))
                 .await;
             let mut got = Vec::new();
-            assert!(stream.read_to_end(&mut got).await.is_err());
+            let error = stream.read_to_end(&mut got).await.unwrap_err();
+            assert!(error.to_string().contains("over the limit"), "{error}");
             assert!(got.is_empty());
+        })
+        .await;
+    }
+
+    /// A message at the limit is read whole, unmasked, whatever the reads' sizes.
+    #[tokio::test]
+    async fn message_at_the_size_limit_is_read_whole() {
+        within(async {
+            let (mut client, mut stream) = connected().await;
+            let sent = pattern(MAX_MESSAGE);
+            client.send(Message::binary(sent.clone())).await.unwrap();
+            let mut got = vec![0u8; MAX_MESSAGE];
+            // Odd read sizes: payload bytes cross every read boundary.
+            let mut at = 0;
+            while at < got.len() {
+                let end = (at + 65_537).min(got.len());
+                let n = stream.read(&mut got[at..end]).await.unwrap();
+                assert!(n > 0);
+                at += n;
+            }
+            assert!(got == sent, "the payload came out changed");
+        })
+        .await;
+    }
+
+    /// Fragments count together against the limit.
+    #[tokio::test]
+    async fn fragmented_message_over_the_limit_is_an_error() {
+        within(async {
+            let (mut tcp, mut stream) = raw_connected().await;
+            let half = vec![0u8; MAX_MESSAGE / 2 + 1];
+            let mut frames = masked(OP_BINARY, &half);
+            frames.extend(masked(0x80 | OP_CONTINUATION, &half));
+            let _ = tcp.write_all(&frames).await;
+            let mut got = vec![0u8; half.len()];
+            stream.read_exact(&mut got).await.unwrap();
+            let error = stream.read(&mut got).await.unwrap_err();
+            assert!(error.to_string().contains("over the limit"), "{error}");
+        })
+        .await;
+    }
+
+    /// Continuation frames, a Ping between them, and every read one byte long: the state
+    /// machine stops at every point of every frame, headers of all three length forms
+    /// included.
+    #[tokio::test]
+    async fn fragments_and_control_frames_read_a_byte_at_a_time() {
+        within(async {
+            let (mut tcp, mut stream) = raw_connected().await;
+            let data = pattern(70_000);
+            let mut frames = masked(OP_BINARY, &data[..5]);
+            frames.extend(masked(0x80 | OP_PING, b"are you there"));
+            frames.extend(masked(OP_CONTINUATION, &data[5..300]));
+            frames.extend(masked(0x80 | OP_PONG, b""));
+            frames.extend(masked(0x80 | OP_CONTINUATION, &data[300..]));
+            frames.extend(masked(0x80 | OP_BINARY, b""));
+            frames.extend(masked(0x80 | OP_BINARY, b"!"));
+            tcp.write_all(&frames).await.unwrap();
+            let mut got = Vec::new();
+            let mut byte = [0u8; 1];
+            while got.len() < data.len() + 1 {
+                stream.read_exact(&mut byte).await.unwrap();
+                got.push(byte[0]);
+            }
+            assert!(
+                got[..data.len()] == data[..],
+                "the payload came out changed"
+            );
+            assert_eq!(got[data.len()], b'!');
+            assert_eq!(
+                server_frame(&mut tcp).await,
+                (0x80 | OP_PONG, b"are you there".to_vec())
+            );
         })
         .await;
     }
@@ -364,14 +1082,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn writes_between_flushes_go_out_as_one_binary_frame() {
+    async fn each_write_goes_out_as_one_binary_frame() {
         within(async {
             let (mut client, mut stream) = connected().await;
             let connack = [0x20, 0x02, 0x00, 0x00];
             let pingresp = [0xD0, 0x00];
-            stream.write_all(&connack).await.unwrap();
-            stream.write_all(&pingresp).await.unwrap();
-            stream.flush().await.unwrap();
+            stream
+                .write_all(&[&connack[..], &pingresp].concat())
+                .await
+                .unwrap();
             stream.write_all(&pingresp).await.unwrap();
             stream.flush().await.unwrap();
             // A flush with nothing written sends no empty frame.
@@ -382,10 +1101,123 @@ mod tests {
             assert_eq!(first, Message::binary([&connack[..], &pingresp].concat()));
             let second = client.next().await.unwrap().unwrap();
             assert_eq!(second, Message::binary(pingresp.to_vec()));
-            assert!(matches!(
-                client.next().await.unwrap().unwrap(),
-                Message::Close(_)
-            ));
+            match client.next().await.unwrap().unwrap() {
+                Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 1000),
+                other => panic!("expected Close 1000, got {other:?}"),
+            }
+        })
+        .await;
+    }
+
+    /// A large write goes out in frames of at most [`MAX_FRAME_OUT`] bytes, its bytes intact.
+    #[tokio::test]
+    async fn large_write_is_split_into_frames() {
+        within(async {
+            let (mut client, mut stream) = connected().await;
+            let sent = pattern(2 * MAX_FRAME_OUT + 12_345);
+            let writer = tokio::spawn(async move {
+                stream.write_all(&sent).await.unwrap();
+                stream.flush().await.unwrap();
+                (stream, sent)
+            });
+            let mut got = Vec::new();
+            let mut frames = 0;
+            while got.len() < 2 * MAX_FRAME_OUT + 12_345 {
+                match client.next().await.unwrap().unwrap() {
+                    Message::Binary(payload) => {
+                        assert!(payload.len() <= MAX_FRAME_OUT);
+                        got.extend_from_slice(&payload);
+                        frames += 1;
+                    }
+                    other => panic!("expected Binary, got {other:?}"),
+                }
+            }
+            let (_stream, sent) = writer.await.unwrap();
+            assert!(got == sent, "the bytes came out changed");
+            assert!(frames >= 3);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn ping_is_answered_with_its_payload() {
+        within(async {
+            let (mut tcp, mut stream) = raw_connected().await;
+            let mut frames = masked(0x80 | OP_PING, b"hello");
+            frames.extend(masked(0x80 | OP_BINARY, &[0xC0]));
+            tcp.write_all(&frames).await.unwrap();
+            let mut got = [0u8; 1];
+            stream.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, [0xC0]);
+            assert_eq!(
+                server_frame(&mut tcp).await,
+                (0x80 | OP_PONG, b"hello".to_vec())
+            );
+            // A reply owed does not get in the way of data.
+            stream.write_all(&[0xD0, 0x00]).await.unwrap();
+            stream.flush().await.unwrap();
+            assert_eq!(
+                server_frame(&mut tcp).await,
+                (0x80 | OP_BINARY, vec![0xD0, 0x00])
+            );
+        })
+        .await;
+    }
+
+    /// A burst of Pings from a client that reads is no flood: it gets (at least) the last
+    /// Pong, and the connection goes on.
+    #[tokio::test]
+    async fn ping_burst_from_a_reading_client_is_fine() {
+        within(async {
+            let (tcp, mut stream) = raw_connected().await;
+            let (mut rx, mut tx) = tcp.into_split();
+            let mut burst = Vec::new();
+            for i in 0..5_000u32 {
+                burst.extend(masked(
+                    0x80 | OP_PING,
+                    &[&i.to_be_bytes()[..], &[0u8; 121]].concat(),
+                ));
+            }
+            burst.extend(masked(0x80 | OP_BINARY, &[0xC0]));
+            let reader = tokio::spawn(async move {
+                // Pongs until the one for the last Ping.
+                loop {
+                    let mut head = [0u8; 2];
+                    rx.read_exact(&mut head).await.unwrap();
+                    let mut payload = vec![0u8; usize::from(head[1])];
+                    rx.read_exact(&mut payload).await.unwrap();
+                    assert_eq!(head[0], 0x80 | OP_PONG);
+                    if payload[..4] == 4_999u32.to_be_bytes() {
+                        return;
+                    }
+                }
+            });
+            tx.write_all(&burst).await.unwrap();
+            let mut got = [0u8; 1];
+            stream.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, [0xC0]);
+            reader.await.unwrap();
+        })
+        .await;
+    }
+
+    /// Pings from a client that never reads: the Pongs cannot go out, and once it is owed
+    /// more than [`MAX_OWED_PONGS`] bytes of them, reading fails.
+    #[tokio::test]
+    async fn ping_flood_without_reading_is_an_error() {
+        within(async {
+            let (mut tcp, mut stream) = raw_connected().await;
+            let batch = masked(0x80 | OP_PING, &[7u8; 125]).repeat(256);
+            let flooder = tokio::spawn(async move {
+                // Until the server gives up (a write fails).
+                while tcp.write_all(&batch).await.is_ok() {}
+            });
+            let mut got = Vec::new();
+            let error = stream.read_to_end(&mut got).await.unwrap_err();
+            assert!(error.to_string().contains("without reading"), "{error}");
+            assert!(got.is_empty());
+            drop(stream);
+            flooder.await.unwrap();
         })
         .await;
     }
@@ -402,6 +1234,47 @@ mod tests {
         .await;
     }
 
+    /// Frames RFC 6455 forbids (or that MQTT has no use for) make reading fail.
+    #[tokio::test]
+    async fn protocol_errors() {
+        within(async {
+            let unmasked = {
+                let mut frame = masked(0x80 | OP_BINARY, b"ab");
+                frame[1] &= 0x7F;
+                frame.truncate(2);
+                frame.extend_from_slice(b"ab");
+                frame
+            };
+            let cases: [(&str, Vec<u8>); 8] = [
+                ("unmasked", unmasked),
+                ("reserved bits", masked(0xC0 | OP_BINARY, b"ab")),
+                ("continuation", masked(0x80 | OP_CONTINUATION, b"ab")),
+                (
+                    "inside a fragmented",
+                    [masked(OP_BINARY, b"a"), masked(0x80 | OP_BINARY, b"b")].concat(),
+                ),
+                ("fragmented WebSocket control", masked(OP_PING, b"")),
+                ("over 125 bytes", masked(0x80 | OP_PING, &[0u8; 126])),
+                ("unknown WebSocket opcode", masked(0x80 | 0x3, b"")),
+                ("Close frame of 1 byte", masked(0x80 | OP_CLOSE, b"x")),
+            ];
+            for (expected, bytes) in cases {
+                let (mut tcp, mut stream) = raw_connected().await;
+                tcp.write_all(&bytes).await.unwrap();
+                let mut buf = [0u8; 16];
+                // The first byte of "a" may come before the error.
+                let error = loop {
+                    match stream.read(&mut buf).await {
+                        Ok(n) => assert!(n > 0, "{expected}: end of stream instead of an error"),
+                        Err(e) => break e,
+                    }
+                };
+                assert!(error.to_string().contains(expected), "{expected}: {error}");
+            }
+        })
+        .await;
+    }
+
     #[tokio::test]
     async fn close_is_end_of_stream() {
         within(async {
@@ -411,6 +1284,30 @@ mod tests {
             let mut got = Vec::new();
             stream.read_to_end(&mut got).await.unwrap();
             assert_eq!(got, [0xC0]);
+        })
+        .await;
+    }
+
+    /// A Close is answered with its status code (or 1002 for one not to be sent); nothing
+    /// may be written after it, and nothing after it is read.
+    #[tokio::test]
+    async fn close_is_answered_with_its_code() {
+        within(async {
+            for (code, answer) in [(1001u16, 1001u16), (1005, 1002), (4000, 4000)] {
+                let (mut tcp, mut stream) = raw_connected().await;
+                let mut frames = masked(0x80 | OP_CLOSE, &code.to_be_bytes());
+                frames.extend(masked(0x80 | OP_BINARY, b"ignored"));
+                tcp.write_all(&frames).await.unwrap();
+                let mut got = Vec::new();
+                stream.read_to_end(&mut got).await.unwrap();
+                assert!(got.is_empty());
+                assert_eq!(
+                    server_frame(&mut tcp).await,
+                    (0x80 | OP_CLOSE, answer.to_be_bytes().to_vec())
+                );
+                let error = stream.write_all(b"late").await.unwrap_err();
+                assert_eq!(error.kind(), io::ErrorKind::BrokenPipe);
+            }
         })
         .await;
     }
@@ -495,5 +1392,63 @@ mod tests {
             assert!(server.await.unwrap().is_err());
         })
         .await;
+    }
+
+    /// The upgrade request arriving a byte at a time is fine; bytes after it (before our
+    /// answer) and an endless request are handshake errors.
+    #[tokio::test]
+    async fn upgrade_request_limits() {
+        within(async {
+            let (url, task) = server().await;
+            let mut tcp = TcpStream::connect(url.trim_start_matches("ws://"))
+                .await
+                .unwrap();
+            for byte in UPGRADE {
+                tcp.write_all(&[*byte]).await.unwrap();
+            }
+            task.await.unwrap().unwrap();
+
+            let (url, task) = server().await;
+            let mut tcp = TcpStream::connect(url.trim_start_matches("ws://"))
+                .await
+                .unwrap();
+            let early = [UPGRADE, &masked(0x80 | OP_BINARY, b"x")].concat();
+            tcp.write_all(&early).await.unwrap();
+            assert!(matches!(
+                task.await.unwrap(),
+                Err(WsAcceptError::Handshake(tungstenite::Error::Protocol(
+                    ProtocolError::JunkAfterRequest
+                )))
+            ));
+
+            let (url, task) = server().await;
+            let mut tcp = TcpStream::connect(url.trim_start_matches("ws://"))
+                .await
+                .unwrap();
+            let long = format!(
+                "GET /mqtt HTTP/1.1\r\nX-Long: {}\r\n",
+                "y".repeat(MAX_REQUEST)
+            );
+            let _ = tcp.write_all(long.as_bytes()).await;
+            assert!(matches!(
+                task.await.unwrap(),
+                Err(WsAcceptError::Handshake(tungstenite::Error::Capacity(_)))
+            ));
+        })
+        .await;
+    }
+
+    #[test]
+    fn unmasking_moves_and_unmasks() {
+        let mask = [1, 2, 3, 4];
+        for len in 0..40 {
+            for gap in [0, 1, 3, 8, 13] {
+                let plain = pattern(len);
+                let mut data = vec![0xEE; gap];
+                data.extend(plain.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+                unmask_into(&mut data, gap, 0, len, mask);
+                assert_eq!(data[..len], plain[..], "len {len}, gap {gap}");
+            }
+        }
     }
 }
