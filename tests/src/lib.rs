@@ -49,6 +49,29 @@ pub fn tcp_from(source: std::net::Ipv4Addr, port: u16) -> std::net::TcpStream {
     stream
 }
 
+/// Starts a raw client publishing QoS 0 messages of `payload` bytes to `topic` as fast as
+/// the broker takes them, for `how_long`: returns how many it sent and how long it took.
+pub fn spawn_flood(
+    port: u16,
+    topic: &str,
+    payload: usize,
+    how_long: std::time::Duration,
+) -> std::thread::JoinHandle<(u64, std::time::Duration)> {
+    let batch = wire::publish(topic, &vec![b'f'; payload], 0, false, 0).repeat(16);
+    std::thread::spawn(move || {
+        let mut c = wire::RawClient::connect_clean(port, &unique("flooder"));
+        let started = std::time::Instant::now();
+        let mut sent = 0u64;
+        while started.elapsed() < how_long {
+            c.send_ok(&batch);
+            sent += 16;
+        }
+        c.ping();
+        c.disconnect();
+        (sent, started.elapsed())
+    })
+}
+
 /// Proves the broker still serves clients: a fresh raw client subscribes to a unique topic and
 /// gets its own QoS 1 message back.
 pub fn assert_serving(port: u16) {

@@ -517,24 +517,43 @@ fn acl_patterns_and_anonymous_rules() {
     );
 }
 
+/// A bridge that lets in only the users of a new password file (`users`: name and
+/// password) and applies `acl`; returns it with the ACL file's path (to rewrite it).
+fn closed_bridge(dir: &Dir, users: &[(&str, &str)], acl: &str) -> (Bridge, PathBuf) {
+    let file = dir.path("passwords");
+    let f = file.to_str().unwrap();
+    for (n, (user, password)) in users.iter().enumerate() {
+        let create = if n == 0 {
+            &["-c", "-b"][..]
+        } else {
+            &["-b"][..]
+        };
+        passwd_ok(&[create, &[f, user, password]].concat(), "");
+    }
+    let acl = dir.write("acl", acl);
+    let config = config(
+        dir,
+        &format!(
+            "allow_anonymous = false\npassword_file = {f:?}\nacl_file = {:?}",
+            acl.to_str().unwrap()
+        ),
+    );
+    (start(&config), acl)
+}
+
 /// SIGHUP re-reads the password and ACL files: a user added since can connect, rights
 /// taken away stop deliveries to existing subscriptions, and a broken file is refused with
 /// the old policy kept.
 #[test]
 fn sighup_reloads_passwords_and_acl() {
     let dir = Dir::new("reload");
-    let file = dir.path("passwords");
-    let f = file.to_str().unwrap();
-    passwd_ok(&["-c", "-b", f, "alice", "a-pw"], "");
-    let acl = dir.write("acl", "user alice\ntopic readwrite #\n");
-    let config = config(
+    let (b, acl) = closed_bridge(
         &dir,
-        &format!(
-            "allow_anonymous = false\npassword_file = {f:?}\nacl_file = {:?}",
-            acl.to_str().unwrap()
-        ),
+        &[("alice", "a-pw")],
+        "user alice\ntopic readwrite #\n",
     );
-    let b = start(&config);
+    let f = dir.path("passwords");
+    let f = f.to_str().unwrap();
     let bob = ["-u", "bob", "-P", "b-pw", "-t", "news", "-m", "x"];
     assert_eq!(mosquitto_pub(&b, &bob).0, 4);
 
@@ -625,22 +644,11 @@ fn bad_files_exit_2_naming_file_and_line() {
 #[test]
 fn a_session_left_by_one_user_is_not_resumed_by_another() {
     let dir = Dir::new("resume");
-    let file = dir.path("passwords");
-    let f = file.to_str().unwrap();
-    passwd_ok(&["-c", "-b", f, "alice", "a-pw"], "");
-    passwd_ok(&["-b", f, "bob", "b-pw"], "");
-    let acl = dir.write(
-        "acl",
+    let (b, _) = closed_bridge(
+        &dir,
+        &[("alice", "a-pw"), ("bob", "b-pw")],
         "user alice\ntopic readwrite alice/#\nuser bob\ntopic readwrite bob/#\n",
     );
-    let config = config(
-        &dir,
-        &format!(
-            "allow_anonymous = false\npassword_file = {f:?}\nacl_file = {:?}",
-            acl.to_str().unwrap()
-        ),
-    );
-    let b = start(&config);
     let port = b.tcp_port();
     let as_user = |id: &str, user: &str, pw: &[u8]| {
         wire::connect(id).clean(false).username(user).password(pw)
@@ -682,18 +690,11 @@ fn a_session_left_by_one_user_is_not_resumed_by_another() {
 #[test]
 fn queued_and_in_flight_deliveries_pass_the_acl_of_now() {
     let dir = Dir::new("acl-now");
-    let file = dir.path("passwords");
-    let f = file.to_str().unwrap();
-    passwd_ok(&["-c", "-b", f, "bob", "b-pw"], "");
-    let acl = dir.write("acl", "user bob\ntopic readwrite bob/#\n");
-    let config = config(
+    let (b, acl) = closed_bridge(
         &dir,
-        &format!(
-            "allow_anonymous = false\npassword_file = {f:?}\nacl_file = {:?}",
-            acl.to_str().unwrap()
-        ),
+        &[("bob", "b-pw")],
+        "user bob\ntopic readwrite bob/#\n",
     );
-    let b = start(&config);
     let port = b.tcp_port();
     let bobdev = wire::connect("bobdev")
         .clean(false)

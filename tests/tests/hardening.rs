@@ -26,6 +26,46 @@ fn mosquitto_pub(b: &Bridge, args: &[&str]) -> (i32, String, String) {
     run_full(&which("mosquitto_pub"), &all, WAIT)
 }
 
+/// A bridge with a new password file of `users` (all with the password "right") and
+/// `[auth]` `extra` lines; the directory holding the files is removed on drop.
+struct PasswordBridge {
+    bridge: Bridge,
+    dir: std::path::PathBuf,
+}
+
+impl PasswordBridge {
+    fn start(users: &[&str], extra: &str) -> PasswordBridge {
+        let dir = std::env::temp_dir().join(unique("bridge-passwords"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let passwords = dir.join("passwords");
+        let p = passwords.to_str().unwrap();
+        for (n, user) in users.iter().enumerate() {
+            let create: &[&str] = if n == 0 { &["-c", "-b"] } else { &["-b"] };
+            let args = [&["passwd"], create, &[p, user, "right"]].concat();
+            let (code, out, err) = run_full(bridge_bin(), &args, WAIT);
+            assert_eq!(code, 0, "bridge {args:?}: {out}{err}");
+        }
+        let config = dir.join("bridge.toml");
+        std::fs::write(&config, format!("[auth]\npassword_file = {p:?}\n{extra}\n")).unwrap();
+        let bridge = Bridge::start_with(&["--config", config.to_str().unwrap()]);
+        PasswordBridge { bridge, dir }
+    }
+}
+
+impl Drop for PasswordBridge {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `mosquitto_sub ARGS` on the bridge, its output read line by line.
+fn mosquitto_sub(b: &Bridge, args: &[&str]) -> tests::Proc {
+    let port = b.tcp_port().to_string();
+    let mut all = vec!["-h", "127.0.0.1", "-p", &port];
+    all.extend_from_slice(args);
+    spawn_line_buffered("mosquitto_sub", all)
+}
+
 /// `mosquitto_sub` for `topic` that prints `topic payload` lines and gives up after
 /// `seconds` without a message: the lines it printed.
 fn mosquitto_sub_for(b: &Bridge, topic: &str, seconds: u32) -> Vec<String> {
@@ -79,22 +119,7 @@ fn clients_cannot_publish_under_sys() {
     assert_eq!(mosquitto_sub_for(&b, "$SYS", 1), Vec::<String>::new());
 
     // A live subscriber sees none of it either, while `$SYSTEM` is an ordinary topic.
-    let port = b.tcp_port().to_string();
-    let mut sub = spawn_line_buffered(
-        "mosquitto_sub",
-        [
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-t",
-            "$SYS/#",
-            "-t",
-            "$SYSTEM/x",
-            "-F",
-            "%t %p",
-        ],
-    );
+    let mut sub = mosquitto_sub(&b, &["-t", "$SYS/#", "-t", "$SYSTEM/x", "-F", "%t %p"]);
     std::thread::sleep(Duration::from_millis(500));
     mosquitto_pub(&b, &["-q", "1", "-t", "$SYS/broker/uptime", "-m", "live"]);
     mosquitto_pub(&b, &["-q", "1", "-t", "$SYSTEM/x", "-m", "ordinary"]);
@@ -126,23 +151,8 @@ fn connack_code(mut stream: TcpStream, user: &str, password: &[u8], wait: Durati
 /// password was verified before the storm is let in at once, throttle or not.
 #[test]
 fn a_storm_of_wrong_passwords_costs_bounded_memory_and_threads() {
-    let dir = std::env::temp_dir().join(unique("bridge-storm"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let passwords = dir.join("passwords");
-    let p = passwords.to_str().unwrap();
-    for (args, user) in [(&["-c", "-b"][..], "alice"), (&["-b"][..], "bob")] {
-        let mut all = args.to_vec();
-        all.extend([p, user, "right"]);
-        let (code, out, err) = run_full(bridge_bin(), &[&["passwd"][..], &all].concat(), WAIT);
-        assert_eq!(code, 0, "bridge passwd {all:?}: {out}{err}");
-    }
-    let config = dir.join("bridge.toml");
-    std::fs::write(
-        &config,
-        format!("[auth]\nallow_anonymous = false\npassword_file = {p:?}\n"),
-    )
-    .unwrap();
-    let b = Bridge::start_with(&["--config", config.to_str().unwrap()]);
+    let storm = PasswordBridge::start(&["alice", "bob"], "allow_anonymous = false");
+    let b = &storm.bridge;
     let port = b.tcp_port();
     // alice connects once before the storm: her password is verified, and remembered.
     let from = |last: u8| tcp_from(Ipv4Addr::new(127, 0, 0, last), port);
@@ -150,7 +160,7 @@ fn a_storm_of_wrong_passwords_costs_bounded_memory_and_threads() {
 
     let idle = rss_kib(b.pid());
     let idle_threads = threads(b.pid());
-    let rss = RssPeak::start(&b);
+    let rss = RssPeak::start(b);
     let peak_threads = Arc::new(AtomicU64::new(idle_threads));
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = {
@@ -233,7 +243,6 @@ fn a_storm_of_wrong_passwords_costs_bounded_memory_and_threads() {
     }
     assert_eq!(connack_code(from(15), "erin", b"wrong", WAIT), Some(3));
     assert_eq!(connack_code(from(16), "frank", b"wrong", WAIT), Some(4));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A raw 3.1.1 client with a clean session.
@@ -373,27 +382,10 @@ fn subscriptions_per_client_are_bounded() {
     );
     c.disconnect();
     // 5.0: 0x97, as mosquitto_sub shows it.
-    let port = b.tcp_port().to_string();
-    let mut sub = spawn_line_buffered(
-        "mosquitto_sub",
-        [
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-V",
-            "mqttv5",
-            "-d",
-            "-t",
-            "x/1",
-            "-t",
-            "x/2",
-            "-t",
-            "x/3",
-            "-t",
-            "x/4",
-        ],
-    );
+    let args = [
+        "-V", "mqttv5", "-d", "-t", "x/1", "-t", "x/2", "-t", "x/3", "-t", "x/4",
+    ];
+    let mut sub = mosquitto_sub(&b, &args);
     let suback = sub.wait_line(WAIT, |l| l.starts_with("Subscribed (mid"));
     assert!(suback.ends_with(": 0, 0, 0, 151"), "{suback}");
 }
@@ -425,19 +417,8 @@ fn a_subscription_flood_costs_bounded_memory() {
 /// must neither forge a log line, nor paint the operator's terminal, nor fill the log.
 #[test]
 fn client_strings_cannot_forge_or_flood_log_lines() {
-    let dir = std::env::temp_dir().join(unique("bridge-logs"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let passwords = dir.join("passwords");
-    let p = passwords.to_str().unwrap();
-    let (code, out, err) = run_full(
-        bridge_bin(),
-        &["passwd", "-c", "-b", p, "alice", "pw"],
-        WAIT,
-    );
-    assert_eq!(code, 0, "{out}{err}");
-    let config = dir.join("bridge.toml");
-    std::fs::write(&config, format!("[auth]\npassword_file = {p:?}\n")).unwrap();
-    let b = Bridge::start_with(&["--config", config.to_str().unwrap()]);
+    let logs = PasswordBridge::start(&["alice"], "");
+    let b = &logs.bridge;
     let port = b.tcp_port();
 
     let forged = "x\n2026-12-08T00:00:00Z  INFO forged: admin logged in\u{1b}[31m";
@@ -467,5 +448,4 @@ fn client_strings_cannot_forge_or_flood_log_lines() {
         );
         assert!(line.len() < 4096, "a log line of {} bytes", line.len());
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -933,23 +933,7 @@ fn flood(mut b: Bridge, label: &str, bound_kib: u64) -> u64 {
     let mut subscriber = RawClient::connect_clean(port, &unique("sleeper"));
     assert_eq!(subscriber.subscribe(1, &[(&topic, 0)]), vec![0]);
 
-    let publisher = {
-        let topic = topic.clone();
-        thread::spawn(move || {
-            let mut c = RawClient::connect_clean(port, &unique("flooder"));
-            let one = wire::publish(&topic, &[b'f'; PAYLOAD], 0, false, 0);
-            let batch = one.repeat(16);
-            let started = Instant::now();
-            let mut sent = 0u64;
-            while started.elapsed() < FLOOD {
-                c.send_ok(&batch);
-                sent += 16;
-            }
-            c.ping();
-            c.disconnect();
-            (sent, started.elapsed())
-        })
-    };
+    let publisher = tests::spawn_flood(port, &topic, PAYLOAD, FLOOD);
     thread::sleep(FLOOD / 2);
     assert_healthy(&mut b, "during the flood");
     let (sent, took) = publisher.join().expect("publisher");

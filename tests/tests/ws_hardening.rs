@@ -348,25 +348,10 @@ fn websocket_subscriber_that_does_not_read_keeps_memory_bounded() {
     sleeper.send(&frame(BINARY, &wire::subscribe(1, &[(&topic, 0)])));
     assert_eq!(sleeper.read_mqtt(5, WAIT), [0x90, 0x03, 0x00, 0x01, 0x00]);
 
-    let publisher = {
-        let topic = topic.clone();
-        thread::spawn(move || {
-            let mut c = wire::RawClient::connect_clean(port, &unique("wsh-flooder"));
-            let batch = wire::publish(&topic, &[b'f'; PAYLOAD], 0, false, 0).repeat(16);
-            let started = Instant::now();
-            let mut sent = 0u64;
-            while started.elapsed() < FLOOD {
-                c.send_ok(&batch);
-                sent += 16;
-            }
-            c.ping();
-            c.disconnect();
-            sent
-        })
-    };
+    let publisher = tests::spawn_flood(port, &topic, PAYLOAD, FLOOD);
     thread::sleep(FLOOD / 2);
     assert_serving(port);
-    let sent = publisher.join().expect("publisher");
+    let (sent, _) = publisher.join().expect("publisher");
     b.assert_running();
     eprintln!(
         "[ws_hardening] {sent} messages of {PAYLOAD} bytes to a WebSocket that does not read"
