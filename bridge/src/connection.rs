@@ -40,7 +40,12 @@ use crate::broker::{
     TopicAliases, Written, WrongAck, NEVER_EXPIRES,
 };
 use crate::duplex::{Duplex, Split};
-use crate::logsafe::untrusted;
+use crate::logsafe::{untrusted, untrusted_message};
+
+/// How long a connection kicked while it waits for the store still waits for it, so that
+/// what it was about to send (a CONNACK, acks) goes out; past it, or while the store fails,
+/// that is dropped unacknowledged.
+const KICKED_DURABLE_WAIT: Duration = Duration::from_secs(5);
 
 /// How the client reached us; shown in logs and the admin API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,7 +246,7 @@ impl<S: Duplex> Connection<S> {
             Ok(Some(opened)) => opened,
             Ok(None) => return,
             Err(reason) => {
-                info!("closing before CONNACK: {reason}");
+                info!("closing before CONNACK: {}", untrusted_message(&reason));
                 return;
             }
         };
@@ -260,15 +265,21 @@ impl<S: Duplex> Connection<S> {
         let Opened { session, will, .. } = opened;
         match &end {
             End::Disconnected { .. } | End::Kicked(_) | End::Lost(_) => {
-                debug!("connection ended: {end}")
+                debug!("connection ended: {}", untrusted_message(&end.to_string()))
             }
             End::KeepAliveTimeout => {
                 Metrics::add(&self.broker.metrics.keep_alive_timeouts, 1);
-                info!("closing connection: {end}");
+                info!(
+                    "closing connection: {}",
+                    untrusted_message(&end.to_string())
+                );
             }
             End::Violation { .. } => {
                 Metrics::add(&self.broker.metrics.protocol_violations, 1);
-                info!("closing connection: {end}");
+                info!(
+                    "closing connection: {}",
+                    untrusted_message(&end.to_string())
+                );
             }
         }
         let publish_will = !matches!(end, End::Disconnected { with_will: false });
@@ -702,19 +713,26 @@ impl<S: Duplex> Connection<S> {
                 if let Some(store) = self.broker.store() {
                     // A kick still ends the connection meanwhile (keep-alive, takeover, an
                     // administrator, shutdown): a store failing for long must not hold it
-                    // forever. What it waited for is then not acknowledged: the acks
-                    // written this turn are dropped, not flushed by the close. Boxed: the
-                    // wait's state would otherwise size every idle connection's task.
-                    let kicked = Box::pin(async move {
+                    // forever. A working store finishes the write in moments, and what it
+                    // waited for (a CONNACK, say, whose session was taken over at once) is
+                    // still sent; while the store fails it is dropped, not acknowledged.
+                    // Boxed: the wait's state would otherwise size every idle connection's
+                    // task.
+                    let (kicked, durable) = Box::pin(async move {
                         tokio::select! {
                             biased;
-                            () = store.wait_durable(touched) => false,
-                            () = kick.kicked() => true,
+                            () = store.wait_durable(touched) => (false, true),
+                            () = kick.kicked() => {
+                                let wait = timeout(KICKED_DURABLE_WAIT, store.wait_durable(touched));
+                                (true, !store.is_failing() && wait.await.is_ok())
+                            }
                         }
                     })
                     .await;
-                    if kicked {
+                    if !durable {
                         self.wbuf.clear();
+                    }
+                    if kicked {
                         return match kick.reason() {
                             reason::KEEP_ALIVE_TIMEOUT => End::KeepAliveTimeout,
                             reason => End::Kicked(reason),
@@ -1136,6 +1154,9 @@ impl<S: Duplex> Connection<S> {
             max => max,
         };
         let mut room = max.saturating_sub(session.subscription_count());
+        // A persistent session's subscriptions are stored: while the store fails they are
+        // refused (5.0: 0x97; 3.1.1: 0x80) rather than left without a SUBACK.
+        let store_failing = self.store_failing_for(session);
         let mut over_limit = 0usize;
         // The new filters of this SUBSCRIBE given room (a repeated one takes it once).
         let mut taken = std::collections::HashSet::new();
@@ -1156,6 +1177,14 @@ impl<S: Duplex> Connection<S> {
                         debug!(filter = %untrusted(&filter.filter), "subscription not authorized");
                         return_codes.push(if self.is_v5() {
                             reason::NOT_AUTHORIZED
+                        } else {
+                            reason::UNSPECIFIED_ERROR
+                        });
+                        continue;
+                    }
+                    if store_failing {
+                        return_codes.push(if self.is_v5() {
+                            reason::QUOTA_EXCEEDED
                         } else {
                             reason::UNSPECIFIED_ERROR
                         });
@@ -1192,6 +1221,9 @@ impl<S: Duplex> Connection<S> {
                 }
             }
         }
+        if let (true, Some(store)) = (store_failing, self.broker.store()) {
+            store.count_refused();
+        }
         if over_limit > 0 {
             Metrics::add(
                 &self.broker.metrics.subscriptions_refused,
@@ -1218,6 +1250,22 @@ impl<S: Duplex> Connection<S> {
     }
 
     fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe, session: &Arc<Session>) -> Option<End> {
+        if self.store_failing_for(session) {
+            if let Some(store) = self.broker.store() {
+                store.count_refused();
+            }
+            if !self.is_v5() {
+                // A 3.1.1 UNSUBACK cannot refuse: close, as for a publish to be stored.
+                info!("an UNSUBSCRIBE to be stored while the store is failing: closing");
+                self.wbuf.clear();
+                return Some(End::Kicked(reason::SERVER_UNAVAILABLE));
+            }
+            return self.answer(&Packet::UnsubAck(UnsubAck {
+                pkid: unsubscribe.pkid,
+                reasons: vec![reason::UNSPECIFIED_ERROR; unsubscribe.filters.len()],
+                properties: Properties::default(),
+            }));
+        }
         let mut reasons = Vec::with_capacity(unsubscribe.filters.len());
         for filter in &unsubscribe.filters {
             if let Err(e) = validate_topic_filter(filter) {
@@ -1242,6 +1290,12 @@ impl<S: Duplex> Connection<S> {
             reasons,
             properties: Properties::default(),
         }))
+    }
+
+    /// Whether `session` is persistent and the store it needs is failing: its SUBSCRIBE and
+    /// UNSUBSCRIBE are then refused instead of waiting for the disk.
+    fn store_failing_for(&self, session: &Session) -> bool {
+        session.expiry() > 0 && self.broker.store().is_some_and(|s| s.is_failing())
     }
 
     /// Counts what the session wrote into our buffer.

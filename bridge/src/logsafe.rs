@@ -11,20 +11,53 @@ use std::fmt;
 /// Characters of a client-supplied string that reach the log; the rest is summarised.
 pub const MAX_LOGGED_CHARS: usize = 128;
 
+/// Characters of a message that may quote client-supplied strings (a protocol error naming
+/// a bad topic, say) that reach the log.
+pub const MAX_LOGGED_MESSAGE_CHARS: usize = 512;
+
 /// A client-supplied string to be logged with `%`: see the module documentation.
 #[derive(Clone, Copy)]
-pub struct Untrusted<'a>(&'a str);
+pub struct Untrusted<'a> {
+    text: &'a str,
+    max: usize,
+    /// A value of its own (a log field): quoted when it has spaces, `=` or quotes, so that
+    /// `x username=admin` cannot pass for two fields.
+    field: bool,
+}
 
 /// Wraps `text` so that logging it (`%untrusted(text)`) escapes and truncates it.
 pub fn untrusted(text: &str) -> Untrusted<'_> {
-    Untrusted(text)
+    Untrusted {
+        text,
+        max: MAX_LOGGED_CHARS,
+        field: true,
+    }
+}
+
+/// Wraps a message that may quote client-supplied strings (an error's text): escaped like
+/// [`untrusted`], cut at [`MAX_LOGGED_MESSAGE_CHARS`], never quoted.
+pub fn untrusted_message(text: &str) -> Untrusted<'_> {
+    Untrusted {
+        text,
+        max: MAX_LOGGED_MESSAGE_CHARS,
+        field: false,
+    }
 }
 
 impl fmt::Display for Untrusted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut chars = self.0.char_indices();
-        for (_, c) in chars.by_ref().take(MAX_LOGGED_CHARS) {
-            if c.is_control() || c == '\\' {
+        let quoted = self.field
+            && (self.text.is_empty()
+                || self
+                    .text
+                    .chars()
+                    .any(|c| c.is_whitespace() || c == '=' || c == '"'));
+        if quoted {
+            f.write_str("\"")?;
+        }
+        let mut chars = self.text.char_indices();
+        for (_, c) in chars.by_ref().take(self.max) {
+            if c.is_control() || c == '\\' || (quoted && c == '"') {
                 write!(f, "{}", c.escape_debug())?;
             } else if is_invisible_format(c) {
                 write!(f, "{}", c.escape_unicode())?;
@@ -32,8 +65,11 @@ impl fmt::Display for Untrusted<'_> {
                 fmt::Write::write_char(f, c)?;
             }
         }
+        if quoted {
+            f.write_str("\"")?;
+        }
         if let Some((at, _)) = chars.next() {
-            write!(f, "…(+{} bytes)", self.0.len() - at)?;
+            write!(f, "…(+{} bytes)", self.text.len() - at)?;
         }
         Ok(())
     }
@@ -41,7 +77,19 @@ impl fmt::Display for Untrusted<'_> {
 
 impl fmt::Debug for Untrusted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "\"{self}\"")
+        let inner = Untrusted {
+            field: false,
+            ..*self
+        };
+        f.write_str("\"")?;
+        for c in inner.to_string().chars() {
+            if c == '"' {
+                f.write_str("\\\"")?;
+            } else {
+                fmt::Write::write_char(f, c)?;
+            }
+        }
+        f.write_str("\"")
     }
 }
 
@@ -61,7 +109,7 @@ mod tests {
     #[test]
     fn newlines_and_escapes_are_escaped() {
         let logged = untrusted("admin\n2026-12-08 INFO forged\u{1b}[31mred").to_string();
-        assert_eq!(logged, "admin\\n2026-12-08 INFO forged\\u{1b}[31mred");
+        assert_eq!(logged, "\"admin\\n2026-12-08 INFO forged\\u{1b}[31mred\"");
     }
 
     #[test]
@@ -81,11 +129,29 @@ mod tests {
     #[test]
     fn ordinary_text_is_unchanged() {
         assert_eq!(
-            untrusted("sensors/ü/温度 #+").to_string(),
-            "sensors/ü/温度 #+"
+            untrusted("sensors/ü/温度/#").to_string(),
+            "sensors/ü/温度/#"
         );
         assert_eq!(format!("{:?}", untrusted("a")), "\"a\"");
         assert_eq!(untrusted("bidi\u{202e}x").to_string(), "bidi\\u{202e}x");
+    }
+
+    #[test]
+    fn a_field_cannot_pass_for_two() {
+        assert_eq!(
+            untrusted("x username=admin").to_string(),
+            "\"x username=admin\""
+        );
+        assert_eq!(untrusted("say \"hi\"").to_string(), "\"say \\\"hi\\\"\"");
+        assert_eq!(untrusted("").to_string(), "\"\"");
+        assert_eq!(format!("{:?}", untrusted("a\"b")), "\"a\\\"b\"");
+        // A message is not quoted, only escaped and cut.
+        assert_eq!(
+            untrusted_message("bad topic a b").to_string(),
+            "bad topic a b"
+        );
+        let long = "y".repeat(2000);
+        assert!(untrusted_message(&long).to_string().len() < MAX_LOGGED_MESSAGE_CHARS + 32);
     }
 
     proptest! {

@@ -26,6 +26,7 @@ use crate::broker::Broker;
 use crate::config::{self as settings, Config, Listen};
 use crate::connection::{self, Transport};
 use crate::http::{self, Endpoints};
+use crate::logsafe::untrusted_message;
 use crate::store::Store;
 use crate::sys::{self, Stats};
 use crate::tls::{self, TlsListener};
@@ -522,7 +523,10 @@ async fn serve_websocket(stream: TcpStream, peer: SocketAddr, path: Arc<str>, br
         }
         // Failed handshakes are the client's business (port scanners, wrong URLs); they
         // are worth seeing when debugging a client, not in normal operation.
-        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "WebSocket handshake failed"),
+        Ok(Err(e)) => {
+            let error = e.to_string();
+            tracing::debug!(%peer, error = %untrusted_message(&error), "WebSocket handshake failed")
+        }
         Err(_) => tracing::debug!(%peer, "WebSocket handshake timed out"),
     }
 }
@@ -581,7 +585,10 @@ async fn serve_wss(
             )
             .await
         }
-        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "WebSocket handshake failed"),
+        Ok(Err(e)) => {
+            let error = e.to_string();
+            tracing::debug!(%peer, error = %untrusted_message(&error), "WebSocket handshake failed")
+        }
         Err(_) => tracing::debug!(%peer, "WebSocket handshake timed out"),
     }
 }
@@ -603,7 +610,10 @@ async fn serve_identified<S>(
     let max_packet_size = broker.settings.max_packet_size;
     match tls::with_identity(stream, &username, token, max_packet_size).await {
         Ok(stream) => connection::serve(stream, peer, transport, broker).await,
-        Err(e) => tracing::debug!(%peer, error = %e, "closing before CONNECT"),
+        Err(e) => {
+            let error = e.to_string();
+            tracing::debug!(%peer, error = %untrusted_message(&error), "closing before CONNECT")
+        }
     }
 }
 

@@ -741,3 +741,36 @@ fn queued_and_in_flight_deliveries_pass_the_acl_of_now() {
         .collect();
     assert_eq!(topics, ["bob/open readable"], "only what bob may read now");
 }
+
+/// Issue 12, item 1 (review): a member of a shared subscription that may not read a topic
+/// does not take its turn for that topic's messages; otherwise the send-time ACL check
+/// would drop them and they would be lost for the whole group.
+#[test]
+fn shared_subscription_members_that_may_not_read_are_passed_over() {
+    let dir = Dir::new("shared-acl");
+    let (b, _) = closed_bridge(
+        &dir,
+        &[("alice", "a-pw"), ("bob", "b-pw")],
+        "user alice\ntopic readwrite work/#\nuser bob\ntopic read work/#\ntopic deny work/secret/#\n",
+    );
+    let port = b.tcp_port();
+    let member = |id: &str, user: &str, pw: &[u8]| {
+        let mut c = RawClient::connect(port, &wire::connect(id).username(user).password(pw)).0;
+        assert_eq!(c.subscribe(1, &[("$share/g/work/#", 1)]), vec![1]);
+        c
+    };
+    let mut alice = member("alice-w", "alice", b"a-pw");
+    let mut bob = member("bob-w", "bob", b"b-pw");
+    let publisher = wire::connect("alice-p").username("alice").password(b"a-pw");
+    let mut publisher = RawClient::connect(port, &publisher).0;
+    for pid in 1..=10u16 {
+        publisher.publish("work/secret/x", &pid.to_be_bytes(), 1, false, pid);
+    }
+    let got = alice.receive_until(|got| got.len() >= 10, Duration::from_millis(500));
+    assert_eq!(
+        got.len(),
+        10,
+        "every message reaches the member that may read it"
+    );
+    bob.expect_silence(Duration::from_millis(500));
+}

@@ -7,7 +7,7 @@
 //! * refuse new work that needs it with a reason code rather than hang (persistent
 //!   CONNECT: 5.0 0x88, 3.1.1 0x03; a publish that must be stored: 5.0 0x97, 3.1.1 the
 //!   connection is closed unacknowledged),
-//! * still reclaim a connection stuck on the store by its keep-alive,
+//! * refuse a persistent session's SUBSCRIBE and UNSUBSCRIBE instead of holding them,
 //! * say so in `/api/v1/stats` and `/metrics`;
 //!
 //! and once space is back, resume on its own: the held acknowledgement arrives, new
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tests::harness::{crate_dir, Bridge};
 use tests::v5::wire as v5;
-use tests::wire::{connect, publish, subscribe, Packet, RawClient, RecvError};
+use tests::wire::{connect, publish, subscribe, unsubscribe, Packet, RawClient, RecvError};
 
 /// What "promptly" means for anything that does not need the store.
 const PROMPT: Duration = Duration::from_secs(3);
@@ -429,21 +429,17 @@ fn a_full_disk_holds_refuses_and_then_resumes() {
     assert_eq!(api.metric("bridge_store_failing"), 1);
     assert!(api.metric("bridge_store_write_failures_total") >= 1);
 
-    // A persistent client whose SUBSCRIBE waits on the store is still ended by its
-    // keep-alive (4 s: closed by about 6 s after its last packet).
+    // A persistent client's SUBSCRIBE, which would have to be stored, is refused at once
+    // (3.1.1: 0x80) instead of waiting for the disk; its UNSUBSCRIBE, whose UNSUBACK cannot
+    // refuse in 3.1.1, closes the connection.
     stuck.ping();
-    stuck.send_ok(&subscribe(7, &[("more/#", 1)]));
-    let stuck_since = Instant::now();
-    let got = stuck.expect_closed(Duration::from_secs(15));
-    let reclaimed = stuck_since.elapsed();
-    println!("stuck persistent client reclaimed after {reclaimed:?}");
+    assert_eq!(stuck.subscribe(7, &[("more/#", 1)]), vec![0x80]);
+    stuck.ping();
+    stuck.send_ok(&unsubscribe(8, &["big/#"]));
+    let got = stuck.expect_closed(Duration::from_secs(5));
     assert!(
-        reclaimed >= Duration::from_secs(3),
-        "closed before its keep-alive ran out"
-    );
-    assert!(
-        !got.iter().any(|p| matches!(p, Packet::Suback { .. })),
-        "no SUBACK for what is not stored: {got:?}"
+        !got.iter().any(|p| matches!(p, Packet::Unsuback(_))),
+        "no UNSUBACK for what is not stored: {got:?}"
     );
 
     let store = api.store();

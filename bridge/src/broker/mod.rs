@@ -628,10 +628,11 @@ impl Broker {
     /// member of their group.
     fn redistribute_shared(&self, session: &Arc<Session>) {
         let backlog = session.take_shared_backlog();
+        let access = self.read_checks();
         for queued in backlog {
             let group = queued.shared.expect("only shared messages are taken");
             if group.has_other_member(session) {
-                group.deliver(&queued.message, Some(session));
+                group.deliver(&queued.message, Some(session), access.as_deref());
             } else {
                 // Nobody else to take it: it stays with this member.
                 session.deliver(Queued {
@@ -699,7 +700,11 @@ impl Broker {
                 shared: None,
                 seq: 0,
             });
-            dropped += usize::from(delivery == Delivery::Dropped);
+            dropped += match delivery {
+                Delivery::Dropped => 1,
+                Delivery::QueuedDroppingOldest(n) => n as usize,
+                Delivery::Queued | Delivery::Skipped => 0,
+            };
         }
         if dropped > 0 {
             // The session's queue (or the broker-wide budget) had no room for all of them:
@@ -834,7 +839,7 @@ impl Broker {
         match sets.as_slice() {
             // The common case: one matching filter, so one subscription per client.
             [set] => set.iter().for_each(|(_, route)| match route {
-                Route::Shared(group) => tally.count(group.deliver(&message, None)),
+                Route::Shared(group) => tally.count(group.deliver(&message, None, access)),
                 Route::Direct(sub) => {
                     if !excluded_by_no_local(&message, sub) && readable(access, &message.topic, sub)
                     {
@@ -1148,7 +1153,7 @@ fn route_overlapping(
         for (key, route) in set.iter() {
             let sub = match route {
                 Route::Shared(group) => {
-                    tally.count(group.deliver(message, None));
+                    tally.count(group.deliver(message, None, access));
                     continue;
                 }
                 Route::Direct(sub) => sub,
@@ -1188,7 +1193,7 @@ fn route_by_sorting(
     let mut direct = Vec::new();
     for route in sets.iter().flat_map(|set| set.values()) {
         match route {
-            Route::Shared(group) => tally.count(group.deliver(message, None)),
+            Route::Shared(group) => tally.count(group.deliver(message, None, access)),
             Route::Direct(sub) => direct.push(sub),
         }
     }
@@ -1222,6 +1227,7 @@ impl Tally {
         self.matched += 1;
         match delivery {
             Delivery::Queued => {}
+            Delivery::QueuedDroppingOldest(n) => self.dropped += u64::from(n),
             Delivery::Dropped => self.dropped += 1,
             Delivery::Skipped => self.skipped += 1,
         }

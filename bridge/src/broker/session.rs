@@ -140,6 +140,8 @@ impl Kick {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
     Queued,
+    /// Queued after dropping this many older messages to make room (`drop_oldest`).
+    QueuedDroppingOldest(u32),
     /// QoS 0 to an offline client: not kept, as Mosquitto does by default.
     Skipped,
     /// The queue was full: the message is dropped for this session.
@@ -575,6 +577,7 @@ impl Session {
             return Delivery::Skipped;
         }
         let size = queued_size(&queued);
+        let mut evicted = 0u32;
         // Room in this session's queue, then in the broker-wide budget; when either is
         // full, the policy decides for this session (dropping its oldest makes room in both).
         while state.queue.len() >= self.limits.max_queued
@@ -597,6 +600,7 @@ impl Session {
                 return Delivery::Dropped;
             };
             let oldest_size = queued_size(&oldest);
+            evicted += 1;
             state.queued_bytes -= oldest_size;
             self.limits.budget.give_back(oldest_size);
             self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -616,7 +620,10 @@ impl Session {
         if online {
             self.wake.notify_one();
         }
-        Delivery::Queued
+        match evicted {
+            0 => Delivery::Queued,
+            n => Delivery::QueuedDroppingOldest(n),
+        }
     }
 
     /// Puts back a session read from the store (without writing it again): subscriptions,
@@ -1501,7 +1508,10 @@ mod tests {
             assert!(matches!(b.deliver(queued(None)), Delivery::Queued));
         }
         assert!(matches!(c.deliver(queued(None)), Delivery::Dropped));
-        assert!(matches!(b.deliver(queued(None)), Delivery::Queued));
+        assert!(matches!(
+            b.deliver(queued(None)),
+            Delivery::QueuedDroppingOldest(1)
+        ));
         assert_eq!(b.backlog().0, 3);
         assert_eq!(b.dropped(), 1);
         assert_eq!(oldest_first.budget.used(), 3 * SIZE);

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use protocol::QoS;
 
+use super::access::{Access, Action, Identity};
 use super::message::Message;
 use super::session::{Delivery, Queued, Session};
 
@@ -90,6 +91,7 @@ impl SharedGroup {
         self: &Arc<Self>,
         message: &Arc<Message>,
         exclude: Option<&Arc<Session>>,
+        access: Option<&Access>,
     ) -> Delivery {
         let members = self.members.lock();
         let n = members.len();
@@ -97,9 +99,22 @@ impl SharedGroup {
             return Delivery::Skipped;
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
+        // Only members that may read the topic take their turn: one that may not would
+        // drop the message when it is sent, and it would be lost for the whole group.
+        let may_read = |m: &Member| {
+            access.is_none_or(|access| {
+                let username = m.session.username();
+                let who = Identity {
+                    client_id: &m.session.client_id,
+                    username: username.as_deref(),
+                };
+                access.authorize(who, Action::Read, &message.topic)
+            })
+        };
         let order: Vec<&Member> = (0..n)
             .map(|i| &members[(start + i) % n])
             .filter(|m| exclude.is_none_or(|e| !Arc::ptr_eq(&m.session, e)))
+            .filter(|m| may_read(m))
             .collect();
         let chosen = order
             .iter()
