@@ -89,7 +89,10 @@ enum End {
     /// The client sent DISCONNECT; `with_will` for 5.0 reason 0x04.
     #[error("client sent DISCONNECT")]
     Disconnected { with_will: bool },
-    /// The socket closed or failed without a DISCONNECT.
+    /// The client closed its side without a DISCONNECT (over WebSocket: a Close frame).
+    #[error("closed by the client without DISCONNECT")]
+    Closed,
+    /// The socket failed.
     #[error("connection lost: {0}")]
     Lost(String),
     /// Nothing arrived within 1.5 times the keep-alive (MQTT-3.1.2-24).
@@ -116,7 +119,7 @@ impl End {
     /// The reason code of the DISCONNECT a 5.0 client is sent, if any.
     fn disconnect_reason(&self) -> Option<u8> {
         match self {
-            End::Disconnected { .. } | End::Lost(_) => None,
+            End::Disconnected { .. } | End::Closed | End::Lost(_) => None,
             End::KeepAliveTimeout => Some(reason::KEEP_ALIVE_TIMEOUT),
             End::Kicked(code) | End::Violation { code, .. } => Some(*code),
         }
@@ -264,7 +267,7 @@ impl<S: Duplex> Connection<S> {
         // for every client to be told why and let go.
         let Opened { session, will, .. } = opened;
         match &end {
-            End::Disconnected { .. } | End::Kicked(_) | End::Lost(_) => {
+            End::Disconnected { .. } | End::Closed | End::Kicked(_) | End::Lost(_) => {
                 debug!("connection ended: {}", untrusted_message(&end.to_string()))
             }
             End::KeepAliveTimeout => {
@@ -303,6 +306,9 @@ impl<S: Duplex> Connection<S> {
                 let _ = self.queue(&Packet::Disconnect(disconnect));
             }
         }
+        // A failed socket takes nothing more. One the client closed may still take the rest
+        // of what was on its way (over WebSocket: the frame being written, then the reply
+        // to its Close), within the close's bounds.
         if !matches!(end, End::Lost(_)) {
             Box::pin(self.close()).await;
         }
@@ -783,8 +789,11 @@ impl<S: Duplex> Connection<S> {
                         reason => End::Kicked(reason),
                     };
                 }
-                Event::Read(Ok(0)) => {
-                    return End::Lost("closed by the client without DISCONNECT".into())
+                Event::Read(Ok(0)) => return End::Closed,
+                // Bytes the transport cannot frame (a WebSocket protocol error, which the
+                // transport has answered with its own Close) break the protocol too.
+                Event::Read(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                    return End::violation(reason::MALFORMED_PACKET, e.to_string());
                 }
                 Event::Read(Err(e)) => return End::Lost(e.to_string()),
                 Event::Read(Ok(n)) => {

@@ -11,7 +11,11 @@
 //!
 //! * Nothing is buffered per connection. Payload bytes are read straight into the reader's
 //!   buffer and unmasked there, past the frame headers; a write goes to the socket as a
-//!   frame header and the caller's bytes, in one vectored write. (tungstenite keeps a read
+//!   frame header and the caller's bytes, in one vectored write. A read goes on reading
+//!   the socket and decoding frames while the reader's buffer has room and the socket has
+//!   bytes, so one read hands on the payload of many small frames (one MQTT packet per
+//!   frame is what browsers send), and a buffer that fills tells the reader to read more at
+//!   once, as over TCP. (tungstenite keeps a read
 //!   buffer per connection, 128 KiB by default and allocated up front, gathers each
 //!   message whole, and copies every write into an output buffer that keeps its largest
 //!   size: an idle WebSocket connection cost about 135 KiB, against 2 KiB over TCP.)
@@ -22,6 +26,10 @@
 //!   bound: a client that sent Pings and never read took the broker to gigabytes.)
 //! * Our own writes are never queued here: a write the socket cannot take waits (the
 //!   connection bounds what it buffers for a client that does not read).
+//! * A client that breaks the protocol gets a Close frame with the status code that says
+//!   why (RFC 6455 sections 7.1.7 and 7.4.1), written if the socket has room (we do not wait
+//!   for it, nor for the client's answer), and reading fails with
+//!   [`io::ErrorKind::InvalidData`]. Payload decoded before the fault is handed on first.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -54,7 +62,9 @@ const MAX_FRAME_OUT: usize = 1024 * 1024;
 /// The least and most bytes read from the socket at once. They are read into the caller's
 /// buffer, whose unfilled part must be zeroed first (no `unsafe` here), so the size adapts
 /// to what the reads bring: doubled when a read fills it, halved when one brings less than
-/// a quarter. (tungstenite zeroed 128 KiB before every read.)
+/// a quarter. It only bounds each read of the socket: a read of the stream goes on reading
+/// the socket until the caller's buffer is full or the socket has nothing more. (tungstenite
+/// zeroed 128 KiB before every read.)
 const READ_MIN: usize = 1024;
 const READ_MAX: usize = 64 * 1024;
 
@@ -76,6 +86,13 @@ const OP_PONG: u8 = 0xA;
 const MAX_CONTROL: usize = 125;
 /// The longest frame header: 2 bytes, a 64-bit length and the 4-byte mask.
 const MAX_HEADER: usize = 14;
+
+/// Close status codes we send when failing the connection (RFC 6455 section 7.4.1).
+const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+const CLOSE_UNSUPPORTED_DATA: u16 = 1003;
+const CLOSE_INVALID_PAYLOAD: u16 = 1007;
+const CLOSE_POLICY_VIOLATION: u16 = 1008;
+const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
 
 /// Why a WebSocket handshake did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -250,11 +267,44 @@ pub struct WsStream<S = TcpStream> {
     read_size: u32,
     /// The data frame being written.
     outgoing: Outgoing,
-    /// We sent (or are about to send) a Close frame: no more data may be written.
+    /// We sent (or are about to send) a Close frame: no data frame may start (one in
+    /// progress is finished first, then the Close goes out).
     closing: bool,
     /// Control frames read and replies owed; allocated with the first control frame, which
     /// most connections never see (MQTT has its own PINGREQ).
     control: Option<Box<Control>>,
+    /// Why reading failed: every read reports it from then on (the first one that has no
+    /// payload to hand on).
+    failure: Option<Failure>,
+}
+
+/// Why reading failed, and the Close frame that the failure calls for.
+struct Failure {
+    error: io::Error,
+    /// The status code of the Close to send the client, until the failure is first reported
+    /// (then it is queued). None when the socket itself failed or ended.
+    close: Option<u16>,
+}
+
+impl Failure {
+    /// The client broke the protocol: fail the connection with `code`.
+    fn new(code: u16, message: impl Into<String>) -> Failure {
+        Failure {
+            error: invalid(message.into()),
+            close: Some(code),
+        }
+    }
+
+    /// A protocol error (RFC 6455 status code 1002).
+    fn protocol(message: impl Into<String>) -> Failure {
+        Failure::new(CLOSE_PROTOCOL_ERROR, message)
+    }
+}
+
+impl From<io::Error> for Failure {
+    fn from(error: io::Error) -> Failure {
+        Failure { error, close: None }
+    }
 }
 
 /// Where reading is in the client's frames.
@@ -271,7 +321,8 @@ enum Incoming {
         have: u8,
         mask: [u8; 4],
     },
-    /// The client sent Close (or the stream ended): reads return end-of-file.
+    /// The client sent Close (or the stream ended): reads return end-of-file. (After a
+    /// failure, [`WsStream::failure`] is what reads return.)
     Closed,
 }
 
@@ -370,6 +421,13 @@ fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message)
 }
 
+/// A frame length not in its shortest form (RFC 6455 section 5.2).
+fn not_minimal(len: u64) -> Failure {
+    Failure::protocol(format!(
+        "WebSocket frame length {len} not in its shortest form (RFC 6455 section 5.2)"
+    ))
+}
+
 fn closed() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "the WebSocket is closed")
 }
@@ -411,6 +469,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
             outgoing: Outgoing::default(),
             closing: false,
             control: None,
+            failure: None,
         }
     }
 
@@ -421,10 +480,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
     }
 
     /// Decodes `data`, raw bytes from the socket, in place: the payload of data frames,
-    /// unmasked, ends up at its front, and how much of it is returned. Headers and control
-    /// frames are consumed (a Ping is answered from here, if the socket has room).
-    fn decode(&mut self, cx: &mut Context<'_>, data: &mut [u8]) -> io::Result<usize> {
-        let (mut from, mut to) = (0, 0);
+    /// unmasked, ends up at its front, and `payload` counts it (also when decoding fails:
+    /// what came before the fault is good). Headers and control frames are consumed (a Ping
+    /// is answered from here, if the socket has room).
+    fn decode(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &mut [u8],
+        payload: &mut usize,
+    ) -> Result<(), Failure> {
+        let mut from = 0;
+        let to = payload;
+        *to = 0;
         while from < data.len() {
             match &mut self.incoming {
                 Incoming::Header { bytes, len } => {
@@ -452,11 +519,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
                 }
                 Incoming::Data { left, mask } => {
                     let n = (data.len() - from).min(usize::try_from(*left).unwrap_or(usize::MAX));
-                    unmask_into(data, from, to, n, *mask);
+                    unmask_into(data, from, *to, n, *mask);
                     mask.rotate_left(n % 4);
                     *left -= n as u64;
                     from += n;
-                    to += n;
+                    *to += n;
                     if *left == 0 {
                         self.incoming = Incoming::NEXT_FRAME;
                     }
@@ -485,54 +552,75 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
                 Incoming::Closed => break,
             }
         }
-        Ok(to)
+        Ok(())
     }
 
     /// Checks the first two bytes of a frame: what can be refused before the rest.
-    fn check_frame_start(&self, b0: u8, b1: u8) -> io::Result<()> {
+    fn check_frame_start(&self, b0: u8, b1: u8) -> Result<(), Failure> {
         if b0 & 0x70 != 0 {
-            return Err(invalid(
-                "WebSocket frame with reserved bits set (no extension was negotiated)".into(),
+            return Err(Failure::protocol(
+                "WebSocket frame with reserved bits set (no extension was negotiated)",
             ));
         }
         if b1 & 0x80 == 0 {
-            return Err(invalid(
-                "unmasked WebSocket frame from the client (RFC 6455 section 5.1)".into(),
+            return Err(Failure::protocol(
+                "unmasked WebSocket frame from the client (RFC 6455 section 5.1)",
             ));
         }
         let fin = b0 & 0x80 != 0;
         match b0 & 0x0F {
             OP_CLOSE | OP_PING | OP_PONG if !fin => {
-                Err(invalid("fragmented WebSocket control frame".into()))
+                Err(Failure::protocol("fragmented WebSocket control frame"))
             }
             OP_CLOSE | OP_PING | OP_PONG if usize::from(b1 & 0x7F) > MAX_CONTROL => {
-                Err(invalid("WebSocket control frame over 125 bytes".into()))
+                Err(Failure::protocol("WebSocket control frame over 125 bytes"))
             }
             OP_CLOSE | OP_PING | OP_PONG => Ok(()),
-            OP_BINARY if self.in_message => Err(invalid(
-                "WebSocket Binary frame inside a fragmented message".into(),
-            )),
-            OP_CONTINUATION if !self.in_message => Err(invalid(
-                "WebSocket continuation frame without a message to continue".into(),
+            opcode @ (OP_BINARY | OP_TEXT) if self.in_message => Err(Failure::protocol(format!(
+                "WebSocket {} frame inside a fragmented message",
+                if opcode == OP_TEXT { "Text" } else { "Binary" }
+            ))),
+            OP_CONTINUATION if !self.in_message => Err(Failure::protocol(
+                "WebSocket continuation frame without a message to continue",
             )),
             OP_BINARY | OP_CONTINUATION => Ok(()),
-            OP_TEXT => Err(invalid(
-                "text WebSocket frame: MQTT must be sent in binary frames (MQTT-6.0.0-1)".into(),
+            OP_TEXT => Err(Failure::new(
+                CLOSE_UNSUPPORTED_DATA,
+                "text WebSocket frame: MQTT must be sent in binary frames (MQTT-6.0.0-1)",
             )),
-            opcode => Err(invalid(format!("unknown WebSocket opcode {opcode:#x}"))),
+            opcode => Err(Failure::protocol(format!(
+                "unknown WebSocket opcode {opcode:#x}"
+            ))),
         }
     }
 
     /// A whole frame header (checked by [`Self::check_frame_start`]) was read.
-    fn start_frame(&mut self, cx: &mut Context<'_>, header: &[u8]) -> io::Result<()> {
+    fn start_frame(&mut self, cx: &mut Context<'_>, header: &[u8]) -> Result<(), Failure> {
         let fin = header[0] & 0x80 != 0;
         let opcode = header[0] & 0x0F;
+        // RFC 6455 section 5.2: "the minimal number of bytes MUST be used to encode the
+        // length", and a 64-bit length has its most significant bit 0.
         let (len, at) = match header[1] & 0x7F {
-            126 => (u64::from(u16::from_be_bytes([header[2], header[3]])), 4),
-            127 => (
-                u64::from_be_bytes(header[2..10].try_into().expect("8 bytes")),
-                10,
-            ),
+            126 => {
+                let len = u16::from_be_bytes([header[2], header[3]]);
+                if len <= 125 {
+                    return Err(not_minimal(len.into()));
+                }
+                (u64::from(len), 4)
+            }
+            127 => {
+                let len = u64::from_be_bytes(header[2..10].try_into().expect("8 bytes"));
+                if len >> 63 != 0 {
+                    return Err(Failure::protocol(
+                        "WebSocket frame length with its most significant bit set \
+                         (RFC 6455 section 5.2)",
+                    ));
+                }
+                if len <= 0xFFFF {
+                    return Err(not_minimal(len));
+                }
+                (len, 10)
+            }
             len => (u64::from(len), 2),
         };
         let mask: [u8; 4] = header[at..at + 4].try_into().expect("4 bytes");
@@ -556,11 +644,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
         };
         let total = before.saturating_add(len);
         if total > self.max_message {
-            return Err(invalid(format!(
-                "WebSocket message of at least {total} bytes, over the limit of {} \
-                 (two maximum-size packets)",
-                self.max_message
-            )));
+            return Err(Failure::new(
+                CLOSE_MESSAGE_TOO_BIG,
+                format!(
+                    "WebSocket message of at least {total} bytes, over the limit of {} \
+                     (two maximum-size packets)",
+                    self.max_message
+                ),
+            ));
         }
         self.message_len = total;
         self.in_message = !fin;
@@ -573,7 +664,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
     }
 
     /// A whole control frame was read; its payload is in [`Control::payload`].
-    fn on_control(&mut self, cx: &mut Context<'_>, opcode: u8, len: usize) -> io::Result<()> {
+    fn on_control(&mut self, cx: &mut Context<'_>, opcode: u8, len: usize) -> Result<(), Failure> {
         let control = self.control.get_or_insert_with(Control::boxed);
         match opcode {
             OP_PING => {
@@ -585,11 +676,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
                     // The previous Pong has not gone out: the client is not reading.
                     control.owed += 2 + len;
                     if control.owed > MAX_OWED_PONGS {
-                        return Err(io::Error::other(format!(
-                            "WebSocket client sends Pings without reading the Pongs \
-                             ({} bytes of them unsent, the limit is {MAX_OWED_PONGS})",
-                            control.owed
-                        )));
+                        return Err(Failure {
+                            error: io::Error::other(format!(
+                                "WebSocket client sends Pings without reading the Pongs \
+                                 ({} bytes of them unsent, the limit is {MAX_OWED_PONGS})",
+                                control.owed
+                            )),
+                            close: Some(CLOSE_POLICY_VIOLATION),
+                        });
                     }
                 }
                 control.ping[..len].copy_from_slice(&control.payload[..len]);
@@ -597,20 +691,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
                 control.pong_due = true;
                 // Answered now if the socket has room; otherwise later (or never).
                 if let Poll::Ready(Err(e)) = self.poll_control(cx) {
-                    return Err(e);
+                    return Err(e.into());
                 }
             }
             OP_CLOSE => {
+                // Nothing after a Close is read, whether it is valid or not.
+                self.incoming = Incoming::Closed;
                 let code = match len {
                     0 => None,
-                    1 => return Err(invalid("WebSocket Close frame of 1 byte".into())),
-                    _ => Some(u16::from_be_bytes([control.payload[0], control.payload[1]])),
+                    1 => return Err(Failure::protocol("WebSocket Close frame of 1 byte")),
+                    _ => {
+                        let code = u16::from_be_bytes([control.payload[0], control.payload[1]]);
+                        if !close_code_is_valid(code) {
+                            return Err(Failure::protocol(format!(
+                                "WebSocket Close frame with status code {code}, not one to \
+                                 send (RFC 6455 section 7.4)"
+                            )));
+                        }
+                        if std::str::from_utf8(&control.payload[2..len]).is_err() {
+                            return Err(Failure::new(
+                                CLOSE_INVALID_PAYLOAD,
+                                "WebSocket Close frame whose reason is not UTF-8 \
+                                 (RFC 6455 section 5.5.1)",
+                            ));
+                        }
+                        Some(code)
+                    }
                 };
-                self.incoming = Incoming::Closed;
                 // Unless it answers ours, a Close is answered with its own code (RFC 6455
-                // section 5.5.1), or "protocol error" if that code is not one to send.
+                // section 5.5.1).
                 if !self.closing {
-                    self.queue_close(code.map(|c| if close_code_is_valid(c) { c } else { 1002 }));
+                    self.queue_close(code);
                 }
             }
             // Unsolicited Pongs are allowed (a heartbeat), and so are answers to nothing.
@@ -718,6 +829,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
         }
     }
 
+    /// Reports the failure (there must be one): the first report queues the Close it calls
+    /// for and tries to write it, without waiting (the caller ends the connection now).
+    fn report(&mut self, cx: &mut Context<'_>) -> io::Error {
+        let failure = self.failure.as_mut().expect("a failure to report");
+        let close = failure.close.take();
+        // Every read from now on reports it; the first gets the error itself.
+        let again = io::Error::new(failure.error.kind(), failure.error.to_string());
+        let error = std::mem::replace(&mut failure.error, again);
+        if let Some(code) = close {
+            if !self.closing {
+                self.queue_close(Some(code));
+            }
+            // Best effort: a client that does not read, or a data frame of ours half
+            // written, keeps it from going out (then it goes after that frame, if the
+            // stream is still written and flushed).
+            let _ = self.poll_control(cx);
+        }
+        error
+    }
+
     /// The socket ended.
     fn end_of_stream(&mut self) -> io::Result<()> {
         match self.incoming {
@@ -741,33 +872,67 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let start = buf.filled().len();
+        // Reads the socket and decodes into the caller's buffer until it is full or the
+        // socket has nothing more: a read hands on the payload of every frame that came
+        // (one small frame per MQTT packet is common), and a read that fills the caller's
+        // buffer tells it to read more at once next time.
         loop {
-            // Replies owed that found the socket full go out once it has room (this task
-            // is woken then): only an error matters here.
-            if let Poll::Ready(Err(e)) = this.poll_control(cx) {
-                return Poll::Ready(Err(e));
+            if this.failure.is_none() {
+                // Replies owed that found the socket full go out once it has room (this
+                // task is woken then): only an error matters here.
+                if let Poll::Ready(Err(e)) = this.poll_control(cx) {
+                    this.failure = Some(e.into());
+                }
+            }
+            let produced = buf.filled().len() > start;
+            if this.failure.is_some() {
+                // Payload decoded before the failure is handed on first; the next read
+                // reports it.
+                return Poll::Ready(if produced {
+                    Ok(())
+                } else {
+                    Err(this.report(cx))
+                });
             }
             if matches!(this.incoming, Incoming::Closed) || buf.remaining() == 0 {
                 return Poll::Ready(Ok(()));
             }
-            // Raw bytes into the caller's buffer, then decoded there.
+            // Raw bytes into the caller's buffer, then decoded there (what is zeroed for
+            // one read is not zeroed again for the next).
             let read_size = this.read_size as usize;
             let room = buf.remaining().min(read_size);
             let mut raw = ReadBuf::new(buf.initialize_unfilled_to(room));
-            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut raw))?;
+            match Pin::new(&mut this.inner).poll_read(cx, &mut raw) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => {
+                    this.failure = Some(e.into());
+                    continue;
+                }
+                // What was decoded goes now; this task is woken when more comes.
+                Poll::Pending if produced => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
             let n = raw.filled().len();
             if n == 0 {
-                return Poll::Ready(this.end_of_stream());
+                if let Err(e) = this.end_of_stream() {
+                    this.failure = Some(e.into());
+                }
+                continue;
             }
-            if n == read_size {
-                this.read_size = (read_size * 2).min(READ_MAX) as u32;
+            if n == room {
+                // A read the caller's buffer cut short says nothing about the next ones.
+                if room == read_size {
+                    this.read_size = (read_size * 2).min(READ_MAX) as u32;
+                }
             } else if n < read_size / 4 {
                 this.read_size = (read_size / 2).max(READ_MIN) as u32;
             }
-            let payload = this.decode(cx, raw.filled_mut())?;
+            let mut payload = 0;
+            let decoded = this.decode(cx, raw.filled_mut(), &mut payload);
             buf.advance(payload);
-            if payload > 0 {
-                return Poll::Ready(Ok(()));
+            if let Err(failure) = decoded {
+                this.failure = Some(failure);
             }
         }
     }
@@ -781,13 +946,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.closing {
+        let idle = this.outgoing.is_idle();
+        if this.closing && idle {
+            // No frame starts after our Close, but a frame in progress is finished (its
+            // length was announced): the Close goes out after it, here or on a flush.
+            ready!(this.poll_control(cx))?;
             return Poll::Ready(Err(closed()));
         }
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        if this.outgoing.is_idle() {
+        if idle {
             // Replies owed go first: between frames is the only place for them.
             ready!(this.poll_control(cx))?;
             this.outgoing.start(buf.len().min(MAX_FRAME_OUT));
@@ -829,8 +998,8 @@ mod tests {
     use std::time::Duration;
 
     use bytes::Bytes;
-    use futures_util::{SinkExt, StreamExt};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use futures_util::{FutureExt, SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
     use tokio::net::TcpListener;
     use tokio::task::JoinHandle;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -924,8 +1093,28 @@ mod tests {
         out
     }
 
+    /// A client frame whose length is given as is: `marker` (126 or 127, or the length
+    /// itself) and the bytes after it, whatever the payload's length.
+    fn masked_with_len(first: u8, marker: u8, len: &[u8], payload: &[u8]) -> Vec<u8> {
+        let mut out = masked(first, payload);
+        let at = match out[1] & 0x7F {
+            126 => 4,
+            127 => 10,
+            _ => 2,
+        };
+        out.splice(1..at, [[0x80 | marker].as_slice(), len].concat());
+        out
+    }
+
+    /// A stream over an in-memory pipe of `capacity` bytes each way, and the client's end:
+    /// what is written to the client's end is all there for the next read.
+    fn piped(capacity: usize) -> (DuplexStream, WsStream<DuplexStream>) {
+        let (client, server) = tokio::io::duplex(capacity);
+        (client, WsStream::new(server, Some("mqtt"), MAX_MESSAGE))
+    }
+
     /// The next frame the server sent: its first byte and its payload.
-    async fn server_frame(tcp: &mut TcpStream) -> (u8, Vec<u8>) {
+    async fn server_frame<R: AsyncRead + Unpin>(tcp: &mut R) -> (u8, Vec<u8>) {
         let mut head = [0u8; 2];
         tcp.read_exact(&mut head).await.unwrap();
         assert_eq!(head[1] & 0x80, 0, "server frames are not masked");
@@ -1230,11 +1419,16 @@ mod tests {
             let mut buf = [0u8; 16];
             let error = stream.read(&mut buf).await.unwrap_err();
             assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+            match client.next().await.unwrap().unwrap() {
+                Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 1003),
+                other => panic!("expected Close 1003, got {other:?}"),
+            }
         })
         .await;
     }
 
-    /// Frames RFC 6455 forbids (or that MQTT has no use for) make reading fail.
+    /// Frames RFC 6455 forbids (or that MQTT has no use for) make reading fail, and the
+    /// client gets a Close with the status code that says why (RFC 6455 section 7.4.1).
     #[tokio::test]
     async fn protocol_errors() {
         within(async {
@@ -1245,32 +1439,228 @@ mod tests {
                 frame.extend_from_slice(b"ab");
                 frame
             };
-            let cases: [(&str, Vec<u8>); 8] = [
-                ("unmasked", unmasked),
-                ("reserved bits", masked(0xC0 | OP_BINARY, b"ab")),
-                ("continuation", masked(0x80 | OP_CONTINUATION, b"ab")),
+            let close = |code: u16, reason: &[u8]| {
+                masked(0x80 | OP_CLOSE, &[&code.to_be_bytes()[..], reason].concat())
+            };
+            let over_the_limit = (MAX_MESSAGE as u64 + 1).to_be_bytes();
+            let cases: [(&str, Vec<u8>, u16); 19] = [
+                ("unmasked", unmasked, 1002),
+                ("reserved bits", masked(0xC0 | OP_BINARY, b"ab"), 1002),
+                ("reserved bits", masked(0x90 | OP_PING, b""), 1002),
+                ("continuation", masked(0x80 | OP_CONTINUATION, b"ab"), 1002),
                 (
-                    "inside a fragmented",
+                    "Binary frame inside a fragmented",
                     [masked(OP_BINARY, b"a"), masked(0x80 | OP_BINARY, b"b")].concat(),
+                    1002,
                 ),
-                ("fragmented WebSocket control", masked(OP_PING, b"")),
-                ("over 125 bytes", masked(0x80 | OP_PING, &[0u8; 126])),
-                ("unknown WebSocket opcode", masked(0x80 | 0x3, b"")),
-                ("Close frame of 1 byte", masked(0x80 | OP_CLOSE, b"x")),
+                (
+                    "Text frame inside a fragmented",
+                    [masked(OP_BINARY, b"a"), masked(0x80 | OP_TEXT, b"b")].concat(),
+                    1002,
+                ),
+                ("fragmented WebSocket control", masked(OP_PING, b""), 1002),
+                ("over 125 bytes", masked(0x80 | OP_PING, &[0u8; 126]), 1002),
+                ("unknown WebSocket opcode", masked(0x80 | 0x3, b""), 1002),
+                ("unknown WebSocket opcode", masked(0x80 | 0xB, b""), 1002),
+                ("text WebSocket frame", masked(0x80 | OP_TEXT, b"ab"), 1003),
+                ("Close frame of 1 byte", masked(0x80 | OP_CLOSE, b"x"), 1002),
+                ("status code 1005", close(1005, b""), 1002),
+                ("status code 5000", close(5000, b""), 1002),
+                ("not UTF-8", close(1000, b"\xff\xfe"), 1007),
+                (
+                    "length 2 not in its shortest form",
+                    masked_with_len(0x80 | OP_BINARY, 126, &[0, 2], b"ab"),
+                    1002,
+                ),
+                (
+                    "length 65535 not in its shortest form",
+                    masked_with_len(0x80 | OP_BINARY, 127, &0xFFFFu64.to_be_bytes(), b""),
+                    1002,
+                ),
+                (
+                    "most significant bit",
+                    masked_with_len(0x80 | OP_BINARY, 127, &(1u64 << 63).to_be_bytes(), b""),
+                    1002,
+                ),
+                (
+                    "over the limit",
+                    masked_with_len(0x80 | OP_BINARY, 127, &over_the_limit, b""),
+                    1009,
+                ),
             ];
-            for (expected, bytes) in cases {
+            for (expected, bytes, code) in cases {
                 let (mut tcp, mut stream) = raw_connected().await;
                 tcp.write_all(&bytes).await.unwrap();
                 let mut buf = [0u8; 16];
-                // The first byte of "a" may come before the error.
+                // The "a" of a message the error is in comes first.
                 let error = loop {
                     match stream.read(&mut buf).await {
                         Ok(n) => assert!(n > 0, "{expected}: end of stream instead of an error"),
                         Err(e) => break e,
                     }
                 };
+                assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{expected}");
                 assert!(error.to_string().contains(expected), "{expected}: {error}");
+                assert_eq!(
+                    server_frame(&mut tcp).await,
+                    (0x80 | OP_CLOSE, code.to_be_bytes().to_vec()),
+                    "{expected}"
+                );
+                // The failure stays: reading again fails again.
+                let again = stream.read(&mut buf).await.unwrap_err();
+                assert!(again.to_string().contains(expected), "{expected}: {again}");
             }
+        })
+        .await;
+    }
+
+    /// A read hands on the payload of every frame the socket has, not one frame's: for
+    /// clients that send each MQTT packet in its own frame, the reader's buffer fills (and
+    /// its next reads are larger), instead of one read per packet.
+    #[tokio::test]
+    async fn small_frames_come_out_in_one_read() {
+        within(async {
+            let (mut client, mut stream) = piped(64 * 1024);
+            let payload = pattern(300);
+            let frames: Vec<u8> = payload
+                .chunks(3)
+                .flat_map(|packet| masked(0x80 | OP_BINARY, packet))
+                .collect();
+            client.write_all(&frames).await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = stream.read(&mut buf).await.unwrap();
+            assert_eq!(n, 300, "100 frames of 3 bytes, all there: one read");
+            assert_eq!(buf[..n], payload[..]);
+
+            // A buffer the frames do not fit is filled, to the byte.
+            client.write_all(&frames).await.unwrap();
+            let mut small = [0u8; 250];
+            assert_eq!(stream.read(&mut small).await.unwrap(), 250);
+            assert_eq!(small[..], payload[..250]);
+            assert_eq!(stream.read(&mut small).await.unwrap(), 50);
+            assert_eq!(small[..50], payload[250..]);
+
+            // Nothing more: the next read waits.
+            assert!(stream.read(&mut buf).now_or_never().is_none());
+        })
+        .await;
+    }
+
+    /// Frames arriving a byte at a time, read with a large buffer: a header in pieces
+    /// across reads of the socket is put together, a read with no payload yet waits, and
+    /// one with some returns it without waiting for more.
+    #[tokio::test]
+    async fn frames_arriving_a_byte_at_a_time_into_a_large_buffer() {
+        within(async {
+            let (mut client, mut stream) = piped(64 * 1024);
+            let data = pattern(70_000);
+            let mut frames = masked(OP_BINARY, &data[..5]);
+            frames.extend(masked(0x80 | OP_PING, b"ping"));
+            frames.extend(masked(OP_CONTINUATION, &data[5..300]));
+            frames.extend(masked(0x80 | OP_CONTINUATION, &data[300..]));
+            frames.extend(masked(0x80 | OP_BINARY, b"!"));
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 8192];
+            for (i, byte) in frames.iter().enumerate() {
+                client.write_all(&[*byte]).await.unwrap();
+                match stream.read(&mut buf).now_or_never() {
+                    Some(Ok(n)) => {
+                        assert!(n > 0, "end of stream at byte {i}");
+                        got.extend_from_slice(&buf[..n]);
+                    }
+                    Some(Err(e)) => panic!("at byte {i}: {e}"),
+                    // Header and control bytes: no payload yet.
+                    None => {}
+                }
+            }
+            assert_eq!(got.len(), data.len() + 1);
+            assert!(
+                got[..data.len()] == data[..],
+                "the payload came out changed"
+            );
+            assert_eq!(got[data.len()], b'!');
+        })
+        .await;
+    }
+
+    /// Payload decoded before a fault, in the same read of the socket, is handed on; the
+    /// next read reports the fault, and the client gets its Close.
+    #[tokio::test]
+    async fn payload_before_a_fault_is_handed_on_first() {
+        within(async {
+            let (mut client, mut stream) = piped(64 * 1024);
+            let mut bytes = masked(0x80 | OP_BINARY, &[0xC0, 0x00]);
+            bytes.extend(masked(OP_BINARY, &[0xE0]));
+            bytes.extend(masked(0x80 | 0x3, b""));
+            bytes.extend(masked(0x80 | OP_BINARY, b"never read"));
+            client.write_all(&bytes).await.unwrap();
+            let mut buf = [0u8; 64];
+            let n = stream.read(&mut buf).await.unwrap();
+            assert_eq!(buf[..n], [0xC0, 0x00, 0xE0]);
+            let error = stream.read(&mut buf).await.unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+            assert!(error.to_string().contains("opcode 0x3"), "{error}");
+            assert_eq!(
+                server_frame(&mut client).await,
+                (0x80 | OP_CLOSE, 1002u16.to_be_bytes().to_vec())
+            );
+            assert!(stream.read(&mut buf).await.is_err());
+        })
+        .await;
+    }
+
+    /// Lengths at the bounds of their forms, in the shortest form, are fine.
+    #[tokio::test]
+    async fn lengths_in_their_shortest_form_are_read() {
+        within(async {
+            let (mut client, mut stream) = piped(256 * 1024);
+            let sizes = [125, 126, 0xFFFF, 0x10000];
+            let data = pattern(sizes.iter().sum());
+            let mut frames = Vec::new();
+            let mut at = 0;
+            for size in sizes {
+                frames.extend(masked(0x80 | OP_BINARY, &data[at..at + size]));
+                at += size;
+            }
+            client.write_all(&frames).await.unwrap();
+            let mut got = vec![0u8; data.len()];
+            stream.read_exact(&mut got).await.unwrap();
+            assert!(got == data, "the payload came out changed");
+        })
+        .await;
+    }
+
+    /// A Close that comes while one of our data frames is half written: the frame is
+    /// finished (its length was announced), then the Close is answered; no frame starts
+    /// after it.
+    #[tokio::test]
+    async fn close_during_a_frame_is_answered_after_it() {
+        within(async {
+            let (mut client, mut stream) = piped(64);
+            let data = pattern(1000);
+            let n = stream.write(&data).await.unwrap();
+            assert!(n < data.len(), "the pipe takes 64 bytes");
+            client
+                .write_all(&masked(0x80 | OP_CLOSE, &1001u16.to_be_bytes()))
+                .await
+                .unwrap();
+            let mut buf = [0u8; 16];
+            assert_eq!(stream.read(&mut buf).await.unwrap(), 0);
+            let reader = tokio::spawn(async move {
+                let frames = (
+                    server_frame(&mut client).await,
+                    server_frame(&mut client).await,
+                );
+                (frames, client)
+            });
+            stream.write_all(&data[n..]).await.unwrap();
+            stream.flush().await.unwrap();
+            let ((first, second), _client) = reader.await.unwrap();
+            assert_eq!(first.0, 0x80 | OP_BINARY);
+            assert!(first.1 == data, "the frame came out changed");
+            assert_eq!(second, (0x80 | OP_CLOSE, 1001u16.to_be_bytes().to_vec()));
+            let error = stream.write_all(b"late").await.unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::BrokenPipe);
         })
         .await;
     }
@@ -1288,14 +1678,16 @@ mod tests {
         .await;
     }
 
-    /// A Close is answered with its status code (or 1002 for one not to be sent); nothing
-    /// may be written after it, and nothing after it is read.
+    /// A Close is answered with its status code (one not to be sent is a protocol error,
+    /// see [`protocol_errors`]); nothing may be written after it, and nothing after it is
+    /// read.
     #[tokio::test]
     async fn close_is_answered_with_its_code() {
         within(async {
-            for (code, answer) in [(1001u16, 1001u16), (1005, 1002), (4000, 4000)] {
+            for (code, reason) in [(1001u16, ""), (1000, "bye ✓"), (4000, "")] {
                 let (mut tcp, mut stream) = raw_connected().await;
-                let mut frames = masked(0x80 | OP_CLOSE, &code.to_be_bytes());
+                let payload = [&code.to_be_bytes()[..], reason.as_bytes()].concat();
+                let mut frames = masked(0x80 | OP_CLOSE, &payload);
                 frames.extend(masked(0x80 | OP_BINARY, b"ignored"));
                 tcp.write_all(&frames).await.unwrap();
                 let mut got = Vec::new();
@@ -1303,7 +1695,7 @@ mod tests {
                 assert!(got.is_empty());
                 assert_eq!(
                     server_frame(&mut tcp).await,
-                    (0x80 | OP_CLOSE, answer.to_be_bytes().to_vec())
+                    (0x80 | OP_CLOSE, code.to_be_bytes().to_vec())
                 );
                 let error = stream.write_all(b"late").await.unwrap_err();
                 assert_eq!(error.kind(), io::ErrorKind::BrokenPipe);

@@ -194,7 +194,10 @@ fn a_storm_of_wrong_passwords_costs_bounded_memory_and_threads() {
     // Behind at most the 4 checks the storm's address may have waiting, and the running
     // ones (a debug build's argon2 takes about a second); it waited 11.6 s in a release
     // build before, far longer in a debug one. Generous, the machine is shared.
-    assert!(bob_waited < Duration::from_secs(20), "bob waited {bob_waited:?}");
+    assert!(
+        bob_waited < Duration::from_secs(20),
+        "bob waited {bob_waited:?}"
+    );
     // alice's remembered password needs no slow check: in at once, throttle or not.
     assert_eq!(connack_code(from(1), "alice", b"right", WAIT), Some(0));
 
