@@ -406,3 +406,28 @@ test('repeated wrong passwords are throttled: the wait is shown, then login work
   await page.locator('.dash-title h1').waitFor();
   assert.deepEqual(unexpectedErrors(), []);
 });
+
+test('a misspelled ACL access word is shown on the overview, naming the file and line', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'bridge-dashboard-acl-'));
+  const acl = path.join(dir, 'acl');
+  writeFileSync(acl, 'topic readwrite #\ntopic dney secret/#\n');
+  const config = path.join(dir, 'bridge.toml');
+  writeFileSync(config, `[auth]\nacl_file = ${JSON.stringify(acl)}\n`);
+  const other = await startBridge(path.join(dir, 'data'), ['--config', config]);
+  try {
+    await page.goto(`http://127.0.0.1:${other.http}/dashboard`);
+    await page.locator('#login-username').fill('admin');
+    await page.locator('#login-password').fill('public');
+    await page.getByRole('button', { name: 'Log in' }).click();
+    const banner = page.locator('.banner.config-warning');
+    await banner.waitFor();
+    const text = await banner.innerText();
+    assert.match(text, new RegExp(`ACL file ${acl.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}, line 2`));
+    assert.match(text, /did you mean `deny`/);
+    await screenshot('dashboard-1280-config-warning.png');
+  } finally {
+    other.proc.removeAllListeners('exit');
+    other.proc.kill('SIGTERM');
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

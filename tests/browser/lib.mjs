@@ -29,14 +29,15 @@ export const CHROMIUM_ARGS = [
 export const WIDE = { width: 1280, height: 800 };
 export const PHONE = { width: 390, height: 844 };
 
-/// Starts the broker on free loopback ports, keeping its store in `dataDir`; resolves once
-/// it printed all three listening lines with { proc, log, tcp, ws, http }.
-export function startBridge(dataDir) {
+/// Starts the broker on free loopback ports, keeping its store in `dataDir` (and given
+/// `extra` arguments); resolves once it printed all three listening lines with
+/// { proc, log, tcp, ws, http }.
+export function startBridge(dataDir, extra = []) {
   return new Promise((resolve, reject) => {
     const proc = spawn(
       BRIDGE,
       ['--tcp', '127.0.0.1:0', '--ws', '127.0.0.1:0', '--http', '127.0.0.1:0', '--web-root', DIST,
-        '--data-dir', dataDir],
+        '--data-dir', dataDir, ...extra],
       { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'info' } },
     );
     const found = {};
