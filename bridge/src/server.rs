@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::{
     self, accounts::Accounts, auth::Auth, ApiOptions, ApiState, BrokerInfo, ListenerInfo,
 };
-use crate::auth::{self, CertToken};
+use crate::auth;
 use crate::broker::Broker;
 use crate::config::{self as settings, Config, Listen};
 use crate::connection::{self, Transport};
@@ -63,7 +63,6 @@ pub struct Server {
     tasks: Vec<JoinHandle<()>>,
     /// What [`Server::reload`] re-reads.
     auth: settings::Auth,
-    cert_token: Option<Arc<CertToken>>,
     tls_listener: Option<Arc<TlsListener>>,
 }
 
@@ -71,7 +70,7 @@ pub struct Server {
 /// so that the binary can refuse a bad one with a message naming the file (and line)
 /// before it binds anything.
 pub fn check_files(config: &Config) -> Result<(), String> {
-    auth::load(&config.auth, None).map_err(|e| e.to_string())?;
+    auth::load(&config.auth).map_err(|e| e.to_string())?;
     if uses_tls(config) {
         tls::load(&config.tls).map_err(|e| e.to_string())?;
     }
@@ -106,13 +105,10 @@ impl Server {
             }
             Listen::Off => None,
         };
-        // The token exists only where a TLS listener vouches for certificate user names.
-        let cert_token =
-            (uses_tls(config) && config.tls.use_identity_as_username).then(CertToken::generate);
-        let policy = auth::load(&config.auth, cert_token.clone())
+        let policy = auth::load(&config.auth)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         let tls_listener = if uses_tls(config) {
-            let listener = TlsListener::new(&config.tls, cert_token.clone())
+            let listener = TlsListener::new(&config.tls)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
             Some(Arc::new(listener))
         } else {
@@ -132,7 +128,9 @@ impl Server {
         } else {
             Broker::new(config.broker_settings())
         };
-        auth::log_summary(&config.auth, &policy, cert_token.is_some());
+        // Certificate users need neither anonymous access nor a password file.
+        let cert_users = uses_tls(config) && config.tls.use_identity_as_username;
+        auth::log_summary(&config.auth, &policy, cert_users);
         broker.set_config_warnings(auth::warnings(&config.auth, &policy));
         broker.set_access(policy.into_access());
         let stats = Stats::new(broker.clone());
@@ -148,7 +146,6 @@ impl Server {
             stop: stop.clone(),
             tasks: Vec::new(),
             auth: config.auth.clone(),
-            cert_token,
             tls_listener: tls_listener.clone(),
         };
 
@@ -291,7 +288,7 @@ impl Server {
     /// fails to load is logged and the old one stays in force; connections already
     /// established keep their identity, later checks use the new policy.
     pub fn reload(&self) {
-        match auth::load(&self.auth, self.cert_token.clone()) {
+        match auth::load(&self.auth) {
             Ok(policy) => {
                 tracing::info!(
                     users = policy.user_count(),
@@ -531,8 +528,8 @@ async fn serve_websocket(stream: TcpStream, peer: SocketAddr, path: Arc<str>, br
     }
 }
 
-/// MQTT over TLS: the handshake, then the connection (with the certificate's user name
-/// carried into CONNECT when `use_identity_as_username` is on).
+/// MQTT over TLS: the handshake, then the connection (with the certificate's identity,
+/// when `use_identity_as_username` is on).
 async fn serve_tls(
     stream: TcpStream,
     peer: SocketAddr,
@@ -545,8 +542,7 @@ async fn serve_tls(
                 accepted.stream,
                 peer,
                 Transport::Tls,
-                accepted.username,
-                &tls,
+                accepted.identity,
                 broker,
             )
             .await
@@ -575,15 +571,7 @@ async fn serve_wss(
     let upgrade = ws::accept(accepted.stream, &path, max_message);
     match tokio::time::timeout(WS_HANDSHAKE_TIMEOUT, upgrade).await {
         Ok(Ok(ws_stream)) => {
-            serve_identified(
-                ws_stream,
-                peer,
-                Transport::Wss,
-                accepted.username,
-                &tls,
-                broker,
-            )
-            .await
+            serve_identified(ws_stream, peer, Transport::Wss, accepted.identity, broker).await
         }
         Ok(Err(e)) => {
             let error = e.to_string();
@@ -593,27 +581,22 @@ async fn serve_wss(
     }
 }
 
+/// Serves a TLS client: with the identity its verified certificate gives, if any
+/// ([`tls::Accepted::identity`]), which is then its user name and stands in for a password.
 async fn serve_identified<S>(
     stream: S,
     peer: SocketAddr,
     transport: Transport,
-    username: Option<String>,
-    tls: &TlsListener,
+    identity: Option<String>,
     broker: Arc<Broker>,
 ) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
-    let (Some(username), Some(token)) = (username, tls.identity()) else {
-        connection::serve(stream, peer, transport, broker).await;
-        return;
-    };
-    let max_packet_size = broker.settings.max_packet_size;
-    match tls::with_identity(stream, &username, token, max_packet_size).await {
-        Ok(stream) => connection::serve(stream, peer, transport, broker).await,
-        Err(e) => {
-            let error = e.to_string();
-            tracing::debug!(%peer, error = %untrusted_message(&error), "closing before CONNECT")
+    match identity {
+        Some(identity) => {
+            connection::serve_certified(stream, peer, transport, identity, broker).await
         }
+        None => connection::serve(stream, peer, transport, broker).await,
     }
 }
 

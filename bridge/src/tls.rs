@@ -7,16 +7,14 @@
 //!   name (`use_identity_as_username`).
 //! * [`TlsListener`] holds the rustls configuration in force (replaced on SIGHUP by
 //!   [`TlsListener::reload`]) and runs handshakes with a 10 s limit.
-//! * With `use_identity_as_username`, [`with_identity`] rewrites the client's CONNECT before
-//!   the connection code reads it: user name = certificate CN, password = the process's
-//!   [`CertToken`], which the access policy accepts in place of a password. The
-//!   connection code and the broker need not know about certificates at all.
+//! * With `use_identity_as_username`, [`TlsListener::accept`] returns the verified
+//!   certificate's subject CN beside the stream; the connection takes it as the client's
+//!   user name (whatever its CONNECT says) and tells the access policy that the certificate
+//!   vouches for it. This module neither reads nor writes MQTT.
 
 use std::io;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use parking_lot::RwLock;
@@ -24,20 +22,14 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::auth::CertToken;
 use crate::config;
 
 /// A client must finish the TLS handshake within this time.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The CONNECT must follow the handshake within this time (the connection code allows the
-/// same for a plain connection).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the TLS configuration cannot be used; one line naming the file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -134,28 +126,23 @@ pub fn load(settings: &config::Tls) -> Result<Arc<ServerConfig>, TlsError> {
 pub struct TlsListener {
     config: RwLock<Arc<ServerConfig>>,
     settings: config::Tls,
-    /// Set when `use_identity_as_username` is on.
-    identity: Option<Arc<CertToken>>,
 }
 
-/// An accepted TLS connection and the user name its certificate gives, if any.
+/// An accepted TLS connection and the identity its verified certificate gives, if any.
 pub struct Accepted {
     pub stream: TlsStream<TcpStream>,
-    /// The client certificate's subject CN, when `use_identity_as_username` is on.
-    pub username: Option<String>,
+    /// With `use_identity_as_username`: the client certificate's subject CN, verified
+    /// against `[tls] ca` by the handshake. It is the client's user name, in place of
+    /// whatever its CONNECT says, and needs no password. `None` otherwise.
+    pub identity: Option<String>,
 }
 
 impl TlsListener {
-    /// Loads `[tls]`. `identity` is the token the access policy accepts for certificate
-    /// users; pass it when `use_identity_as_username` is on.
-    pub fn new(
-        settings: &config::Tls,
-        identity: Option<Arc<CertToken>>,
-    ) -> Result<TlsListener, TlsError> {
+    /// Loads `[tls]`.
+    pub fn new(settings: &config::Tls) -> Result<TlsListener, TlsError> {
         Ok(TlsListener {
             config: RwLock::new(load(settings)?),
             settings: settings.clone(),
-            identity,
         })
     }
 
@@ -167,15 +154,11 @@ impl TlsListener {
         Ok(())
     }
 
-    /// The token to put in CONNECTs of certificate users, if identities are used.
-    pub fn identity(&self) -> Option<&Arc<CertToken>> {
-        self.identity.as_ref()
-    }
-
     /// Runs the server side of the handshake, within [`HANDSHAKE_TIMEOUT`].
     ///
-    /// With `use_identity_as_username`, a client certificate without a usable CN is an
-    /// error too (Mosquitto refuses such clients as well).
+    /// With `use_identity_as_username`, the result carries the certificate's identity
+    /// ([`Accepted::identity`]), and a client certificate without a usable CN is an error
+    /// too (Mosquitto refuses such clients as well).
     pub async fn accept(&self, tcp: TcpStream) -> io::Result<Accepted> {
         let acceptor = TlsAcceptor::from(self.config.read().clone());
         let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -187,7 +170,7 @@ impl TlsListener {
                 ))
             }
         };
-        let username = if self.identity.is_some() {
+        let identity = if self.settings.use_identity_as_username {
             let cert = stream
                 .get_ref()
                 .1
@@ -206,7 +189,7 @@ impl TlsListener {
         } else {
             None
         };
-        Ok(Accepted { stream, username })
+        Ok(Accepted { stream, identity })
     }
 }
 
@@ -326,238 +309,10 @@ fn directory_string(tag: u8, value: &[u8]) -> Option<String> {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// Carrying the certificate's identity into CONNECT.
-
-/// Reads the client's first packet and, if it is a CONNECT, rewrites its user name and
-/// password to `username` and `token`; returns a stream that yields the (rewritten) bytes
-/// first, then the rest of `stream`.
-///
-/// Anything else (another packet, a malformed or oversized one, the end of the stream) is
-/// passed on unchanged for the connection code to refuse as usual. Fails only if nothing
-/// arrives within the connect timeout or reading fails.
-pub async fn with_identity<S>(
-    mut stream: S,
-    username: &str,
-    token: &CertToken,
-    max_packet_size: usize,
-) -> io::Result<Prefixed<S>>
-where
-    S: AsyncRead + Unpin,
-{
-    let mut buf = Vec::with_capacity(256);
-    let read = async {
-        loop {
-            match first_packet_len(&buf) {
-                Header::Complete { total, .. } if buf.len() >= total => return Ok(Some(total)),
-                Header::Complete { total, .. } if total > max_packet_size => return Ok(None),
-                Header::Invalid => return Ok(None),
-                _ => {}
-            }
-            if stream.read_buf(&mut buf).await? == 0 {
-                return Ok::<_, io::Error>(None);
-            }
-        }
-    };
-    let complete = match tokio::time::timeout(CONNECT_TIMEOUT, read).await {
-        Ok(result) => result?,
-        Err(_) => {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "no CONNECT within the connect timeout",
-            ))
-        }
-    };
-    let prefix = match complete.and_then(|len| {
-        rewrite_connect(&buf[..len], username, token.as_bytes()).map(|packet| (packet, len))
-    }) {
-        Some((mut packet, len)) => {
-            packet.extend_from_slice(&buf[len..]);
-            packet
-        }
-        None => buf,
-    };
-    Ok(Prefixed {
-        prefix,
-        position: 0,
-        inner: stream,
-    })
-}
-
-enum Header {
-    /// The fixed header is not complete yet.
-    Partial,
-    /// The fixed header is `header` bytes, the whole packet `total`.
-    Complete { header: usize, total: usize },
-    /// The remaining length is malformed.
-    Invalid,
-}
-
-fn first_packet_len(buf: &[u8]) -> Header {
-    let mut value = 0usize;
-    for i in 0..4 {
-        let Some(&byte) = buf.get(1 + i) else {
-            return Header::Partial;
-        };
-        value |= usize::from(byte & 0x7F) << (7 * i);
-        if byte & 0x80 == 0 {
-            let header = 1 + i + 1;
-            return Header::Complete {
-                header,
-                total: header + value,
-            };
-        }
-    }
-    Header::Invalid
-}
-
-/// A CONNECT packet (3.1, 3.1.1 or 5.0) with its user name and password replaced, or
-/// `None` if `packet` is not a well-formed CONNECT.
-pub fn rewrite_connect(packet: &[u8], username: &str, password: &[u8]) -> Option<Vec<u8>> {
-    const USERNAME: u8 = 0x80;
-    const PASSWORD: u8 = 0x40;
-    const WILL: u8 = 0x04;
-
-    if packet.first() != Some(&0x10) || username.len() > 0xFFFF || password.len() > 0xFFFF {
-        return None;
-    }
-    let header_len = match first_packet_len(packet) {
-        Header::Complete { header, total } if total == packet.len() => header,
-        _ => return None,
-    };
-    let body = &packet[header_len..];
-    let mut at = 0usize;
-    let skip_string = |at: &mut usize| -> Option<()> {
-        let len = usize::from(u16::from_be_bytes([*body.get(*at)?, *body.get(*at + 1)?]));
-        *at += 2 + len;
-        (*at <= body.len()).then_some(())
-    };
-    let skip_properties = |at: &mut usize| -> Option<()> {
-        let mut len = 0usize;
-        for i in 0..4 {
-            let byte = *body.get(*at)?;
-            *at += 1;
-            len |= usize::from(byte & 0x7F) << (7 * i);
-            if byte & 0x80 == 0 {
-                *at += len;
-                return (*at <= body.len()).then_some(());
-            }
-        }
-        None
-    };
-    skip_string(&mut at)?; // protocol name
-    let level = *body.get(at)?;
-    let flags_at = at + 1;
-    let flags = *body.get(flags_at)?;
-    at += 4; // level, flags, keep alive
-    if at > body.len() {
-        return None;
-    }
-    if level == 5 {
-        skip_properties(&mut at)?;
-    }
-    skip_string(&mut at)?; // client identifier
-    if flags & WILL != 0 {
-        if level == 5 {
-            skip_properties(&mut at)?;
-        }
-        skip_string(&mut at)?; // will topic
-        skip_string(&mut at)?; // will payload
-    }
-    let kept = at;
-
-    let mut new_body = Vec::with_capacity(kept + 4 + username.len() + password.len());
-    new_body.extend_from_slice(&body[..kept]);
-    new_body[flags_at] = flags | USERNAME | PASSWORD;
-    new_body.extend_from_slice(&(username.len() as u16).to_be_bytes());
-    new_body.extend_from_slice(username.as_bytes());
-    new_body.extend_from_slice(&(password.len() as u16).to_be_bytes());
-    new_body.extend_from_slice(password);
-
-    let mut out = Vec::with_capacity(new_body.len() + 5);
-    out.push(0x10);
-    let mut len = new_body.len();
-    loop {
-        let mut byte = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if len == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&new_body);
-    Some(out)
-}
-
-/// A stream that yields `prefix` before the bytes of `inner`; writes go to `inner`.
-pub struct Prefixed<S> {
-    prefix: Vec<u8>,
-    position: usize,
-    inner: S,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.position < this.prefix.len() {
-            let left = &this.prefix[this.position..];
-            let n = left.len().min(buf.remaining());
-            buf.put_slice(&left[..n]);
-            this.position += n;
-            if this.position == this.prefix.len() {
-                // The token is a secret: do not keep it around longer than needed.
-                this.prefix = Vec::new();
-                this.position = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    use bytes::{Bytes, BytesMut};
-    use protocol::{Connect, Decoder, Packet, Properties, ProtocolVersion, QoS, Will};
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     };
@@ -661,138 +416,6 @@ mod tests {
         }
     }
 
-    fn connect_packet(version: ProtocolVersion, will: bool, credentials: bool) -> Connect {
-        let mut properties = Properties::default();
-        if version == ProtocolVersion::V5 {
-            properties.session_expiry_interval = Some(60);
-            properties.user_properties = vec![("k".to_owned(), "v".to_owned())];
-        }
-        Connect {
-            version,
-            client_id: "client-1".to_owned(),
-            clean_session: true,
-            keep_alive: 30,
-            will: will.then(|| Will {
-                topic: "wills/client-1".to_owned(),
-                payload: Bytes::from_static(b"gone"),
-                qos: QoS::AtLeastOnce,
-                retain: true,
-                properties: Properties::default(),
-            }),
-            username: credentials.then(|| "claimed".to_owned()),
-            password: credentials.then(|| Bytes::from_static(b"claimed-password")),
-            properties,
-        }
-    }
-
-    fn encode(connect: &Connect) -> Vec<u8> {
-        let mut buf = BytesMut::new();
-        protocol::encode(
-            &Packet::Connect(Box::new(connect.clone())),
-            connect.version,
-            &mut buf,
-        )
-        .unwrap();
-        buf.to_vec()
-    }
-
-    fn decode(bytes: &[u8]) -> Connect {
-        let mut buf = BytesMut::from(bytes);
-        match Decoder::new(1 << 20).decode(&mut buf).unwrap() {
-            Some(Packet::Connect(connect)) => *connect,
-            other => panic!("not a CONNECT: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn rewrite_replaces_only_the_credentials() {
-        for version in [
-            ProtocolVersion::V3_1,
-            ProtocolVersion::V3_1_1,
-            ProtocolVersion::V5,
-        ] {
-            for will in [false, true] {
-                for credentials in [false, true] {
-                    let original = connect_packet(version, will, credentials);
-                    let rewritten =
-                        rewrite_connect(&encode(&original), "device-7", b"token").unwrap();
-                    let mut expected = original.clone();
-                    expected.username = Some("device-7".to_owned());
-                    expected.password = Some(Bytes::from_static(b"token"));
-                    assert_eq!(decode(&rewritten), expected, "{version:?} will={will}");
-                }
-            }
-        }
-        // A long user name moves the remaining length to two bytes.
-        let long = "x".repeat(300);
-        let original = connect_packet(ProtocolVersion::V3_1_1, false, false);
-        let rewritten = rewrite_connect(&encode(&original), &long, b"t").unwrap();
-        assert_eq!(decode(&rewritten).username.as_deref(), Some(long.as_str()));
-    }
-
-    #[test]
-    fn rewrite_refuses_what_is_not_a_connect() {
-        let good = encode(&connect_packet(ProtocolVersion::V3_1_1, true, false));
-        assert!(rewrite_connect(&[0xC0, 0x00], "u", b"p").is_none());
-        assert!(rewrite_connect(&good[..good.len() - 1], "u", b"p").is_none());
-        // Every truncation of the body, with a fixed-up length, is refused or parsed, never
-        // a panic.
-        for cut in 2..good.len() {
-            let mut short = good[..cut].to_vec();
-            short[1] = (cut - 2) as u8;
-            let _ = rewrite_connect(&short, "u", b"p");
-        }
-    }
-
-    #[tokio::test]
-    async fn with_identity_rewrites_the_first_packet_and_keeps_the_rest() {
-        let token = CertToken::generate();
-        let connect = encode(&connect_packet(ProtocolVersion::V3_1_1, false, true));
-        let pingreq = [0xC0u8, 0x00];
-        let (mut client, server) = tokio::io::duplex(64);
-        let writer = tokio::spawn(async move {
-            // In small pieces, as a slow client would send it.
-            for chunk in connect.chunks(3) {
-                client.write_all(chunk).await.unwrap();
-            }
-            client.write_all(&pingreq).await.unwrap();
-            client
-        });
-        let mut stream = with_identity(server, "device-7", &token, 1 << 20)
-            .await
-            .unwrap();
-        let _client = writer.await.unwrap();
-        let mut got = vec![0u8; 4096];
-        let mut total = 0;
-        let mut decoded = None;
-        while decoded.is_none() {
-            let n = stream.read(&mut got[total..]).await.unwrap();
-            assert_ne!(n, 0);
-            total += n;
-            let mut buf = BytesMut::from(&got[..total]);
-            if let Ok(Some(Packet::Connect(c))) = Decoder::new(1 << 20).decode(&mut buf) {
-                decoded = Some((*c, buf.len()));
-            }
-        }
-        let (connect, rest) = decoded.unwrap();
-        assert_eq!(connect.username.as_deref(), Some("device-7"));
-        assert_eq!(connect.password.as_deref(), Some(token.as_bytes()));
-        let mut tail = vec![0u8; 2 - rest];
-        stream.read_exact(&mut tail).await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn with_identity_passes_other_packets_through() {
-        let token = CertToken::generate();
-        let (mut client, server) = tokio::io::duplex(64);
-        client.write_all(&[0xC0, 0x00]).await.unwrap();
-        drop(client);
-        let mut stream = with_identity(server, "u", &token, 1 << 20).await.unwrap();
-        let mut all = Vec::new();
-        stream.read_to_end(&mut all).await.unwrap();
-        assert_eq!(all, [0xC0, 0x00]);
-    }
-
     #[test]
     fn common_name_of_generated_certificates() {
         for cn in ["device-7", "Jürgen's sensor", "a b"] {
@@ -885,22 +508,27 @@ mod tests {
         let pki = pki("handshake", Some("device-7"));
 
         // Server certificate only.
-        let plain = TlsListener::new(&pki.settings(false, false), None).unwrap();
+        let plain = TlsListener::new(&pki.settings(false, false)).unwrap();
         let (server, client) = handshake(&plain, pki.client(false)).await;
         client.unwrap();
-        assert_eq!(server.unwrap().username, None);
+        assert_eq!(server.unwrap().identity, None);
 
         // Client certificate required: refused without one.
-        let token = CertToken::generate();
-        let strict = TlsListener::new(&pki.settings(true, true), Some(token)).unwrap();
+        let strict = TlsListener::new(&pki.settings(true, true)).unwrap();
         let (server, client) = handshake(&strict, pki.client(false)).await;
         assert!(server.is_err());
         assert!(client.is_err());
 
-        // With one, its CN is the user name.
+        // With one, its CN is the identity.
         let (server, client) = handshake(&strict, pki.client(true)).await;
         client.unwrap();
-        assert_eq!(server.unwrap().username.as_deref(), Some("device-7"));
+        assert_eq!(server.unwrap().identity.as_deref(), Some("device-7"));
+
+        // A verified certificate without use_identity_as_username gives no identity.
+        let mutual = TlsListener::new(&pki.settings(true, false)).unwrap();
+        let (server, client) = handshake(&mutual, pki.client(true)).await;
+        client.unwrap();
+        assert_eq!(server.unwrap().identity, None);
 
         // Reloading keeps working (and a broken file keeps the old configuration).
         strict.reload().unwrap();
@@ -911,13 +539,12 @@ mod tests {
     #[tokio::test]
     async fn a_certificate_without_cn_is_refused_for_identity() {
         let pki = pki("no-cn", None);
-        let strict =
-            TlsListener::new(&pki.settings(true, true), Some(CertToken::generate())).unwrap();
+        let strict = TlsListener::new(&pki.settings(true, true)).unwrap();
         let (server, _) = handshake(&strict, pki.client(true)).await;
         let error = server.err().expect("refused");
         assert_eq!(error.kind(), io::ErrorKind::PermissionDenied);
         // Without use_identity_as_username the same certificate is fine.
-        let lenient = TlsListener::new(&pki.settings(true, false), None).unwrap();
+        let lenient = TlsListener::new(&pki.settings(true, false)).unwrap();
         let (server, client) = handshake(&lenient, pki.client(true)).await;
         assert!(server.is_ok());
         client.unwrap();

@@ -16,7 +16,6 @@ pub mod policy;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 pub use policy::AuthPolicy;
 
@@ -66,39 +65,8 @@ impl fmt::Display for FileError {
 
 impl std::error::Error for FileError {}
 
-/// A per-process secret that stands for "the TLS layer verified this client's
-/// certificate and took the user name from it" (`use_identity_as_username`).
-///
-/// The broker's access seam sees only the user name and password of a CONNECT, so the TLS
-/// listener rewrites the CONNECT: user name = certificate CN, password = this token.
-/// [`AuthPolicy`] accepts the token in place of a password. It is 256 random bits made at
-/// start, never written anywhere, and a client cannot learn it.
-pub struct CertToken([u8; 32]);
-
-impl CertToken {
-    pub fn generate() -> Arc<CertToken> {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).expect("the OS random number generator failed");
-        Arc::new(CertToken(bytes))
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for CertToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("CertToken(<hidden>)")
-    }
-}
-
-/// Reads the files named in `[auth]` and builds the policy. `cert_token` is given when a
-/// TLS listener takes user names from client certificates.
-pub fn load(
-    settings: &config::Auth,
-    cert_token: Option<Arc<CertToken>>,
-) -> Result<AuthPolicy, FileError> {
+/// Reads the files named in `[auth]` and builds the policy.
+pub fn load(settings: &config::Auth) -> Result<AuthPolicy, FileError> {
     let passwords = settings
         .password_file
         .as_deref()
@@ -109,12 +77,7 @@ pub fn load(
         .as_deref()
         .map(acl::Acl::load)
         .transpose()?;
-    Ok(AuthPolicy::new(
-        settings.allow_anonymous,
-        passwords,
-        acl,
-        cert_token,
-    ))
+    Ok(AuthPolicy::new(settings.allow_anonymous, passwords, acl))
 }
 
 /// What in the loaded files probably does not mean what it says, one line each naming the
@@ -181,13 +144,5 @@ mod tests {
         assert!(e
             .to_string()
             .starts_with("password file /nope: cannot read"));
-    }
-
-    #[test]
-    fn token_is_random_and_hidden() {
-        let a = CertToken::generate();
-        let b = CertToken::generate();
-        assert_ne!(a.as_bytes(), b.as_bytes());
-        assert_eq!(format!("{a:?}"), "CertToken(<hidden>)");
     }
 }

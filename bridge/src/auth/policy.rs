@@ -4,11 +4,9 @@
 use std::sync::Arc;
 
 use protocol::reason;
-use subtle::ConstantTimeEq;
 
 use super::acl::Acl;
 use super::passwd::{PasswordFile, Verifier};
-use super::CertToken;
 use crate::broker::access::{Policy, Verdict};
 use crate::broker::{Access, Action, Identity};
 
@@ -17,11 +15,15 @@ use crate::broker::{Access, Action, Identity};
 /// CONNECT:
 /// * no user name: accepted if `allow_anonymous`, else refused "not authorized" (0x87;
 ///   3.1.1 code 5);
-/// * a user name with the [`CertToken`] as password: the TLS listener vouches for it;
 /// * a user name, with a password file: accepted only with that user's password, else
 ///   "bad user name or password" (0x86; 3.1.1 code 4);
 /// * a user name, no password file: accepted (unverified, as Mosquitto does) if
 ///   `allow_anonymous`, else refused 0x86.
+///
+/// A client a TLS listener identified by its certificate (`use_identity_as_username`,
+/// [`Policy::authenticate_certified`]) is accepted: the handshake verified the certificate
+/// against `[tls] ca`, and its identity is the user name, with no password (as Mosquitto
+/// does), whether anonymous access is on or not and whether the password file names it.
 ///
 /// PUBLISH, SUBSCRIBE and deliveries: everything is allowed without an ACL file; with one,
 /// [`Acl::allows`] decides and deliveries are checked one by one.
@@ -30,7 +32,6 @@ pub struct AuthPolicy {
     allow_anonymous: bool,
     passwords: Option<Arc<Verifier>>,
     acl: Option<Acl>,
-    cert_token: Option<Arc<CertToken>>,
 }
 
 impl AuthPolicy {
@@ -38,13 +39,11 @@ impl AuthPolicy {
         allow_anonymous: bool,
         passwords: Option<PasswordFile>,
         acl: Option<Acl>,
-        cert_token: Option<Arc<CertToken>>,
     ) -> AuthPolicy {
         AuthPolicy {
             allow_anonymous,
             passwords: passwords.map(|file| Arc::new(Verifier::new(file))),
             acl,
-            cert_token,
         }
     }
 
@@ -65,10 +64,7 @@ impl AuthPolicy {
 
     /// Whether the policy lets everyone do everything (the default `[auth]`).
     pub fn is_open(&self) -> bool {
-        self.allow_anonymous
-            && self.passwords.is_none()
-            && self.acl.is_none()
-            && self.cert_token.is_none()
+        self.allow_anonymous && self.passwords.is_none() && self.acl.is_none()
     }
 
     /// The broker's [`Access`] for this policy: [`Access::allow_all`] when it is open, so
@@ -91,11 +87,6 @@ impl Policy for AuthPolicy {
                 Err(reason::NOT_AUTHORIZED)
             });
         };
-        if let (Some(token), Some(password)) = (&self.cert_token, password) {
-            if bool::from(password.ct_eq(token.as_bytes())) {
-                return Verdict::Decided(Ok(()));
-            }
-        }
         match &self.passwords {
             Some(verifier) => {
                 let password = password.unwrap_or_default();
@@ -109,6 +100,10 @@ impl Policy for AuthPolicy {
             None if self.allow_anonymous => Verdict::Decided(Ok(())),
             None => Verdict::Decided(Err(reason::BAD_USER_NAME_OR_PASSWORD)),
         }
+    }
+
+    fn authenticate_certified(&self, _username: &str) -> Verdict {
+        Verdict::Decided(Ok(()))
     }
 
     fn authorize(&self, who: Identity<'_>, action: Action, topic: &str) -> bool {
@@ -141,7 +136,7 @@ mod tests {
 
     #[test]
     fn a_verified_password_is_decided_at_once_the_first_check_is_slow() {
-        let policy = AuthPolicy::new(false, Some(passwords()), None, None);
+        let policy = AuthPolicy::new(false, Some(passwords()), None);
         let verdict = policy.authenticate(Some("alice"), Some(b"secret"));
         assert!(matches!(verdict, Verdict::Slow(_)), "{verdict:?}");
         assert_eq!(decide(&policy, Some("alice"), Some(b"secret")), Ok(()));
@@ -158,7 +153,7 @@ mod tests {
 
     #[test]
     fn anonymous_access() {
-        let open = AuthPolicy::new(true, None, None, None);
+        let open = AuthPolicy::new(true, None, None);
         assert_eq!(decide(&open, None, None), Ok(()));
         assert_eq!(decide(&open, Some("anyone"), Some(b"x")), Ok(()));
         assert!(open.authorize(
@@ -171,10 +166,9 @@ mod tests {
         ));
         assert!(!open.checks_reads());
         assert!(open.is_open());
-        assert!(!AuthPolicy::new(false, None, None, None).is_open());
-        assert!(!AuthPolicy::new(true, None, None, Some(CertToken::generate())).is_open());
+        assert!(!AuthPolicy::new(false, None, None).is_open());
 
-        let closed = AuthPolicy::new(false, None, None, None);
+        let closed = AuthPolicy::new(false, None, None);
         assert_eq!(decide(&closed, None, None), Err(reason::NOT_AUTHORIZED));
         assert_eq!(
             decide(&closed, Some("anyone"), Some(b"x")),
@@ -185,7 +179,7 @@ mod tests {
     #[test]
     fn password_file() {
         for anonymous in [true, false] {
-            let policy = AuthPolicy::new(anonymous, Some(passwords()), None, None);
+            let policy = AuthPolicy::new(anonymous, Some(passwords()), None);
             assert_eq!(decide(&policy, Some("alice"), Some(b"secret")), Ok(()));
             assert_eq!(
                 decide(&policy, Some("alice"), Some(b"wrong")),
@@ -208,22 +202,33 @@ mod tests {
         }
     }
 
+    fn certified(policy: &AuthPolicy, user: &str) -> Result<(), u8> {
+        match policy.authenticate_certified(user) {
+            Verdict::Decided(result) => result,
+            Verdict::Slow(_) => panic!("a certificate needs no slow check"),
+        }
+    }
+
     #[test]
-    fn certificate_token_stands_for_a_password() {
-        let token = CertToken::generate();
-        let policy = AuthPolicy::new(false, Some(passwords()), None, Some(token.clone()));
+    fn a_certificate_stands_for_a_password() {
+        for anonymous in [true, false] {
+            for passwords in [None, Some(passwords())] {
+                let policy = AuthPolicy::new(anonymous, passwords, None);
+                // Not in the password file, and no password: the certificate vouches.
+                assert_eq!(certified(&policy, "device-7"), Ok(()));
+                // A user of the password file too.
+                assert_eq!(certified(&policy, "alice"), Ok(()));
+            }
+        }
+        // Without a certificate, the same name needs its password (or anonymous access).
+        let policy = AuthPolicy::new(false, Some(passwords()), None);
         assert_eq!(
-            decide(&policy, Some("device-7"), Some(token.as_bytes())),
-            Ok(())
-        );
-        assert_eq!(
-            decide(&policy, Some("device-7"), Some(&[0u8; 32])),
+            decide(&policy, Some("device-7"), None),
             Err(reason::BAD_USER_NAME_OR_PASSWORD)
         );
-        // Without a token configured, nothing stands in for a password.
-        let policy = AuthPolicy::new(false, Some(passwords()), None, None);
+        let policy = AuthPolicy::new(false, None, None);
         assert_eq!(
-            decide(&policy, Some("device-7"), Some(token.as_bytes())),
+            decide(&policy, Some("device-7"), None),
             Err(reason::BAD_USER_NAME_OR_PASSWORD)
         );
     }
@@ -231,7 +236,7 @@ mod tests {
     #[test]
     fn acl_decides_and_checks_reads() {
         let acl = Acl::parse("user alice\ntopic readwrite alice/#\n").unwrap();
-        let policy = AuthPolicy::new(true, None, Some(acl), None);
+        let policy = AuthPolicy::new(true, None, Some(acl));
         assert!(policy.checks_reads());
         let alice = Identity {
             client_id: "c",

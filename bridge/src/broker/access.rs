@@ -1,6 +1,7 @@
 //! Who may connect, and what each client may publish, subscribe to and receive.
 //!
-//! The broker asks [`Access`] at three points: CONNECT ([`Access::authenticate`]),
+//! The broker asks [`Access`] at three points: CONNECT ([`Access::authenticate`], or
+//! [`Access::authenticate_certified`] for a client a TLS certificate identifies),
 //! PUBLISH and SUBSCRIBE ([`Access::authorize`] with [`Action::Publish`] /
 //! [`Action::Subscribe`]), and, when read rules exist, each delivery ([`Action::Read`]:
 //! a subscription to `#` must not leak topics the client may not read).
@@ -58,7 +59,11 @@ impl fmt::Debug for Verdict {
 
 /// A pluggable access policy (password file + ACL rules, or anything else).
 pub trait Policy: Send + Sync + fmt::Debug {
+    /// A CONNECT's own credentials.
     fn authenticate(&self, username: Option<&str>, password: Option<&[u8]>) -> Verdict;
+    /// A client whose TLS certificate the listener verified and took `username` from
+    /// (`use_identity_as_username`): the certificate stands in for a password.
+    fn authenticate_certified(&self, username: &str) -> Verdict;
     fn authorize(&self, who: Identity<'_>, action: Action, topic: &str) -> bool;
     /// Whether any rule can refuse a [`Action::Read`]: if not, deliveries skip the check.
     fn checks_reads(&self) -> bool;
@@ -89,9 +94,20 @@ impl Access {
         }
     }
 
+    /// What the policy says about a CONNECT's user name and password.
     pub fn authenticate(&self, username: Option<&str>, password: Option<&[u8]>) -> Verdict {
         match &self.policy {
             Some(policy) => policy.authenticate(username, password),
+            None => Verdict::Decided(Ok(())),
+        }
+    }
+
+    /// What the policy says about a client authenticated by its TLS certificate, whose
+    /// identity is `username` (`use_identity_as_username`; the CONNECT's own credentials
+    /// do not count). Only a TLS listener's verified identity may be passed here.
+    pub fn authenticate_certified(&self, username: &str) -> Verdict {
+        match &self.policy {
+            Some(policy) => policy.authenticate_certified(username),
             None => Verdict::Decided(Ok(())),
         }
     }
@@ -297,6 +313,53 @@ mod tests {
         for topic in ["$SYSTEM/x", "SYS/x", "a/$SYS", "$share"] {
             assert!(open.authorize(who, Action::Publish, topic), "{topic}");
         }
+    }
+
+    /// Refuses every password; accepts certificate identities starting with `device-`.
+    #[derive(Debug)]
+    struct DevicesOnly;
+
+    impl Policy for DevicesOnly {
+        fn authenticate(&self, _: Option<&str>, _: Option<&[u8]>) -> Verdict {
+            Verdict::Decided(Err(reason::BAD_USER_NAME_OR_PASSWORD))
+        }
+        fn authenticate_certified(&self, username: &str) -> Verdict {
+            Verdict::Decided(if username.starts_with("device-") {
+                Ok(())
+            } else {
+                Err(reason::NOT_AUTHORIZED)
+            })
+        }
+        fn authorize(&self, _: Identity<'_>, _: Action, _: &str) -> bool {
+            true
+        }
+        fn checks_reads(&self) -> bool {
+            false
+        }
+    }
+
+    fn decided(verdict: Verdict) -> Result<(), u8> {
+        match verdict {
+            Verdict::Decided(result) => result,
+            Verdict::Slow(_) => panic!("a slow check"),
+        }
+    }
+
+    #[test]
+    fn certificate_identities_go_to_the_policy_apart_from_passwords() {
+        let open = Access::allow_all();
+        assert_eq!(decided(open.authenticate_certified("anyone")), Ok(()));
+        let policy = Access::with_policy(Box::new(DevicesOnly));
+        assert_eq!(decided(policy.authenticate_certified("device-7")), Ok(()));
+        assert_eq!(
+            decided(policy.authenticate_certified("admin")),
+            Err(reason::NOT_AUTHORIZED)
+        );
+        // The same name with a password is the policy's password question.
+        assert_eq!(
+            decided(policy.authenticate(Some("device-7"), None)),
+            Err(reason::BAD_USER_NAME_OR_PASSWORD)
+        );
     }
 
     /// A check that holds its thread until `release` is notified, counting how many run.
