@@ -41,6 +41,7 @@ use crate::broker::{
 };
 use crate::duplex::{Duplex, Split};
 use crate::logsafe::{untrusted, untrusted_message};
+use crate::store::Durability;
 
 /// How long a connection kicked while it waits for the store still waits for it, so that
 /// what it was about to send (a CONNACK, acks) goes out; past it, or while the store fails,
@@ -147,7 +148,25 @@ pub fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    serve_duplex(Split::new(stream), peer, transport, broker)
+    serve_duplex(Split::new(stream), peer, transport, None, broker)
+}
+
+/// [`serve`] for a client whose TLS certificate the listener verified and took `identity`
+/// from (`use_identity_as_username`): `identity` is its user name, whatever its CONNECT
+/// says, and stands in for a password ([`Access::authenticate_certified`]).
+///
+/// [`Access::authenticate_certified`]: crate::broker::Access::authenticate_certified
+pub fn serve_certified<S>(
+    stream: S,
+    peer: SocketAddr,
+    transport: Transport,
+    identity: String,
+    broker: Arc<Broker>,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    serve_duplex(Split::new(stream), peer, transport, Some(identity), broker)
 }
 
 /// [`serve`] for a TCP stream, whose halves need no lock (or allocation) between them.
@@ -156,7 +175,7 @@ pub fn serve_tcp(
     peer: SocketAddr,
     broker: Arc<Broker>,
 ) -> impl Future<Output = ()> + Send + 'static {
-    serve_duplex(stream, peer, Transport::Tcp, broker)
+    serve_duplex(stream, peer, Transport::Tcp, None, broker)
 }
 
 /// A plain function returning the future, not an `async fn`: an `async fn` keeps its
@@ -166,6 +185,7 @@ fn serve_duplex<S: Duplex>(
     stream: S,
     peer: SocketAddr,
     transport: Transport,
+    identity: Option<String>,
     broker: Arc<Broker>,
 ) -> impl Future<Output = ()> + Send + 'static {
     let id = broker.new_connection_id();
@@ -179,12 +199,17 @@ fn serve_duplex<S: Duplex>(
         version: ProtocolVersion::V3_1_1,
         broker,
         id,
-        origin: Some(Box::new(Origin { peer, transport })),
+        origin: Some(Box::new(Origin {
+            peer,
+            transport,
+            identity,
+        })),
         info: None,
         inbound_aliases: None,
         outbound_aliases: TopicAliases::new(0),
         session_expiry: 0,
         client_max_packet: u32::MAX,
+        durability: Durability::new(),
     };
     // The block owns the connection in place (its argument would be a second copy).
     async move { conn.serve().await }.instrument(span)
@@ -204,6 +229,9 @@ struct Connection<S> {
     origin: Option<Box<Origin>>,
     /// Who the client is, from the CONNECT on.
     info: Option<Arc<ConnectionInfo>>,
+    /// What the work of this turn stored, for its acknowledgements to wait for: passed to
+    /// everything that may write for it (explicitly: no other task's writes count).
+    durability: Durability,
     /// Topic aliases the client defined (5.0): alias → topic. Boxed, and only once the
     /// client defines one: most never do, and this sits in every connection.
     #[allow(clippy::box_collection)] // The point: 8 bytes inline instead of 48.
@@ -220,6 +248,9 @@ struct Connection<S> {
 struct Origin {
     peer: SocketAddr,
     transport: Transport,
+    /// The verified certificate identity that is the client's user name, if the listener
+    /// gives one (see [`serve_certified`]).
+    identity: Option<String>,
 }
 
 /// What an accepted CONNECT leaves for the rest of the connection: the session it owns,
@@ -289,7 +320,8 @@ impl<S: Duplex> Connection<S> {
         let will = will
             .filter(|will| publish_will && self.may(Action::Publish, &will.topic))
             .map(|will| self.will_message(*will));
-        self.broker.close_session(&session, self.id, will);
+        self.broker
+            .close_session(&session, self.id, will, &self.durability);
 
         if let (true, Some(code)) = (self.is_v5(), end.disconnect_reason()) {
             let mut disconnect = Disconnect::new(code);
@@ -459,10 +491,20 @@ impl<S: Duplex> Connection<S> {
             }
         }
 
-        let verdict = self
-            .broker
-            .access()
-            .authenticate(connect.username.as_deref(), connect.password.as_deref());
+        // A verified certificate identity (`use_identity_as_username`) is the user name,
+        // whatever the CONNECT says, and needs no password, as in Mosquitto.
+        let verdict = match self.origin.as_mut().and_then(|o| o.identity.take()) {
+            Some(identity) => {
+                let verdict = self.broker.access().authenticate_certified(&identity);
+                connect.username = Some(identity);
+                connect.password = None;
+                verdict
+            }
+            None => self
+                .broker
+                .access()
+                .authenticate(connect.username.as_deref(), connect.password.as_deref()),
+        };
         let authenticated = match verdict {
             Verdict::Decided(result) => result,
             Verdict::Slow(check) => {
@@ -540,9 +582,6 @@ impl<S: Duplex> Connection<S> {
             topic_alias_maximum: props.topic_alias_maximum.unwrap_or(0),
         });
         self.info = Some(info.clone());
-        // Forget writes other tasks left on this thread: the CONNACK waits for this
-        // CONNECT's own only (a clean session's: none).
-        crate::store::take_touched();
         let opened = self.broker.open_session(
             &client_id,
             connect.clean_session,
@@ -551,11 +590,12 @@ impl<S: Duplex> Connection<S> {
                 info,
                 kick: kick.clone(),
             },
+            &self.durability,
         );
         if self.session_expiry == 0 && self.broker.store().is_some_and(|s| s.is_failing()) {
             // A clean session that replaced a stored one deleted it: that delete is
             // applied when the store works again, and the CONNACK does not wait for it.
-            crate::store::take_touched();
+            self.durability.take();
         }
         debug!(
             client_id = %untrusted(&connect.client_id),
@@ -672,7 +712,6 @@ impl<S: Duplex> Connection<S> {
         // Packets that came in the same read as the CONNECT are already buffered: handle
         // them now, not when the client next sends something.
         if !self.rbuf.is_empty() {
-            crate::store::take_touched();
             if let Some(end) = self.handle_input(session) {
                 return end;
             }
@@ -706,6 +745,7 @@ impl<S: Duplex> Connection<S> {
                     access
                         .is_some()
                         .then_some(&may_read as &dyn Fn(&str) -> bool),
+                    &self.durability,
                 );
                 self.outbound_aliases = aliases;
                 self.count_publishes_out(written);
@@ -714,7 +754,7 @@ impl<S: Duplex> Connection<S> {
             // subscriptions) must be durable before any of it reaches the wire: the
             // promise is that an acknowledged message survives a crash. QoS 0 and clean
             // sessions store nothing, so they never wait here.
-            let touched = crate::store::take_touched();
+            let touched = self.durability.take();
             if touched > 0 {
                 if let Some(store) = self.broker.store() {
                     // A kick still ends the connection meanwhile (keep-alive, takeover, an
@@ -779,9 +819,6 @@ impl<S: Duplex> Connection<S> {
                     () = session.wait_for_mail(), if mail_room => Event::Mail,
                 }
             };
-            // Forget writes other tasks left on this thread meanwhile ($SYS, timers, other
-            // connections): a turn waits for its own only.
-            crate::store::take_touched();
             match event {
                 Event::Kicked => {
                     return match kick.reason() {
@@ -808,8 +845,6 @@ impl<S: Duplex> Connection<S> {
                     if keep_alive_ms > 0 {
                         kick.set_deadline(self.broker.clock_ms() + keep_alive_ms);
                     }
-                    // Forget writes other tasks left on this thread: we wait for ours only.
-                    crate::store::take_touched();
                     if let Some(end) = self.handle_input(session) {
                         return end;
                     }
@@ -872,7 +907,9 @@ impl<S: Duplex> Connection<S> {
             Packet::PubRec(ack) => {
                 let failed = ack.reason >= reason::UNSPECIFIED_ERROR;
                 let before = self.wbuf.len();
-                if let Err(e) = session.on_pubrec(ack.pkid, failed, &mut self.wbuf) {
+                if let Err(e) =
+                    session.on_pubrec(ack.pkid, failed, &mut self.wbuf, &self.durability)
+                {
                     return wrong("PUBREC", e);
                 }
                 if self.wbuf.len() > before {
@@ -882,7 +919,7 @@ impl<S: Duplex> Connection<S> {
             Packet::PubRel(ack) => {
                 // Answered even for an unknown identifier: the client may be retrying after
                 // losing our PUBCOMP; 5.0 says so with "packet identifier not found".
-                let known = session.complete_incoming_qos2(ack.pkid);
+                let known = session.complete_incoming_qos2(ack.pkid, &self.durability);
                 let code = if known || !self.is_v5() {
                     reason::SUCCESS
                 } else {
@@ -932,7 +969,7 @@ impl<S: Duplex> Connection<S> {
                     "session expiry set on DISCONNECT after 0 on CONNECT (MQTT-3.14.2-2)",
                 ));
             }
-            session.set_expiry(expiry);
+            session.set_expiry(expiry, &self.durability);
         }
         Some(End::Disconnected {
             with_will: disconnect.reason == reason::DISCONNECT_WITH_WILL,
@@ -1079,7 +1116,8 @@ impl<S: Duplex> Connection<S> {
                 let ack = Ack::with_reason(pkid, reason::QUOTA_EXCEEDED);
                 match qos {
                     QoS::AtMostOnce => {
-                        self.broker.publish_retaining(message, false);
+                        self.broker
+                            .publish_retaining(message, false, &self.durability);
                         return None;
                     }
                     QoS::AtLeastOnce if self.is_v5() => {
@@ -1105,7 +1143,7 @@ impl<S: Duplex> Connection<S> {
         // A retained message the retained store has no room for is refused (and counted):
         // 5.0 is told "quota exceeded", 3.1.1 gets its normal ack, as for a refused publish.
         let v5 = self.is_v5();
-        let publish = |message| match self.broker.try_publish(message, true) {
+        let publish = |message| match self.broker.try_publish(message, true, &self.durability) {
             Ok(matched) => ack_code(matched),
             Err(code) if v5 => code,
             Err(_) => reason::SUCCESS,
@@ -1133,11 +1171,11 @@ impl<S: Duplex> Connection<S> {
                     reason::PAYLOAD_FORMAT_INVALID
                 } else if !allowed {
                     refused
-                } else if session.begin_incoming_qos2(pkid) {
+                } else if session.begin_incoming_qos2(pkid, &self.durability) {
                     let code = publish(message);
                     if code >= 0x80 {
                         // A failed PUBREC ends the exchange (MQTT 5.0 §4.3.3).
-                        session.complete_incoming_qos2(pkid);
+                        session.complete_incoming_qos2(pkid, &self.durability);
                     }
                     code
                 } else {
@@ -1253,7 +1291,8 @@ impl<S: Duplex> Connection<S> {
             return Some(end);
         }
         for filter in accepted {
-            self.broker.subscribe(session, filter, subscription_id);
+            self.broker
+                .subscribe(session, filter, subscription_id, &self.durability);
         }
         None
     }
@@ -1287,11 +1326,13 @@ impl<S: Duplex> Connection<S> {
                     format!("UNSUBSCRIBE filter {:?}: {e}", untrusted(filter)),
                 ));
             }
-            reasons.push(if self.broker.unsubscribe(session, filter) {
-                reason::SUCCESS
-            } else {
-                reason::NO_SUBSCRIPTION_EXISTED
-            });
+            reasons.push(
+                if self.broker.unsubscribe(session, filter, &self.durability) {
+                    reason::SUCCESS
+                } else {
+                    reason::NO_SUBSCRIPTION_EXISTED
+                },
+            );
         }
         // MQTT-3.10.4-5: UNSUBACK even when nothing was subscribed.
         self.answer(&Packet::UnsubAck(UnsubAck {
@@ -1461,5 +1502,85 @@ mod tests {
             size <= LIMIT,
             "a connection's task is {size} bytes, more than {LIMIT}"
         );
+    }
+
+    /// A 3.1.1 CONNECT, clean session, client id `id`, with a user name and password if
+    /// given.
+    fn connect_311(id: &str, credentials: Option<(&str, &str)>) -> Vec<u8> {
+        let string = |body: &mut Vec<u8>, s: &str| {
+            body.extend_from_slice(&(s.len() as u16).to_be_bytes());
+            body.extend_from_slice(s.as_bytes());
+        };
+        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60];
+        string(&mut body, id);
+        if let Some((username, password)) = credentials {
+            body[7] |= 0x80 | 0x40;
+            string(&mut body, username);
+            string(&mut body, password);
+        }
+        let mut packet = vec![0x10, body.len() as u8];
+        packet.extend_from_slice(&body);
+        packet
+    }
+
+    /// Sends `connect` (client id `id`) over a fresh connection, served with the
+    /// certificate identity `identity` if given; returns the CONNACK's return code and the
+    /// user name the broker then knows the client by (if it was let in).
+    async fn answer(
+        broker: &Arc<Broker>,
+        identity: Option<&str>,
+        id: &str,
+        connect: &[u8],
+    ) -> (u8, Option<String>) {
+        let (mut client, server) = tokio::io::duplex(4096);
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let task = match identity {
+            Some(identity) => tokio::spawn(serve_certified(
+                server,
+                peer,
+                Transport::Tls,
+                identity.to_owned(),
+                broker.clone(),
+            )),
+            None => tokio::spawn(serve(server, peer, Transport::Tls, broker.clone())),
+        };
+        client.write_all(connect).await.unwrap();
+        let mut connack = [0u8; 4];
+        timeout(Duration::from_secs(5), client.read_exact(&mut connack))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(connack[..3], [0x20, 0x02, 0x00]);
+        let username = broker
+            .session(id)
+            .and_then(|s| s.connection)
+            .and_then(|c| c.username.clone());
+        drop(client);
+        let _ = timeout(Duration::from_secs(5), task).await;
+        (connack[3], username)
+    }
+
+    /// `use_identity_as_username`: the certificate's identity is the user name whatever the
+    /// CONNECT says (another name, a wrong password, none at all), and the policy is asked
+    /// about the certificate, not the password; the same CONNECTs without it are refused.
+    #[tokio::test]
+    async fn a_certificate_identity_replaces_the_connects_credentials() {
+        let broker = Broker::new(Default::default());
+        let closed = crate::auth::AuthPolicy::new(false, None, None);
+        broker.set_access(closed.into_access());
+        let claims = [
+            ("c1", Some(("admin", "guess"))),
+            ("c2", Some(("device-7", ""))),
+            ("c3", None),
+        ];
+        for (id, credentials) in claims {
+            let connect = connect_311(id, credentials);
+            let (code, username) = answer(&broker, Some("device-7"), id, &connect).await;
+            assert_eq!(code, 0, "{credentials:?}");
+            assert_eq!(username.as_deref(), Some("device-7"));
+            let (code, username) = answer(&broker, None, id, &connect).await;
+            assert_ne!(code, 0, "refused without the certificate");
+            assert_eq!(username, None);
+        }
     }
 }

@@ -70,7 +70,11 @@ pub async fn publish(
     let id = message_id()?;
     let delivered_to = state
         .broker
-        .try_publish(Message::new(body.topic, payload, qos, body.retain), true)
+        .try_publish(
+            Message::new(body.topic, payload, qos, body.retain),
+            true,
+            &crate::store::Durability::unwaited(),
+        )
         .map_err(|_| {
             ApiError::new(
                 StatusCode::INSUFFICIENT_STORAGE,

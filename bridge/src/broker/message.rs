@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use protocol::{Properties, QoS};
 
-use crate::store::{MessageRecord, Op, Store};
+use crate::store::{Durability, MessageRecord, Op, Store};
 
 /// One published message, shared by every subscriber it goes to (behind an `Arc`), so
 /// fan-out never copies the payload.
@@ -47,13 +47,11 @@ impl Message {
     }
 
     /// Stores the message (the first time only) and returns its id in the store.
-    pub fn store_in(&self, store: &Store) -> u64 {
+    pub fn store_in(&self, store: &Store, durability: &Durability) -> u64 {
         *self.stored_id.get_or_init(|| {
             let id = store.new_message_id();
-            store.submit(Op::MessagePut {
-                id,
-                bytes: crate::store::encode_message(&self.to_record()),
-            });
+            let bytes = crate::store::encode_message(&self.to_record());
+            store.submit(Op::MessagePut { id, bytes }, durability);
             id
         })
     }

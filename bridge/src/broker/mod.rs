@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod retained;
 pub mod session;
 pub mod shared;
+mod timers;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -29,7 +30,7 @@ use smallvec::SmallVec;
 use crate::connection::Transport;
 use crate::logsafe::untrusted;
 use crate::router::Router;
-use crate::store::{Op, Snapshot, Store, SubRecord, SubscriptionIds};
+use crate::store::{Durability, Op, Snapshot, Store, SubRecord, SubscriptionIds};
 pub use access::{Access, Action, CredentialChecks, Identity};
 pub use message::Message;
 pub use metrics::Metrics;
@@ -38,6 +39,7 @@ pub use session::{
     Delivery, Kick, Owner, Queued, Session, TopicAliases, Written, WrongAck, NEVER_EXPIRES,
 };
 use shared::SharedGroup;
+use timers::{Kind as TimerKind, Timers};
 
 /// How often [`Broker::sweep_keep_alive`] runs: a silent client is disconnected between
 /// 1.5 times its keep-alive and that plus this.
@@ -241,6 +243,8 @@ pub struct Broker {
     reads_checked: std::sync::atomic::AtomicBool,
     /// Where persistent sessions and retained messages are kept (none: memory only).
     store: Option<Arc<Store>>,
+    /// Delayed wills and session expiry: one timer structure, one task.
+    timers: Timers,
 }
 
 impl Broker {
@@ -250,7 +254,8 @@ impl Broker {
     }
 
     /// A broker that keeps persistent sessions and retained messages in `store`, starting
-    /// from what the store held. Must run inside the Tokio runtime (expiry timers).
+    /// from what the store held. Must run inside the Tokio runtime: outside one, the delayed
+    /// wills and expiry timers of the sessions read back are not armed.
     pub fn with_store(
         settings: BrokerSettings,
         store: Arc<Store>,
@@ -303,6 +308,7 @@ impl Broker {
             access_active: Default::default(),
             reads_checked: Default::default(),
             store,
+            timers: Timers::new(),
         })
     }
 
@@ -388,26 +394,39 @@ impl Broker {
         }
     }
 
+    /// Publishes `session`'s pending will after `delay`, unless the client is back by then
+    /// (the absence `generation` has ended). See [`timers`].
     fn fire_will_later(self: &Arc<Self>, session: &Arc<Session>, generation: u64, delay: Duration) {
-        let broker = Arc::clone(self);
-        let session = Arc::clone(session);
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            if let Some(will) = session.take_pending_will(generation) {
-                broker.publish(will);
-            }
-        });
+        self.timers
+            .arm(self, TimerKind::Will, session, generation, delay);
     }
 
+    /// Ends `session` after `after`, unless the client is back by then (the absence
+    /// `generation` has ended). See [`timers`].
     fn expire_later(self: &Arc<Self>, session: &Arc<Session>, generation: u64, after: Duration) {
-        let broker = Arc::clone(self);
-        let session = Arc::clone(session);
-        tokio::spawn(async move {
-            tokio::time::sleep(after).await;
-            if session.offline_since(generation) {
-                broker.end_session(&session);
+        self.timers
+            .arm(self, TimerKind::Expiry, session, generation, after);
+    }
+
+    /// A timer of [`Self::fire_will_later`] or [`Self::expire_later`] ran out: it acts only
+    /// if the session has stayed offline since the absence `generation` began. An expiry
+    /// also only if the session is still the one registered: one discarded or removed
+    /// meanwhile has ended already, and ending it again would delete its successor's rows
+    /// from the store (same client id).
+    fn timer_fired(&self, kind: TimerKind, session: &Arc<Session>, generation: u64) {
+        match kind {
+            TimerKind::Will => {
+                let unwaited = Durability::unwaited();
+                if let Some(will) = session.take_pending_will(generation, &unwaited) {
+                    self.publish(will);
+                }
             }
-        });
+            TimerKind::Expiry => {
+                if session.offline_since(generation) && self.is_registered(session) {
+                    self.end_session(session, &Durability::unwaited());
+                }
+            }
+        }
     }
 
     /// The access policy in force.
@@ -505,6 +524,7 @@ impl Broker {
         clean_start: bool,
         expiry: u32,
         owner: Owner,
+        durability: &Durability,
     ) -> Opened {
         let mut sessions = self.sessions.lock();
         let existing = sessions.get(&**client_id).cloned();
@@ -523,14 +543,14 @@ impl Broker {
                 if let Some(previous) = old.evict() {
                     previous.kick.kick(reason::SESSION_TAKEN_OVER);
                 }
-                self.remove_all_subscriptions(&old);
-                will = old.end();
+                self.remove_all_subscriptions(&old, durability);
+                will = old.end(durability);
                 (self.insert_new(&mut sessions, client_id, expiry), false)
             }
             None => (self.insert_new(&mut sessions, client_id, expiry), false),
         };
-        session.set_expiry(expiry);
-        if let Some(previous) = session.take_ownership(owner) {
+        session.set_expiry(expiry, durability);
+        if let Some(previous) = session.take_ownership(owner, durability) {
             previous.kick.kick(reason::SESSION_TAKEN_OVER);
         }
         drop(sessions);
@@ -572,6 +592,7 @@ impl Broker {
         session: &Arc<Session>,
         connection_id: u64,
         will: Option<(Message, u32)>,
+        durability: &Durability,
     ) {
         let expiry = session.expiry();
         let (will_now, will_later) = match will {
@@ -580,7 +601,7 @@ impl Broker {
             None => (None, None),
         };
         let delay = will_later.as_ref().map(|(_, d)| *d);
-        let Some(generation) = session.release(connection_id, will_later) else {
+        let Some(generation) = session.release(connection_id, will_later, durability) else {
             // Taken over or evicted meanwhile: the new owner (or the eviction) handles it.
             if let Some(will) = will_now {
                 self.publish(will);
@@ -590,10 +611,10 @@ impl Broker {
         if let Some(will) = will_now {
             self.publish(will);
         }
-        self.redistribute_shared(session);
+        self.redistribute_shared(session, durability);
 
         if expiry == 0 {
-            self.end_session(session);
+            self.end_session(session, durability);
             return;
         }
         if let Some(delay) = delay {
@@ -608,7 +629,7 @@ impl Broker {
 
     /// Removes a session that has ended: from the registry (if it is still the one
     /// registered), from the router, and publishes its pending will.
-    fn end_session(&self, session: &Arc<Session>) {
+    fn end_session(&self, session: &Arc<Session>, durability: &Durability) {
         {
             let mut sessions = self.sessions.lock();
             if sessions
@@ -618,34 +639,42 @@ impl Broker {
                 sessions.remove(&session.client_id);
             }
         }
-        self.remove_all_subscriptions(session);
-        if let Some(will) = session.end() {
+        self.remove_all_subscriptions(session, durability);
+        if let Some(will) = session.end(durability) {
             self.publish(will);
         }
     }
 
     /// Gives shared-subscription messages a departed member did not receive to another
     /// member of their group.
-    fn redistribute_shared(&self, session: &Arc<Session>) {
-        let backlog = session.take_shared_backlog();
+    fn redistribute_shared(&self, session: &Arc<Session>, durability: &Durability) {
+        let backlog = session.take_shared_backlog(durability);
         let access = self.read_checks();
         for queued in backlog {
             let group = queued.shared.expect("only shared messages are taken");
             if group.has_other_member(session) {
-                group.deliver(&queued.message, Some(session), access.as_deref());
+                group.deliver(
+                    &queued.message,
+                    Some(session),
+                    access.as_deref(),
+                    durability,
+                );
             } else {
                 // Nobody else to take it: it stays with this member.
-                session.deliver(Queued {
-                    shared: Some(group),
-                    ..queued
-                });
+                session.deliver(
+                    Queued {
+                        shared: Some(group),
+                        ..queued
+                    },
+                    durability,
+                );
             }
         }
     }
 
-    fn remove_all_subscriptions(&self, session: &Arc<Session>) {
+    fn remove_all_subscriptions(&self, session: &Arc<Session>, durability: &Durability) {
         for (filter, _) in session.subscriptions() {
-            self.unsubscribe(session, &filter);
+            self.unsubscribe(session, &filter, durability);
         }
     }
 
@@ -657,8 +686,13 @@ impl Broker {
         session: &Arc<Session>,
         filter: &SubscribeFilter,
         subscription_id: Option<u32>,
+        durability: &Durability,
     ) {
-        session.add_subscription(&filter.filter, sub_record(filter, subscription_id));
+        session.add_subscription(
+            &filter.filter,
+            sub_record(filter, subscription_id),
+            durability,
+        );
         let is_new = self.route(session, filter, subscription_id);
         if parse_shared(&filter.filter).ok().flatten().is_some() {
             return;
@@ -692,14 +726,17 @@ impl Broker {
             }
             matched += 1;
             let qos = message.qos.min(filter.qos);
-            let delivery = session.deliver(Queued {
-                message,
-                qos,
-                retain: true,
-                subscription_ids: subscription_id.into(),
-                shared: None,
-                seq: 0,
-            });
+            let delivery = session.deliver(
+                Queued {
+                    message,
+                    qos,
+                    retain: true,
+                    subscription_ids: subscription_id.into(),
+                    shared: None,
+                    seq: 0,
+                },
+                durability,
+            );
             dropped += match delivery {
                 Delivery::Dropped => 1,
                 Delivery::QueuedDroppingOldest(n) => n as usize,
@@ -763,7 +800,12 @@ impl Broker {
     }
 
     /// Removes `session`'s subscription to `filter`; returns whether it had one.
-    pub fn unsubscribe(&self, session: &Arc<Session>, filter: &str) -> bool {
+    pub fn unsubscribe(
+        &self,
+        session: &Arc<Session>,
+        filter: &str,
+        durability: &Durability,
+    ) -> bool {
         if let Ok(Some((group, inner))) = parse_shared(filter) {
             let mut router = self.router.write();
             let mut shared = self.shared.lock();
@@ -779,27 +821,43 @@ impl Broker {
                 .write()
                 .unsubscribe(filter, &RouteKey::Client(session.client_id.clone()));
         }
-        session.remove_subscription(filter)
+        session.remove_subscription(filter, durability)
     }
 
     /// Routes a message (already validated) to every matching subscription, each at the
     /// lower of the message's and the subscription's QoS, and updates the retained store.
     /// Returns the number of subscriptions that matched.
+    ///
+    /// For messages nobody acknowledges ($SYS, the admin API, wills fired by a timer):
+    /// what it stores is not waited for.
     pub fn publish(&self, message: Message) -> usize {
-        self.publish_retaining(message, true)
+        self.publish_retaining(message, true, &Durability::unwaited())
     }
 
     /// [`Self::publish`]; with `keep_retained` false, a retained message is delivered but
     /// does not replace the topic's retained message (a QoS 0 retained publish while the
     /// store fails: kept, it would have to be stored).
-    pub fn publish_retaining(&self, message: Message, keep_retained: bool) -> usize {
-        self.try_publish(message, keep_retained).unwrap_or(0)
+    pub fn publish_retaining(
+        &self,
+        message: Message,
+        keep_retained: bool,
+        durability: &Durability,
+    ) -> usize {
+        self.try_publish(message, keep_retained, durability)
+            .unwrap_or(0)
     }
 
     /// [`Self::publish_retaining`], or `Err(0x97)` "quota exceeded" when the message is
     /// retained and the retained store is full (`max_retained_messages`,
     /// `max_retained_bytes`): then it is neither kept nor delivered, and counted.
-    pub fn try_publish(&self, message: Message, keep_retained: bool) -> Result<usize, u8> {
+    /// What it stores (the retained message, the subscribers' queue entries) is noted in
+    /// `durability`, for the publisher's acknowledgement to wait for.
+    pub fn try_publish(
+        &self,
+        message: Message,
+        keep_retained: bool,
+        durability: &Durability,
+    ) -> Result<usize, u8> {
         let message = Arc::new(message);
         Metrics::add(&self.metrics.messages_received, 1);
         if message.retain && keep_retained {
@@ -817,7 +875,7 @@ impl Broker {
                 return Err(reason::QUOTA_EXCEEDED);
             }
             if let Some(store) = &self.store {
-                store.submit(if message.payload.is_empty() {
+                let op = if message.payload.is_empty() {
                     Op::RetainDelete {
                         topic: message.topic.clone(),
                     }
@@ -826,7 +884,8 @@ impl Broker {
                         topic: message.topic.clone(),
                         bytes: crate::store::encode_message(&message.to_record()),
                     }
-                });
+                };
+                store.submit(op, durability);
             }
         }
         let access = self.read_checks();
@@ -839,15 +898,17 @@ impl Broker {
         match sets.as_slice() {
             // The common case: one matching filter, so one subscription per client.
             [set] => set.iter().for_each(|(_, route)| match route {
-                Route::Shared(group) => tally.count(group.deliver(&message, None, access)),
+                Route::Shared(group) => {
+                    tally.count(group.deliver(&message, None, access, durability))
+                }
                 Route::Direct(sub) => {
                     if !excluded_by_no_local(&message, sub) && readable(access, &message.topic, sub)
                     {
-                        tally.count(sub.session.deliver(delivery_for(&message, sub)));
+                        tally.count(sub.session.deliver(delivery_for(&message, sub), durability));
                     }
                 }
             }),
-            sets => route_overlapping(&message, sets, access, &mut tally),
+            sets => route_overlapping(&message, sets, access, &mut tally, durability),
         }
         drop(sets);
         drop(router);
@@ -992,9 +1053,10 @@ impl Broker {
     pub fn delete_retained(&self, topic: &str) -> bool {
         let removed = self.retained.write().remove(topic);
         if let (Some(store), true) = (&self.store, removed) {
-            store.submit(Op::RetainDelete {
+            let op = Op::RetainDelete {
                 topic: topic.to_owned(),
-            });
+            };
+            store.submit(op, &Durability::unwaited());
         }
         removed
     }
@@ -1023,6 +1085,7 @@ impl Broker {
     /// Ends a session: disconnects its client if online and forgets its subscriptions and
     /// queued messages.
     pub fn remove_session(&self, client_id: &str) -> Result<(), ClientError> {
+        let durability = &Durability::unwaited();
         let session = self
             .sessions
             .lock()
@@ -1031,8 +1094,8 @@ impl Broker {
         if let Some(owner) = session.evict() {
             owner.kick.kick(reason::ADMINISTRATIVE_ACTION);
         }
-        self.remove_all_subscriptions(&session);
-        if let Some(will) = session.end() {
+        self.remove_all_subscriptions(&session, durability);
+        if let Some(will) = session.end(durability) {
             self.publish(will);
         }
         Ok(())
@@ -1046,6 +1109,7 @@ impl Broker {
         filter: &str,
         qos: QoS,
     ) -> Result<SubRecord, ClientError> {
+        let durability = &Durability::unwaited();
         validate_topic_filter(filter).map_err(|e| ClientError::InvalidFilter(e.to_string()))?;
         if let Err(e) = parse_shared(filter) {
             return Err(ClientError::InvalidFilter(e.to_string()));
@@ -1057,19 +1121,20 @@ impl Broker {
             .cloned()
             .ok_or_else(|| ClientError::UnknownClient(client_id.to_owned()))?;
         let filter = SubscribeFilter::new(filter, qos);
-        self.subscribe(&session, &filter, None);
+        self.subscribe(&session, &filter, None, durability);
         Ok(sub_record(&filter, None))
     }
 
     /// Unsubscribes an existing session from `filter` on its behalf.
     pub fn unsubscribe_for(&self, client_id: &str, filter: &str) -> Result<bool, ClientError> {
+        let durability = &Durability::unwaited();
         let session = self
             .sessions
             .lock()
             .get(client_id)
             .cloned()
             .ok_or_else(|| ClientError::UnknownClient(client_id.to_owned()))?;
-        Ok(self.unsubscribe(&session, filter))
+        Ok(self.unsubscribe(&session, filter, durability))
     }
 
     /// Tells every connected client the server is going away (5.0 clients get DISCONNECT
@@ -1135,9 +1200,10 @@ fn route_overlapping(
     sets: &[&HashMap<RouteKey, Route>],
     access: Option<&Access>,
     tally: &mut Tally,
+    durability: &Durability,
 ) {
     if sets.len() > MERGE_BY_LOOKUP {
-        return route_by_sorting(message, sets, access, tally);
+        return route_by_sorting(message, sets, access, tally, durability);
     }
     let mut overlapping: HashSet<&RouteKey> = HashSet::new();
     for (i, a) in sets.iter().enumerate() {
@@ -1153,7 +1219,7 @@ fn route_overlapping(
         for (key, route) in set.iter() {
             let sub = match route {
                 Route::Shared(group) => {
-                    tally.count(group.deliver(message, None, access));
+                    tally.count(group.deliver(message, None, access, durability));
                     continue;
                 }
                 Route::Direct(sub) => sub,
@@ -1176,7 +1242,7 @@ fn route_overlapping(
                 }
             };
             if readable(access, &message.topic, sub) {
-                tally.count(sub.session.deliver(queued));
+                tally.count(sub.session.deliver(queued, durability));
             }
         }
     }
@@ -1189,11 +1255,12 @@ fn route_by_sorting(
     sets: &[&HashMap<RouteKey, Route>],
     access: Option<&Access>,
     tally: &mut Tally,
+    durability: &Durability,
 ) {
     let mut direct = Vec::new();
     for route in sets.iter().flat_map(|set| set.values()) {
         match route {
-            Route::Shared(group) => tally.count(group.deliver(message, None, access)),
+            Route::Shared(group) => tally.count(group.deliver(message, None, access, durability)),
             Route::Direct(sub) => direct.push(sub),
         }
     }
@@ -1202,7 +1269,7 @@ fn route_by_sorting(
         let sub = client[0];
         if let Some(queued) = one_delivery(message, client.iter().copied()) {
             if readable(access, &message.topic, sub) {
-                tally.count(sub.session.deliver(queued));
+                tally.count(sub.session.deliver(queued, durability));
             }
         }
     }
@@ -1328,6 +1395,7 @@ mod tests {
 
     /// An online session of `client` subscribed to `filters` at QoS 1.
     fn subscriber(broker: &Arc<Broker>, client: &str, filters: &[&str]) -> Arc<Session> {
+        let durability = &Durability::unwaited();
         let id: Arc<str> = Arc::from(client);
         let info = Arc::new(ConnectionInfo {
             connection_id: 1,
@@ -1345,13 +1413,14 @@ mod tests {
         });
         let kick = Arc::new(Kick::default());
         let session = broker
-            .open_session(&id, true, 0, Owner { info, kick })
+            .open_session(&id, true, 0, Owner { info, kick }, &Durability::unwaited())
             .session;
         for filter in filters {
             broker.subscribe(
                 &session,
                 &SubscribeFilter::new(*filter, QoS::AtLeastOnce),
                 None,
+                durability,
             );
         }
         session

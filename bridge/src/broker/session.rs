@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 use super::message::{unix_ms_now, Message};
 use super::shared::SharedGroup;
 use super::ConnectionInfo;
-use crate::store::{Op, Store, SubRecord, SubscriptionIds};
+use crate::store::{Durability, Op, Store, SubRecord, SubscriptionIds};
 
 /// Session expiry interval meaning "never expires" (MQTT 5.0 §3.1.2.11.2).
 pub const NEVER_EXPIRES: u32 = u32::MAX;
@@ -369,7 +369,7 @@ impl Session {
 
     /// Sets the expiry interval. A session that becomes persistent is written to the
     /// store whole; one that stops being persistent is removed from it.
-    pub fn set_expiry(&self, expiry: u32) {
+    pub fn set_expiry(&self, expiry: u32, durability: &Durability) {
         let mut state = self.state.lock();
         let was = state.expiry;
         state.expiry = expiry;
@@ -378,34 +378,43 @@ impl Session {
         };
         match (was > 0, expiry > 0) {
             (_, true) => {
-                self.put_session(store, &state, None);
+                self.put_session(store, &state, None, durability);
                 if was == 0 {
                     for (filter, record) in &state.subscriptions {
-                        store.submit(Op::SubPut {
-                            client: self.client_id.clone(),
-                            filter: filter.clone(),
-                            record: *record,
-                        });
+                        store.submit(
+                            Op::SubPut {
+                                client: self.client_id.clone(),
+                                filter: filter.clone(),
+                                record: *record,
+                            },
+                            durability,
+                        );
                     }
                     for queued in state.queue.iter() {
-                        self.put_entry(store, queued);
+                        self.put_entry(store, queued, durability);
                     }
                     for entry in &state.in_flight {
-                        self.put_entry(store, &entry.queued);
-                        self.stage_entry(store, entry);
+                        self.put_entry(store, &entry.queued, durability);
+                        self.stage_entry(store, entry, durability);
                     }
                     for pkid in &state.incoming_qos2 {
-                        store.submit(Op::Qos2Put {
-                            client: self.client_id.clone(),
-                            pkid: *pkid,
-                        });
+                        store.submit(
+                            Op::Qos2Put {
+                                client: self.client_id.clone(),
+                                pkid: *pkid,
+                            },
+                            durability,
+                        );
                     }
                 }
             }
             (true, false) => {
-                store.submit(Op::SessionDelete {
-                    client: self.client_id.clone(),
-                });
+                store.submit(
+                    Op::SessionDelete {
+                        client: self.client_id.clone(),
+                    },
+                    durability,
+                );
             }
             (false, false) => {}
         }
@@ -416,49 +425,67 @@ impl Session {
         self.store.as_ref().filter(|_| state.expiry > 0)
     }
 
-    fn put_session(&self, store: &Store, state: &State, disconnected_at: Option<u64>) {
-        store.submit(Op::SessionPut {
-            client: self.client_id.clone(),
-            expiry: state.expiry,
-            disconnected_at,
-            username: state.username.clone(),
-        });
-    }
-
-    fn put_entry(&self, store: &Store, queued: &Queued) {
-        let message_id = queued.message.store_in(store);
-        store.submit(Op::QueuePut {
-            client: self.client_id.clone(),
-            seq: queued.seq,
-            message_id,
-            qos: queued.qos as u8,
-            retain: queued.retain,
-            subscription_ids: queued.subscription_ids.clone(),
-        });
-    }
-
-    fn stage_entry(&self, store: &Store, entry: &InFlight) {
-        store.submit(Op::QueueStage {
-            client: self.client_id.clone(),
-            seq: entry.queued.seq,
-            pkid: entry.pkid,
-            stage: match entry.stage {
-                Stage::Published => 1,
-                Stage::Released => 2,
+    fn put_session(
+        &self,
+        store: &Store,
+        state: &State,
+        disconnected_at: Option<u64>,
+        durability: &Durability,
+    ) {
+        store.submit(
+            Op::SessionPut {
+                client: self.client_id.clone(),
+                expiry: state.expiry,
+                disconnected_at,
+                username: state.username.clone(),
             },
-        });
+            durability,
+        );
     }
 
-    fn delete_entry(&self, store: &Store, seq: u64) {
-        store.submit(Op::QueueDelete {
-            client: self.client_id.clone(),
-            seq,
-        });
+    fn put_entry(&self, store: &Store, queued: &Queued, durability: &Durability) {
+        let message_id = queued.message.store_in(store, durability);
+        store.submit(
+            Op::QueuePut {
+                client: self.client_id.clone(),
+                seq: queued.seq,
+                message_id,
+                qos: queued.qos as u8,
+                retain: queued.retain,
+                subscription_ids: queued.subscription_ids.clone(),
+            },
+            durability,
+        );
+    }
+
+    fn stage_entry(&self, store: &Store, entry: &InFlight, durability: &Durability) {
+        store.submit(
+            Op::QueueStage {
+                client: self.client_id.clone(),
+                seq: entry.queued.seq,
+                pkid: entry.pkid,
+                stage: match entry.stage {
+                    Stage::Published => 1,
+                    Stage::Released => 2,
+                },
+            },
+            durability,
+        );
+    }
+
+    fn delete_entry(&self, store: &Store, seq: u64, durability: &Durability) {
+        store.submit(
+            Op::QueueDelete {
+                client: self.client_id.clone(),
+                seq,
+            },
+            durability,
+        );
     }
 
     /// Makes `owner` the session's connection; returns the one it replaces, to be kicked,
     /// and cancels a pending will (the client is back in time, MQTT-3.1.3-9).
-    pub fn take_ownership(&self, owner: Owner) -> Option<Owner> {
+    pub fn take_ownership(&self, owner: Owner, durability: &Durability) -> Option<Owner> {
         let mut state = self.state.lock();
         state.generation += 1;
         let had_will = state.pending_will.take().is_some();
@@ -466,11 +493,14 @@ impl Session {
         state.last_connection = Some(owner.info.clone());
         if let Some(store) = self.persisted(&state) {
             if had_will {
-                store.submit(Op::WillDelete {
-                    client: self.client_id.clone(),
-                });
+                store.submit(
+                    Op::WillDelete {
+                        client: self.client_id.clone(),
+                    },
+                    durability,
+                );
             }
-            self.put_session(store, &state, None);
+            self.put_session(store, &state, None, durability);
         }
         state.owner.replace(owner)
     }
@@ -482,20 +512,28 @@ impl Session {
 
     /// Gives up ownership if `connection_id` still has it, leaving `will` pending if given.
     /// Returns the generation of the absence that begins, or `None` if it was not the owner.
-    pub fn release(&self, connection_id: u64, will: Option<(Message, u32)>) -> Option<u64> {
+    pub fn release(
+        &self,
+        connection_id: u64,
+        will: Option<(Message, u32)>,
+        durability: &Durability,
+    ) -> Option<u64> {
         let mut state = self.state.lock();
         if !state.is_owned_by(connection_id) {
             return None;
         }
         state.owner = None;
         if let Some(store) = self.persisted(&state) {
-            self.put_session(store, &state, Some(unix_ms_now()));
+            self.put_session(store, &state, Some(unix_ms_now()), durability);
             if let Some((will, delay)) = &will {
-                store.submit(Op::WillPut {
-                    client: self.client_id.clone(),
-                    fire_at: unix_ms_now() + u64::from(*delay) * 1000,
-                    bytes: crate::store::encode_message(&will.to_record()),
-                });
+                store.submit(
+                    Op::WillPut {
+                        client: self.client_id.clone(),
+                        fire_at: unix_ms_now() + u64::from(*delay) * 1000,
+                        bytes: crate::store::encode_message(&will.to_record()),
+                    },
+                    durability,
+                );
             }
         }
         state.pending_will = will.map(|(will, _)| Box::new(will));
@@ -503,14 +541,17 @@ impl Session {
     }
 
     /// The pending will, if the session has stayed offline since `generation` began.
-    pub fn take_pending_will(&self, generation: u64) -> Option<Message> {
+    pub fn take_pending_will(&self, generation: u64, durability: &Durability) -> Option<Message> {
         let mut state = self.state.lock();
         if state.generation == generation && state.owner.is_none() {
             let will = state.pending_will.take().map(|will| *will);
             if let (Some(store), true) = (self.persisted(&state), will.is_some()) {
-                store.submit(Op::WillDelete {
-                    client: self.client_id.clone(),
-                });
+                store.submit(
+                    Op::WillDelete {
+                        client: self.client_id.clone(),
+                    },
+                    durability,
+                );
             }
             will
         } else {
@@ -535,7 +576,7 @@ impl Session {
     }
 
     /// Ends the session's life: returns its pending will, to be published now.
-    pub fn end(&self) -> Option<Message> {
+    pub fn end(&self, durability: &Durability) -> Option<Message> {
         let mut state = self.state.lock();
         state.queue.clear();
         self.limits
@@ -543,9 +584,12 @@ impl Session {
             .give_back(std::mem::take(&mut state.queued_bytes));
         state.in_flight.clear();
         if let Some(store) = self.persisted(&state) {
-            store.submit(Op::SessionDelete {
-                client: self.client_id.clone(),
-            });
+            store.submit(
+                Op::SessionDelete {
+                    client: self.client_id.clone(),
+                },
+                durability,
+            );
         }
         state.pending_will.take().map(|will| *will)
     }
@@ -570,7 +614,7 @@ impl Session {
 
     /// Queues a message for delivery (its QoS is already the lower of the publish and the
     /// subscription QoS). Called by whichever task published it.
-    pub fn deliver(&self, mut queued: Queued) -> Delivery {
+    pub fn deliver(&self, mut queued: Queued, durability: &Durability) -> Delivery {
         let mut state = self.state.lock();
         if state.owner.is_none() && queued.qos == QoS::AtMostOnce && !self.limits.queue_qos0_offline
         {
@@ -605,14 +649,14 @@ impl Session {
             self.limits.budget.give_back(oldest_size);
             self.dropped.fetch_add(1, Ordering::Relaxed);
             if let (Some(store), true) = (self.persisted(&state), oldest.qos != QoS::AtMostOnce) {
-                self.delete_entry(store, oldest.seq);
+                self.delete_entry(store, oldest.seq, durability);
             }
         }
         state.queued_bytes += size;
         queued.seq = state.next_seq;
         state.next_seq += 1;
         if let (Some(store), true) = (self.persisted(&state), queued.qos != QoS::AtMostOnce) {
-            self.put_entry(store, &queued);
+            self.put_entry(store, &queued, durability);
         }
         state.queue.push_back(queued);
         let online = state.owner.is_some();
@@ -699,26 +743,32 @@ impl Session {
         (state.queue.len(), state.in_flight.len())
     }
 
-    pub fn add_subscription(&self, filter: &str, record: SubRecord) {
+    pub fn add_subscription(&self, filter: &str, record: SubRecord, durability: &Durability) {
         let mut state = self.state.lock();
         if let Some(store) = self.persisted(&state) {
-            store.submit(Op::SubPut {
-                client: self.client_id.clone(),
-                filter: filter.to_owned(),
-                record,
-            });
+            store.submit(
+                Op::SubPut {
+                    client: self.client_id.clone(),
+                    filter: filter.to_owned(),
+                    record,
+                },
+                durability,
+            );
         }
         state.subscriptions.insert(filter.to_owned(), record);
     }
 
-    pub fn remove_subscription(&self, filter: &str) -> bool {
+    pub fn remove_subscription(&self, filter: &str, durability: &Durability) -> bool {
         let mut state = self.state.lock();
         let removed = state.subscriptions.remove(filter).is_some();
         if let (Some(store), true) = (self.persisted(&state), removed) {
-            store.submit(Op::SubDelete {
-                client: self.client_id.clone(),
-                filter: filter.to_owned(),
-            });
+            store.submit(
+                Op::SubDelete {
+                    client: self.client_id.clone(),
+                    filter: filter.to_owned(),
+                },
+                durability,
+            );
         }
         removed
     }
@@ -747,7 +797,7 @@ impl Session {
     /// Takes the messages that came through shared subscriptions and that this client has
     /// not received: everything still queued, and QoS 1 messages in flight. QoS 2 messages
     /// in flight stay: their delivery must be completed to this client (MQTT-4.8.2-4).
-    pub fn take_shared_backlog(&self) -> Vec<Queued> {
+    pub fn take_shared_backlog(&self, durability: &Durability) -> Vec<Queued> {
         let mut guard = self.state.lock();
         let state = &mut *guard;
         let mut taken = Vec::new();
@@ -774,7 +824,7 @@ impl Session {
         if let Some(store) = self.store.as_ref().filter(|_| state.expiry > 0) {
             for queued in &taken {
                 if queued.qos != QoS::AtMostOnce {
-                    self.delete_entry(store, queued.seq);
+                    self.delete_entry(store, queued.seq, durability);
                 }
             }
         }
@@ -808,6 +858,7 @@ impl Session {
         max_bytes: usize,
         aliases: &mut TopicAliases,
         may_read: Option<&dyn Fn(&str) -> bool>,
+        durability: &Durability,
     ) -> Written {
         let unreadable = |queued: &Queued| may_read.is_some_and(|may| !may(&queued.message.topic));
         let mut state = self.state.lock();
@@ -891,7 +942,7 @@ impl Session {
                 if let (Some(store), true) =
                     (self.persisted(&state), dropped.qos != QoS::AtMostOnce)
                 {
-                    self.delete_entry(store, dropped.seq);
+                    self.delete_entry(store, dropped.seq, durability);
                 }
                 continue;
             }
@@ -912,7 +963,7 @@ impl Session {
                 if !write_publish(out, &queued, pkid, false, &info, aliases, properties) {
                     written.too_large += 1;
                     if let Some(store) = self.persisted(&state) {
-                        self.delete_entry(store, queued.seq);
+                        self.delete_entry(store, queued.seq, durability);
                     }
                     continue;
                 }
@@ -924,9 +975,20 @@ impl Session {
                 };
                 in_window += 1;
                 if let Some(store) = self.persisted(&state) {
-                    // Durable before the PUBLISH leaves (the connection waits for it): a
-                    // restart must re-send it with this identifier and DUP, never as new.
-                    self.stage_entry(store, &entry);
+                    // QoS 2: durable before the PUBLISH leaves (the connection waits for
+                    // it): a restart must re-send it with this identifier and DUP, never
+                    // as new, or the client could take it twice. QoS 1 may arrive twice
+                    // (MQTT 4.3.2), and the message itself is durable already (its queue
+                    // entry was, before the publisher's PUBACK): if the staging is lost, a
+                    // restart sends it again as new, which QoS 1 allows. So a persistent
+                    // QoS 1 delivery waits for one commit, not two.
+                    let unwaited = Durability::unwaited();
+                    let wait = if entry.queued.qos == QoS::ExactlyOnce {
+                        durability
+                    } else {
+                        &unwaited
+                    };
+                    self.stage_entry(store, &entry, wait);
                 }
                 state.in_flight.push_back(entry);
             }
@@ -955,9 +1017,13 @@ impl Session {
     }
 
     /// Removes a completed entry from the store.
+    /// Removes a finished (or dropped) entry from the store. Nobody waits for that: if the
+    /// delete is lost, a restart delivers the message again, which is a re-send its QoS
+    /// allows (QoS 1), or one the client answers without a second delivery (a QoS 2 PUBREL
+    /// or PUBLISH with DUP for an identifier it completed).
     fn forget(&self, state: &State, removed: Option<u64>) -> bool {
         if let (Some(store), Some(seq)) = (self.persisted(state), removed) {
-            self.delete_entry(store, seq);
+            self.delete_entry(store, seq, &Durability::unwaited());
         }
         removed.is_some()
     }
@@ -966,7 +1032,13 @@ impl Session {
     /// identifier already released is answered again (the client may have lost our PUBREL);
     /// an unknown one gets PUBREL "packet identifier not found" (5.0). `Err` when the
     /// identifier is a QoS 1 delivery, which PUBREC does not answer (MQTT-4.3.2).
-    pub fn on_pubrec(&self, pkid: u16, failed: bool, out: &mut BytesMut) -> Result<(), WrongAck> {
+    pub fn on_pubrec(
+        &self,
+        pkid: u16,
+        failed: bool,
+        out: &mut BytesMut,
+        durability: &Durability,
+    ) -> Result<(), WrongAck> {
         let mut state = self.state.lock();
         let Some(owner) = state.owner.clone() else {
             return Ok(());
@@ -983,7 +1055,7 @@ impl Session {
             Some(index) => {
                 state.in_flight[index].stage = Stage::Released;
                 if let Some(store) = self.persisted(&state) {
-                    self.stage_entry(store, &state.in_flight[index]);
+                    self.stage_entry(store, &state.in_flight[index], durability);
                 }
                 write_packet(out, &Packet::PubRel(Ack::new(pkid)), &owner.info);
             }
@@ -1017,14 +1089,17 @@ impl Session {
 
     /// Incoming QoS 2 PUBLISH: returns true the first time `pkid` is seen (route it), false
     /// for a duplicate still waiting for its PUBREL (do not route it again).
-    pub fn begin_incoming_qos2(&self, pkid: u16) -> bool {
+    pub fn begin_incoming_qos2(&self, pkid: u16, durability: &Durability) -> bool {
         let mut state = self.state.lock();
         let new = state.incoming_qos2.insert(pkid);
         if let (Some(store), true) = (self.persisted(&state), new) {
-            store.submit(Op::Qos2Put {
-                client: self.client_id.clone(),
-                pkid,
-            });
+            store.submit(
+                Op::Qos2Put {
+                    client: self.client_id.clone(),
+                    pkid,
+                },
+                durability,
+            );
         }
         new
     }
@@ -1035,14 +1110,17 @@ impl Session {
     }
 
     /// PUBREL from the client: the identifier is free again. False if it was unknown.
-    pub fn complete_incoming_qos2(&self, pkid: u16) -> bool {
+    pub fn complete_incoming_qos2(&self, pkid: u16, durability: &Durability) -> bool {
         let mut state = self.state.lock();
         let known = state.incoming_qos2.remove(&pkid);
         if let (Some(store), true) = (self.persisted(&state), known) {
-            store.submit(Op::Qos2Delete {
-                client: self.client_id.clone(),
-                pkid,
-            });
+            store.submit(
+                Op::Qos2Delete {
+                    client: self.client_id.clone(),
+                    pkid,
+                },
+                durability,
+            );
         }
         known
     }
@@ -1302,16 +1380,22 @@ mod tests {
         let group = Arc::new(SharedGroup::new("g", "t"));
         let a = session("a", &limits);
         for shared in [None, Some(&group), None] {
-            assert!(matches!(a.deliver(queued(shared)), Delivery::Queued));
+            assert!(matches!(
+                a.deliver(queued(shared), &Durability::unwaited()),
+                Delivery::Queued
+            ));
         }
         let b = session("b", &limits);
         for _ in 0..2 {
-            assert!(matches!(b.deliver(queued(None)), Delivery::Queued));
+            assert!(matches!(
+                b.deliver(queued(None), &Durability::unwaited()),
+                Delivery::Queued
+            ));
         }
         assert_eq!(limits.budget.used(), 5 * SIZE);
-        assert_eq!(a.take_shared_backlog().len(), 1);
+        assert_eq!(a.take_shared_backlog(&Durability::unwaited()).len(), 1);
         assert_eq!(limits.budget.used(), 4 * SIZE);
-        assert!(a.end().is_none());
+        assert!(a.end(&Durability::unwaited()).is_none());
         assert_eq!(limits.budget.used(), 2 * SIZE);
         drop(b);
         assert_eq!(limits.budget.used(), 0);
@@ -1337,7 +1421,9 @@ mod tests {
             topic_alias_maximum: 10,
         });
         let kick = Arc::new(Kick::default());
-        assert!(s.take_ownership(Owner { info, kick }).is_none());
+        assert!(s
+            .take_ownership(Owner { info, kick }, &Durability::unwaited())
+            .is_none());
     }
 
     /// A session owned by connection 1, a 5.0 client, with a QoS 1 and a QoS 2 message
@@ -1347,10 +1433,23 @@ mod tests {
         owned_by_a_v5_client(&s, u32::MAX);
         let mut qos2 = queued(None);
         qos2.qos = QoS::ExactlyOnce;
-        assert!(matches!(s.deliver(queued(None)), Delivery::Queued));
-        assert!(matches!(s.deliver(qos2), Delivery::Queued));
+        assert!(matches!(
+            s.deliver(queued(None), &Durability::unwaited()),
+            Delivery::Queued
+        ));
+        assert!(matches!(
+            s.deliver(qos2, &Durability::unwaited()),
+            Delivery::Queued
+        ));
         let mut out = BytesMut::new();
-        let written = s.write_queued(1, &mut out, usize::MAX, &mut TopicAliases::new(0), None);
+        let written = s.write_queued(
+            1,
+            &mut out,
+            usize::MAX,
+            &mut TopicAliases::new(0),
+            None,
+            &Durability::unwaited(),
+        );
         assert_eq!(written.sent, 2);
         s
     }
@@ -1371,7 +1470,10 @@ mod tests {
             })
         }
         assert_eq!(s.on_pubcomp(1), waiting(1, 1, "PUBACK"));
-        assert_eq!(s.on_pubrec(1, false, &mut out), waiting(1, 1, "PUBACK"));
+        assert_eq!(
+            s.on_pubrec(1, false, &mut out, &Durability::unwaited()),
+            waiting(1, 1, "PUBACK")
+        );
         assert!(out.is_empty(), "no PUBREL for a QoS 1 delivery");
         assert_eq!(s.on_puback(2), waiting(2, 2, "PUBREC"));
         assert_eq!(s.on_pubcomp(2), waiting(2, 2, "PUBREC"));
@@ -1379,12 +1481,15 @@ mod tests {
 
         assert_eq!(s.on_puback(1), Ok(true));
         assert_eq!(s.on_puback(1), Ok(false), "unknown now: ignored");
-        assert_eq!(s.on_pubrec(2, false, &mut out), Ok(()));
+        assert_eq!(
+            s.on_pubrec(2, false, &mut out, &Durability::unwaited()),
+            Ok(())
+        );
         assert_eq!(&out[..], &[0x62, 0x02, 0x00, 0x02], "PUBREL 2");
         assert_eq!(s.on_puback(2), waiting(2, 2, "PUBCOMP"));
         out.clear();
         assert_eq!(
-            s.on_pubrec(2, false, &mut out),
+            s.on_pubrec(2, false, &mut out, &Durability::unwaited()),
             Ok(()),
             "PUBREL again: ours was lost"
         );
@@ -1419,13 +1524,20 @@ mod tests {
         let mut aliases = TopicAliases::new(10);
         let mut send = |topic: &str, payload: Vec<u8>| {
             assert!(matches!(
-                s.deliver(message(topic, payload)),
+                s.deliver(message(topic, payload), &Durability::unwaited()),
                 Delivery::Queued
             ));
             let mut out = BytesMut::new();
             assert_eq!(
-                s.write_queued(1, &mut out, usize::MAX, &mut aliases, None)
-                    .sent,
+                s.write_queued(
+                    1,
+                    &mut out,
+                    usize::MAX,
+                    &mut aliases,
+                    None,
+                    &Durability::unwaited()
+                )
+                .sent,
                 1
             );
             out
@@ -1476,11 +1588,23 @@ mod tests {
             subscription_ids: SubscriptionIds::from((1..=1000).collect::<Vec<u32>>()),
             ..queued(None)
         };
-        assert!(matches!(s.deliver(with_ids()), Delivery::Queued));
-        assert!(matches!(s.deliver(with_ids()), Delivery::Queued));
+        assert!(matches!(
+            s.deliver(with_ids(), &Durability::unwaited()),
+            Delivery::Queued
+        ));
+        assert!(matches!(
+            s.deliver(with_ids(), &Durability::unwaited()),
+            Delivery::Queued
+        ));
         assert_eq!(limits.budget.used(), 2 * (SIZE + 4000));
-        assert!(matches!(s.deliver(with_ids()), Delivery::Dropped));
-        assert!(matches!(s.deliver(queued(None)), Delivery::Queued));
+        assert!(matches!(
+            s.deliver(with_ids(), &Durability::unwaited()),
+            Delivery::Dropped
+        ));
+        assert!(matches!(
+            s.deliver(queued(None), &Durability::unwaited()),
+            Delivery::Queued
+        ));
         assert_eq!(s.backlog().0, 3);
     }
 
@@ -1492,9 +1616,15 @@ mod tests {
         let limits = limits(3 * SIZE);
         let a = session("a", &limits);
         for _ in 0..3 {
-            assert!(matches!(a.deliver(queued(None)), Delivery::Queued));
+            assert!(matches!(
+                a.deliver(queued(None), &Durability::unwaited()),
+                Delivery::Queued
+            ));
         }
-        assert!(matches!(a.deliver(queued(None)), Delivery::Dropped));
+        assert!(matches!(
+            a.deliver(queued(None), &Durability::unwaited()),
+            Delivery::Dropped
+        ));
         assert_eq!(limits.budget.used(), 3 * SIZE);
 
         let oldest_first = Arc::new(Limits {
@@ -1505,11 +1635,17 @@ mod tests {
         let b = session("b", &oldest_first);
         let c = session("c", &oldest_first);
         for _ in 0..3 {
-            assert!(matches!(b.deliver(queued(None)), Delivery::Queued));
+            assert!(matches!(
+                b.deliver(queued(None), &Durability::unwaited()),
+                Delivery::Queued
+            ));
         }
-        assert!(matches!(c.deliver(queued(None)), Delivery::Dropped));
         assert!(matches!(
-            b.deliver(queued(None)),
+            c.deliver(queued(None), &Durability::unwaited()),
+            Delivery::Dropped
+        ));
+        assert!(matches!(
+            b.deliver(queued(None), &Durability::unwaited()),
             Delivery::QueuedDroppingOldest(1)
         ));
         assert_eq!(b.backlog().0, 3);

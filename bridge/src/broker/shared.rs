@@ -10,6 +10,7 @@ use protocol::QoS;
 use super::access::{Access, Action, Identity};
 use super::message::Message;
 use super::session::{Delivery, Queued, Session};
+use crate::store::Durability;
 
 /// One member: a session and the options it subscribed with.
 #[derive(Debug, Clone)]
@@ -92,6 +93,7 @@ impl SharedGroup {
         message: &Arc<Message>,
         exclude: Option<&Arc<Session>>,
         access: Option<&Access>,
+        durability: &Durability,
     ) -> Delivery {
         let members = self.members.lock();
         let n = members.len();
@@ -123,14 +125,17 @@ impl SharedGroup {
         let Some(member) = chosen else {
             return Delivery::Skipped;
         };
-        member.session.deliver(Queued {
-            message: message.clone(),
-            qos: message.qos.min(member.qos),
-            retain: member.retain_as_published && message.retain,
-            subscription_ids: member.subscription_id.into(),
-            shared: Some(self.clone()),
-            seq: 0,
-        })
+        member.session.deliver(
+            Queued {
+                message: message.clone(),
+                qos: message.qos.min(member.qos),
+                retain: member.retain_as_published && message.retain,
+                subscription_ids: member.subscription_id.into(),
+                shared: Some(self.clone()),
+                seq: 0,
+            },
+            durability,
+        )
     }
 
     /// Whether the group has a member other than `session`.

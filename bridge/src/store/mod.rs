@@ -6,8 +6,10 @@
 //! one transaction and commits it durably (fsync): a group commit, so a thousand QoS 1
 //! publishes in flight cost a handful of fsyncs, not a thousand. A connection that
 //! produced operations while handling a batch of packets waits for their commit before
-//! it sends the acknowledgements (see [`take_touched`]); QoS 0 traffic and clean sessions
-//! produce no operations and never wait.
+//! it sends the acknowledgements: every submit notes its sequence in the [`Durability`]
+//! the caller passes down (the connection's, for the work one turn of it does), and the
+//! connection then waits for that one sequence. QoS 0 traffic and clean sessions produce
+//! no operations and never wait.
 //!
 //! A write that fails (the disk is full, an I/O error) stops nothing for good: the writer
 //! keeps the failed batch and tries it again with a backoff until it commits, and the
@@ -271,16 +273,34 @@ fn unix_ms_now() -> u64 {
         .unwrap_or(0)
 }
 
-thread_local! {
-    /// The highest operation sequence submitted on this thread since the last
-    /// [`take_touched`]. Connections handle a batch of packets synchronously on one
-    /// thread, then take it to know what they must wait for.
-    static TOUCHED: Cell<u64> = const { Cell::new(0) };
-}
+/// What some work must wait for before it is acknowledged: the highest sequence of the
+/// operations it submitted (0: none). Whoever will acknowledge creates one and passes it
+/// down to everything that may write for that work (a connection, for one turn: the
+/// publish it handles writes the subscribers' queue entries too); work nobody waits for
+/// passes [`Durability::unwaited`]. A cluster's acknowledgement wait can sit beside it.
+#[derive(Debug, Default)]
+pub struct Durability(Cell<u64>);
 
-/// Takes (and resets) the highest operation sequence this thread submitted.
-pub fn take_touched() -> u64 {
-    TOUCHED.with(|t| t.replace(0))
+impl Durability {
+    /// A fresh one: nothing to wait for yet.
+    pub fn new() -> Durability {
+        Durability::default()
+    }
+
+    /// For work that nobody acknowledges (timers, `$SYS`, the admin API, restoring).
+    pub fn unwaited() -> Durability {
+        Durability::default()
+    }
+
+    /// Notes that the work submitted operation `seq`.
+    pub fn note(&self, seq: u64) {
+        self.0.set(self.0.get().max(seq));
+    }
+
+    /// Takes (and resets) what to wait for: the highest sequence noted, 0 for nothing.
+    pub fn take(&self) -> u64 {
+        self.0.replace(0)
+    }
 }
 
 /// Memory redb may use to cache the file's pages. Its default, 1 GiB, would let the store
@@ -335,8 +355,8 @@ impl Store {
         &self.path
     }
 
-    /// Queues an operation for the writer; returns its sequence number.
-    pub fn submit(&self, op: Op) -> u64 {
+    /// Queues an operation for the writer, noting its sequence number in `durability`.
+    pub fn submit(&self, op: Op, durability: &Durability) -> u64 {
         let seq = {
             let mut sender = self.sender.lock();
             sender.0 += 1;
@@ -346,7 +366,7 @@ impl Store {
             let _ = sender.1.send((seq, op));
             seq
         };
-        TOUCHED.with(|t| t.set(t.get().max(seq)));
+        durability.note(seq);
         seq
     }
 
@@ -551,4 +571,40 @@ fn load(db: &Database) -> Result<Snapshot, StoreError> {
     sessions.sort_by(|a, b| a.client.cmp(&b.client));
     snapshot.sessions = sessions;
     Ok(snapshot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_submit_is_noted_only_in_the_durability_it_was_given() {
+        let dir = std::env::temp_dir().join(format!("bridge-durability-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (store, _) = Store::open(&dir).expect("open a store");
+        let (mine, theirs) = (Durability::new(), Durability::new());
+        let first = store.submit(Op::RetainDelete { topic: "a".into() }, &mine);
+        let second = store.submit(Op::RetainDelete { topic: "b".into() }, &theirs);
+        assert!(second > first);
+        // Each waits for its own work only: another task's later write is not its business.
+        assert_eq!(mine.take(), first);
+        assert_eq!(mine.take(), 0, "taken");
+        assert_eq!(theirs.take(), second);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn the_noted_sequence_becomes_durable() {
+        let dir = std::env::temp_dir().join(format!("bridge-durable-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (store, _) = Store::open(&dir).expect("open a store");
+        let work = Durability::new();
+        store.submit(Op::RetainDelete { topic: "a".into() }, &work);
+        let seq = work.take();
+        tokio::time::timeout(std::time::Duration::from_secs(30), store.wait_durable(seq))
+            .await
+            .expect("committed");
+        assert!(store.durable() >= seq);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -105,7 +105,9 @@ pub enum EncodeError {
 /// size and, once a CONNECT has been read, the protocol version.
 #[derive(Debug, Clone)]
 pub struct Decoder {
-    max_packet_size: usize,
+    /// A u32 (MQTT's largest packet is 268,435,460 bytes): a decoder sits in every
+    /// connection of a broker, and this keeps it at 8 bytes.
+    max_packet_size: u32,
     version: Option<ProtocolVersion>,
 }
 
@@ -114,7 +116,7 @@ impl Decoder {
     /// fixed header included).
     pub fn new(max_packet_size: usize) -> Decoder {
         Decoder {
-            max_packet_size,
+            max_packet_size: u32::try_from(max_packet_size).unwrap_or(u32::MAX),
             version: None,
         }
     }
@@ -133,7 +135,8 @@ impl Decoder {
     /// needed (nothing is consumed). On error the stream is unusable and must be closed.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
         let v5 = self.version == Some(ProtocolVersion::V5);
-        let Some(header) = parse_fixed_header(buf, self.max_packet_size, self.version)? else {
+        let Some(header) = parse_fixed_header(buf, self.max_packet_size as usize, self.version)?
+        else {
             return Ok(None);
         };
         if buf.len() < header.frame_len() {
@@ -154,7 +157,7 @@ impl Decoder {
     /// Bytes still missing for the packet at the front of `buf`, when its fixed header is
     /// complete: lets a reader grow its buffer once instead of in small steps.
     pub fn missing_bytes(&self, buf: &[u8]) -> usize {
-        match parse_fixed_header(buf, self.max_packet_size, self.version) {
+        match parse_fixed_header(buf, self.max_packet_size as usize, self.version) {
             Ok(Some(header)) => header.frame_len().saturating_sub(buf.len()),
             _ => 0,
         }
