@@ -127,7 +127,20 @@ impl Conn {
         client_id: &str,
         keep_alive: u16,
     ) -> Result<Conn, String> {
-        Self::open_with(target, addr, client_id, keep_alive, None).await
+        Self::open_with(target, addr, client_id, keep_alive, true, None).await
+    }
+
+    /// [`Conn::open`] with a persistent session (3.1.1 clean session 0): the broker keeps
+    /// its subscriptions and messages when it disconnects. The session must be new (CONNACK
+    /// "session present" 0): one left by an earlier run could hold that run's messages,
+    /// which would be counted as this one's.
+    pub async fn open_persistent(
+        target: &Target,
+        addr: SocketAddr,
+        client_id: &str,
+        keep_alive: u16,
+    ) -> Result<Conn, String> {
+        Self::open_with(target, addr, client_id, keep_alive, false, None).await
     }
 
     /// [`Conn::open`] for a connection that will only idle: over WebSocket, with small
@@ -140,7 +153,7 @@ impl Conn {
         keep_alive: u16,
     ) -> Result<Conn, String> {
         let config = WebSocketConfig::default().read_buffer_size(IDLE_WS_READ_BUFFER);
-        Self::open_with(target, addr, client_id, keep_alive, Some(config)).await
+        Self::open_with(target, addr, client_id, keep_alive, true, Some(config)).await
     }
 
     async fn open_with(
@@ -148,11 +161,19 @@ impl Conn {
         addr: SocketAddr,
         client_id: &str,
         keep_alive: u16,
+        clean_session: bool,
         ws_config: Option<WebSocketConfig>,
     ) -> Result<Conn, String> {
         tokio::time::timeout(
             SETUP_TIMEOUT,
-            Self::open_inner(target, addr, client_id, keep_alive, ws_config),
+            Self::open_inner(
+                target,
+                addr,
+                client_id,
+                keep_alive,
+                clean_session,
+                ws_config,
+            ),
         )
         .await
         .map_err(|_| format!("{client_id}: no CONNACK within {SETUP_TIMEOUT:?}"))?
@@ -164,6 +185,7 @@ impl Conn {
         addr: SocketAddr,
         client_id: &str,
         keep_alive: u16,
+        clean_session: bool,
         ws_config: Option<WebSocketConfig>,
     ) -> Result<Conn, String> {
         let stream = TcpStream::connect(addr)
@@ -202,7 +224,7 @@ impl Conn {
         let connect = Packet::Connect(Box::new(Connect {
             version: VERSION,
             client_id: client_id.to_string(),
-            clean_session: true,
+            clean_session,
             keep_alive,
             will: None,
             username: None,
@@ -211,6 +233,11 @@ impl Conn {
         }));
         conn.send(&connect).await?;
         match conn.next_packet().await? {
+            Packet::ConnAck(ack) if ack.code == 0 && ack.session_present && !clean_session => Err(
+                "the broker resumed an existing session (CONNACK session present): \
+                     this client id's session must be new"
+                    .into(),
+            ),
             Packet::ConnAck(ack) if ack.code == 0 => Ok(conn),
             Packet::ConnAck(ack) => Err(format!("CONNACK refused, code {:#04x}", ack.code)),
             other => Err(format!("expected CONNACK, got {}", other.name())),

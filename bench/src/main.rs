@@ -80,6 +80,11 @@ struct Args {
     /// Connections in the `idle` scenario
     #[arg(long)]
     connections: Option<usize>,
+    /// Subscribers keep a session: clean session 0 (MQTT 3.1.1), one client id each for the
+    /// run, subscribed before publishing starts, the sessions removed at the end
+    /// [scenario default: on for qos1-persistent, off for the others]
+    #[arg(long)]
+    persistent: bool,
     /// Keep-alive of every connection, seconds (0 = off)
     #[arg(long, default_value_t = 600)]
     keepalive: u16,
@@ -190,6 +195,7 @@ async fn bench(args: Args) -> Result<Value, String> {
         (false, Some(window)) => window,
         (false, None) => defaults.window,
     };
+    let persistent = args.persistent || defaults.persistent;
     let plan = run::Plan {
         qos,
         payload: args.payload,
@@ -199,6 +205,7 @@ async fn bench(args: Args) -> Result<Value, String> {
         keep_alive: args.keepalive,
         publishers: pub_topics,
         subscribers: sub_filters,
+        persistent,
         warmup,
         duration,
         drain: secs(args.drain, "drain")?,
@@ -220,6 +227,7 @@ async fn bench(args: Args) -> Result<Value, String> {
         "qos": qos as u8,
         "publishers": publishers,
         "subscribers": subscribers,
+        "persistent": persistent,
         "payload": args.payload,
         "window": window,
         "inflight": args.inflight,

@@ -57,6 +57,9 @@ pub struct Plan {
     pub publishers: Vec<Topics>,
     /// One entry per subscriber: its filters.
     pub subscribers: Vec<Vec<String>>,
+    /// Subscribers keep a session (clean session 0), opened and subscribed before anyone
+    /// publishes, and removed after the run.
+    pub persistent: bool,
     pub warmup: Duration,
     pub duration: Duration,
     /// Longest wait for acknowledgements and deliveries after the publishers stop.
@@ -260,13 +263,19 @@ pub async fn run(
 
     let qos = plan.qos;
     let keep_alive = plan.keep_alive;
+    let persistent = plan.persistent;
+    // Subscriber i keeps this client id for the whole run (its session's, when persistent).
+    let sub_id = move |i: usize| format!("bench-{tag}-s{i}");
     let subs = {
         let filters = Arc::new(plan.subscribers.clone());
         open_all(plan.subscribers.len(), |i| {
             let (target, filters) = (target.clone(), filters.clone());
             async move {
-                let mut conn =
-                    Conn::open(&target, addr, &format!("bench-{tag}-s{i}"), keep_alive).await?;
+                let mut conn = if persistent {
+                    Conn::open_persistent(&target, addr, &sub_id(i), keep_alive).await?
+                } else {
+                    Conn::open(&target, addr, &sub_id(i), keep_alive).await?
+                };
                 conn.subscribe(&filters[i], qos).await?;
                 Ok(conn)
             }
@@ -492,6 +501,26 @@ pub async fn run(
     }
     for task in ack_tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    if persistent {
+        // The subscribers have disconnected; a clean-session CONNECT with each id discards
+        // its session, so that a broker that outlives the run does not go on queueing the
+        // next run's messages for them.
+        let forgotten = open_all(plan.subscribers.len(), |i| {
+            let target = target.clone();
+            async move { Conn::open(&target, addr, &sub_id(i), keep_alive).await }
+        })
+        .await;
+        match forgotten {
+            Ok(conns) => {
+                for conn in conns {
+                    conn.writer.close(&wire::DISCONNECT).await;
+                }
+            }
+            Err(e) => shared
+                .errors
+                .add(format!("removing the subscribers' sessions: {e}")),
+        }
     }
 
     for o in &outcomes {
@@ -923,6 +952,18 @@ async fn subscriber(
         }
     }
     writer.close(&wire::DISCONNECT).await;
+    // Until the broker has closed its end (at most a second): a persistent subscriber's
+    // session is removed next with a CONNECT under the same client id, which should find
+    // this connection gone, not take it over.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Ok(n) = reader.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            buf.clear();
+        }
+    })
+    .await;
     out
 }
 
@@ -949,6 +990,7 @@ mod tests {
             keep_alive: 0,
             publishers: vec![Topics::Fixed("a".into()), Topics::Fixed("b".into())],
             subscribers: Vec::new(),
+            persistent: false,
             warmup: Duration::from_millis(50),
             duration: Duration::from_millis(200),
             drain: Duration::from_millis(200),

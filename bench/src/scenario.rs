@@ -15,6 +15,10 @@ pub enum Scenario {
     FanOut,
     /// 10 publisher/subscriber pairs, one topic per pair, QoS 1 with PUBACKs.
     Qos1,
+    /// `qos1` with persistent subscribers (clean session 0, subscribed before anyone
+    /// publishes): the broker keeps every message for their sessions, on disk when its
+    /// persistence is on.
+    Qos1Persistent,
     /// The same with QoS 2: PUBREC, PUBREL, PUBCOMP.
     Qos2,
     /// One publisher at a fixed 1,000 msg/s, QoS 1: latency at light load.
@@ -33,6 +37,7 @@ impl Scenario {
             Scenario::FanIn => "fan-in",
             Scenario::FanOut => "fan-out",
             Scenario::Qos1 => "qos1",
+            Scenario::Qos1Persistent => "qos1-persistent",
             Scenario::Qos2 => "qos2",
             Scenario::Latency => "latency",
             Scenario::Idle => "idle",
@@ -55,6 +60,8 @@ pub struct Defaults {
     /// busy; QoS 1/2 throughput is bounded by the broker's inflight limit per subscriber
     /// (bridge 32, Mosquitto 20), so a deeper window there only adds queueing latency.
     pub window: u64,
+    /// Subscribers keep a session: clean session 0 (3.1.1), one client id each for the run.
+    pub persistent: bool,
 }
 
 pub fn defaults(scenario: Scenario) -> Defaults {
@@ -66,6 +73,7 @@ pub fn defaults(scenario: Scenario) -> Defaults {
         topics: 10_000,
         connections: 10_000,
         window: 1000,
+        persistent: false,
     };
     match scenario {
         Scenario::FanIn => base,
@@ -79,6 +87,10 @@ pub fn defaults(scenario: Scenario) -> Defaults {
             qos: QoS::AtLeastOnce,
             window: 100,
             ..base
+        },
+        Scenario::Qos1Persistent => Defaults {
+            persistent: true,
+            ..defaults(Scenario::Qos1)
         },
         Scenario::Qos2 => Defaults {
             subscribers: 10,
@@ -145,7 +157,7 @@ pub fn layout(
             fixed(&|_| "bench/fanout".to_string()),
             vec![vec!["bench/fanout".to_string()]; subscribers],
         ),
-        Scenario::Qos1 | Scenario::Qos2 => (
+        Scenario::Qos1 | Scenario::Qos1Persistent | Scenario::Qos2 => (
             fixed(&|p| format!("bench/pair/{}", p % subscribers.max(1))),
             (0..subscribers)
                 .map(|s| vec![format!("bench/pair/{s}")])
@@ -227,5 +239,25 @@ mod tests {
         }
         assert_eq!(defaults(Scenario::FanOut).subscribers, 100);
         assert_eq!(defaults(Scenario::Latency).rate, Some(1000.0));
+    }
+
+    #[test]
+    fn qos1_persistent_is_qos1_with_sessions() {
+        assert_eq!(Scenario::Qos1Persistent.name(), "qos1-persistent");
+        let (p, q) = (defaults(Scenario::Qos1Persistent), defaults(Scenario::Qos1));
+        assert!(p.persistent && !q.persistent);
+        assert_eq!(
+            Defaults {
+                persistent: false,
+                ..p
+            },
+            q
+        );
+        assert!(Scenario::value_variants()
+            .iter()
+            .all(|&s| defaults(s).persistent == (s == Scenario::Qos1Persistent)));
+        let (pubs, subs) = layout(Scenario::Qos1Persistent, 10, 10, 0);
+        assert!(matches!(&pubs[3], Topics::Fixed(t) if t == "bench/pair/3"));
+        assert_eq!(subs[3], vec!["bench/pair/3".to_string()]);
     }
 }
