@@ -293,6 +293,10 @@ impl<S: Duplex> Connection<S> {
         let end = self
             .serve_session(opened.keep_alive, &opened.session, &opened.kick)
             .await;
+        // A turn that ended the connection (a DISCONNECT or a violation after a PUBLISH in
+        // the same read) may have written acknowledgements: they wait for the store like any
+        // other, or are dropped if it fails, before the close flushes them.
+        Box::pin(self.hold_until_durable()).await;
         // `opened` keeps the client counted as connected (its `Online`) until the end, past
         // the close below: the server's shutdown waits for that count to reach zero, and so
         // for every client to be told why and let go.
@@ -642,6 +646,23 @@ impl<S: Duplex> Connection<S> {
             will: connect.will.take().map(Box::new),
             keep_alive: connect.keep_alive,
         }))
+    }
+
+    /// Waits (at most [`KICKED_DURABLE_WAIT`]) until what this connection's last turn
+    /// stored is durable; if it cannot be (the store fails), drops what that turn wrote, so
+    /// that nothing unstored is acknowledged.
+    async fn hold_until_durable(&mut self) {
+        let touched = self.durability.take();
+        let Some(store) = self.broker.store().filter(|_| touched > 0) else {
+            return;
+        };
+        let durable = !store.is_failing()
+            && timeout(KICKED_DURABLE_WAIT, store.wait_durable(touched))
+                .await
+                .is_ok();
+        if !durable {
+            self.wbuf.clear();
+        }
     }
 
     /// Bytes `connack` takes on the wire.

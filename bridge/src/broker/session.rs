@@ -981,7 +981,11 @@ impl Session {
                     // (MQTT 4.3.2), and the message itself is durable already (its queue
                     // entry was, before the publisher's PUBACK): if the staging is lost, a
                     // restart sends it again as new, which QoS 1 allows. So a persistent
-                    // QoS 1 delivery waits for one commit, not two.
+                    // QoS 1 delivery waits for one commit, not two. (This relies on the
+                    // writer committing operations whole and in sequence order: a later
+                    // wait covers every earlier write. A message queued by work nobody
+                    // waited for, such as a will fired by a timer, may then go out before
+                    // its queue entry is durable: after a crash, a QoS 1 duplicate at most.)
                     let unwaited = Durability::unwaited();
                     let wait = if entry.queued.qos == QoS::ExactlyOnce {
                         durability
