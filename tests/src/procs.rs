@@ -75,3 +75,26 @@ pub fn poll_log<T>(
     }
     None
 }
+
+/// How long a command-line client run by [`mosquitto_pub`] or [`mosquitto_sub_lines`] may take.
+const CLIENT_WAIT: Duration = Duration::from_secs(30);
+
+/// `mosquitto_pub -h 127.0.0.1 -p PORT ARGS` against the bridge: (exit code, stdout,
+/// stderr).
+pub fn mosquitto_pub(b: &Bridge, args: &[&str]) -> (i32, String, String) {
+    mosquitto_tool("mosquitto_pub", b, args)
+}
+
+/// `mosquitto_sub -h 127.0.0.1 -p PORT ARGS` run to its end (give it `-C` or `-W`): the
+/// lines it printed.
+pub fn mosquitto_sub_lines(b: &Bridge, args: &[&str]) -> Vec<String> {
+    let (_, out, _) = mosquitto_tool("mosquitto_sub", b, args);
+    out.lines().map(str::to_owned).collect()
+}
+
+fn mosquitto_tool(tool: &str, b: &Bridge, args: &[&str]) -> (i32, String, String) {
+    let port = b.tcp_port().to_string();
+    let mut all = vec!["-h", "127.0.0.1", "-p", &port];
+    all.extend_from_slice(args);
+    run_full(&crate::which(tool), &all, CLIENT_WAIT)
+}

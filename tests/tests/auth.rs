@@ -8,9 +8,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use tests::harness::bridge_bin;
-use tests::procs::{poll_log, run_full, sighup};
+use tests::procs::{mosquitto_pub, poll_log, sighup};
 use tests::wire::{self, RawClient};
-use tests::{spawn_line_buffered, unique, which, Bridge, Proc};
+use tests::{spawn_line_buffered, unique, Bridge, Proc};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -81,14 +81,6 @@ fn config(dir: &Dir, auth: &str) -> PathBuf {
 
 fn start(config: &Path) -> Bridge {
     Bridge::start_with(&["--config", config.to_str().unwrap()])
-}
-
-/// `mosquitto_pub -h 127.0.0.1 -p PORT ARGS`: (exit code, stdout, stderr).
-fn mosquitto_pub(b: &Bridge, args: &[&str]) -> (i32, String, String) {
-    let port = b.tcp_port().to_string();
-    let mut all = vec!["-h", "127.0.0.1", "-p", &port];
-    all.extend_from_slice(args);
-    run_full(&which("mosquitto_pub"), &all, WAIT)
 }
 
 fn pub_ok(b: &Bridge, args: &[&str]) -> String {

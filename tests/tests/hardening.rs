@@ -12,19 +12,11 @@ use std::time::{Duration, Instant};
 
 use tests::harness::bridge_bin;
 use tests::memory::{rss_kib, threads, RssPeak};
-use tests::procs::run_full;
+use tests::procs::{mosquitto_pub, mosquitto_sub_lines, run_full};
 use tests::wire::RawClient;
-use tests::{spawn_line_buffered, tcp_from, unique, which, wire, Bridge};
+use tests::{spawn_line_buffered, tcp_from, unique, wire, Bridge};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// `mosquitto_pub -h 127.0.0.1 -p PORT ARGS`: (exit code, stdout, stderr).
-fn mosquitto_pub(b: &Bridge, args: &[&str]) -> (i32, String, String) {
-    let port = b.tcp_port().to_string();
-    let mut all = vec!["-h", "127.0.0.1", "-p", &port];
-    all.extend_from_slice(args);
-    run_full(&which("mosquitto_pub"), &all, WAIT)
-}
 
 /// A bridge with a new password file of `users` (all with the password "right") and
 /// `[auth]` `extra` lines; the directory holding the files is removed on drop.
@@ -69,22 +61,8 @@ fn mosquitto_sub(b: &Bridge, args: &[&str]) -> tests::Proc {
 /// `mosquitto_sub` for `topic` that prints `topic payload` lines and gives up after
 /// `seconds` without a message: the lines it printed.
 fn mosquitto_sub_for(b: &Bridge, topic: &str, seconds: u32) -> Vec<String> {
-    let port = b.tcp_port().to_string();
     let secs = seconds.to_string();
-    let args = [
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-t",
-        topic,
-        "-F",
-        "%t %p",
-        "-W",
-        &secs,
-    ];
-    let (_, out, _) = run_full(&which("mosquitto_sub"), &args, WAIT);
-    out.lines().map(str::to_owned).collect()
+    mosquitto_sub_lines(b, &["-t", topic, "-F", "%t %p", "-W", &secs])
 }
 
 /// Client publishes under `$SYS` are refused whatever the ACL says (here: the default open

@@ -154,25 +154,8 @@ fn sys_filter_matches_sys_topics() {
     publ.publish("SYS/e2e", b"x", 1, true, 1);
     publ.publish("x/$SYS/e2e", b"x", 1, true, 2);
     // The broker's `$SYS` values are retained: a new `$SYS/#` subscriber gets them all.
-    let port = b.tcp_port().to_string();
-    let args = [
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-t",
-        "$SYS/#",
-        "-F",
-        "%t",
-        "-W",
-        "3",
-    ];
-    let (_, out, _) = tests::run(
-        &tests::which("mosquitto_sub"),
-        &args,
-        Duration::from_secs(30),
-    );
-    let topics: Vec<&str> = out.lines().collect();
+    let lines = tests::procs::mosquitto_sub_lines(&b, &["-t", "$SYS/#", "-F", "%t", "-W", "3"]);
+    let topics: Vec<&str> = lines.iter().map(String::as_str).collect();
     assert!(topics.contains(&"$SYS/broker/version"), "{topics:?}");
     assert!(topics.iter().all(|t| t.starts_with("$SYS/")), "{topics:?}");
     publ.disconnect();
